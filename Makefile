@@ -1,0 +1,27 @@
+# `make demo` runs the main job on an embedded default; `make test` runs the tests. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-data clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml requirements-torch.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-torch.txt
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/maskage demo --out demo_out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-data: $(STAMP)
+	$(PY) -m pytest -q -m data
+
+clean:
+	rm -rf demo_out build *.egg-info

@@ -1,0 +1,202 @@
+"""The ``maskage`` command: thin calls into the same functions the Python API uses."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .images import IMAGE_EXTENSIONS
+
+
+def _write_csv_atomic(path: Path, fieldnames: list[str], rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def expand_inputs(items: Sequence[str]) -> list[str]:
+    """Files as given, folders expanded to their image files (recursively, sorted, skipping hidden names)."""
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(
+                str(f) for f in p.rglob("*")
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+            out.extend(found)
+        else:
+            out.append(str(p))  # a missing file becomes a per-image error, not a crash
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    config = load_config(args.config, args.overrides, task=args.task)
+    result = train(config, progress=not args.quiet)
+    print(f"best epoch {result.best_epoch}: validation F1 {result.best_f1:.4f}; model saved in {result.output_dir}")
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    out = Pipeline.from_runs(args.mask_run, args.gender_run, args.age_run).save(args.out)
+    print(f"pipeline saved in {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        print("error: no images found in the given paths", file=sys.stderr)
+        return 2
+    preds = Pipeline.from_pretrained(args.pipeline).predict(paths, batch_size=args.batch_size)
+    rows = [p.to_row() for p in preds]
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    fields.remove("error")
+    _write_csv_atomic(Path(args.out), fields + ["error"], rows)
+    n_err = sum(1 for p in preds if p.error)
+    n_noface = sum(1 for p in preds if not p.error and p.face_box is None)
+    print(f"{len(preds)} image(s) -> {args.out} ({n_err} error(s), {n_noface} without a detected face)")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .data import read_csv_rows
+    from .pipeline import Pipeline
+
+    eval_dir = Path(args.eval_dir)
+    rows = read_csv_rows(eval_dir / "info.csv", ["ImageID"])
+    paths = [str(eval_dir / "images" / r["ImageID"]) for r in rows]
+    preds = Pipeline.from_pretrained(args.pipeline).predict(paths, batch_size=args.batch_size)
+    bad = [p for p in preds if p.error]
+    if bad:
+        listing = "\n  ".join(p.error for p in bad[:20])
+        print(f"error: {len(bad)} image(s) could not be predicted:\n  {listing}", file=sys.stderr)
+        return 1
+    out = [{"ImageID": r["ImageID"], "ans": p.class_id} for r, p in zip(rows, preds)]
+    _write_csv_atomic(Path(args.out), ["ImageID", "ans"], out)
+    print(f"{len(out)} predictions -> {args.out}")
+    return 0
+
+
+def _read_ids(path: Path) -> dict[str, int]:
+    """Image key -> class id from a CSV with ImageID,ans or path,class columns."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        if "ImageID" in cols and "ans" in cols:
+            key, val = "ImageID", "ans"
+        elif "path" in cols and "class" in cols:
+            key, val = "path", "class"
+        else:
+            raise ValueError(f"{path}: needs columns ImageID,ans or path,class; found {cols}")
+        out = {}
+        for line, row in enumerate(reader, start=2):
+            k = Path(row[key]).name if key == "path" else row[key]
+            try:
+                out[k] = int(row[val])
+            except ValueError:
+                raise ValueError(f"{path} line {line}: {val}={row[val]!r} is not a class id") from None
+        return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .metrics import format_report, score
+
+    pred, gt = _read_ids(Path(args.pred_csv)), _read_ids(Path(args.gt_csv))
+    missing = [k for k in gt if k not in pred]
+    if missing:
+        print(f"error: {len(missing)} ground-truth image(s) have no prediction, e.g. {missing[:5]}", file=sys.stderr)
+        return 1
+    keys = list(gt)
+    s = score([gt[k] for k in keys], [pred[k] for k in keys])
+    print(format_report(s))
+    if args.json:
+        Path(args.json).write_text(json.dumps(s, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, n_people=args.people, epochs=args.epochs, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskage", description="Mask state, gender and age group from face photos.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one task model")
+    p.add_argument("task", choices=["mask", "gender", "age"])
+    p.add_argument("config", help="YAML file of config changes (e.g. experiments/base.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. data_dir=data/train epochs=5")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("pipeline", help="assemble three trained runs into a pipeline directory")
+    p.add_argument("mask_run")
+    p.add_argument("gender_run")
+    p.add_argument("age_run")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("submit", help="predict a competition eval folder into ImageID,ans")
+    p.add_argument("eval_dir", help="folder holding info.csv and images/")
+    p.add_argument("--pipeline", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("predict", help="predict images or folders of images into a CSV")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--pipeline", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score predictions against ground truth")
+    p.add_argument("pred_csv", help="ImageID,ans (from submit) or path,class (from predict)")
+    p.add_argument("gt_csv", help="ImageID,ans")
+    p.add_argument("--json", help="also write the scores as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the whole job on a generated dataset: train 3 tasks, assemble, submit, score")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--people", type=int, default=24)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``maskage`` command."""
+    args = build_parser().parse_args(argv)
+    from .data import DatasetError
+    from .models import ModelFileError
+
+    try:
+        return args.func(args)
+    except (DatasetError, ModelFileError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Maps the three task predictions to the 18 class ids. Pure functions on numpy arrays, no torch."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .labels import NUM_CLASSES, decode, encode
+
+__all__ = ["encode", "decode", "encode_many", "decode_many", "age_group_probs", "combine_probs", "combine"]
+
+
+def encode_many(mask: Sequence[int], gender: Sequence[int], age_group: Sequence[int]) -> np.ndarray:
+    """Class ids of arrays of (mask, gender, age group) labels."""
+    return np.array([encode(m, g, a) for m, g, a in zip(mask, gender, age_group)], dtype=np.int64)
+
+
+def decode_many(class_ids: Sequence[int]) -> np.ndarray:
+    """N x 3 array of (mask, gender, age group) for N class ids."""
+    return np.array([decode(c) for c in class_ids], dtype=np.int64).reshape(-1, 3)
+
+
+def age_group_probs(bin_probs: np.ndarray, groups: Sequence[int], n_groups: int = 3) -> np.ndarray:
+    """N x 3 age-group probabilities: the sum of each group's fine-bin probabilities."""
+    bin_probs = np.asarray(bin_probs, dtype=np.float64)
+    groups = np.asarray(groups)
+    if bin_probs.shape[-1] != len(groups):
+        raise ValueError(f"{bin_probs.shape[-1]} bin probabilities but {len(groups)} bin groups")
+    out = np.zeros(bin_probs.shape[:-1] + (n_groups,), dtype=np.float64)
+    for g in range(n_groups):
+        out[..., g] = bin_probs[..., groups == g].sum(axis=-1)
+    return out
+
+
+def combine_probs(mask: np.ndarray, gender: np.ndarray, age: np.ndarray) -> np.ndarray:
+    """N x 18 class distribution: the product of the N x 3 mask, N x 2 gender and N x 3 age-group distributions."""
+    mask, gender, age = (np.asarray(a, dtype=np.float64) for a in (mask, gender, age))
+    if mask.shape[-1] != 3 or gender.shape[-1] != 2 or age.shape[-1] != 3:
+        raise ValueError(f"expected N x 3, N x 2, N x 3 probabilities, got {mask.shape}, {gender.shape}, {age.shape}")
+    # einsum order (mask, gender, age) flattens to mask*6 + gender*3 + age, the class encoding
+    joint = np.einsum("nm,ng,na->nmga", mask, gender, age).reshape(len(mask), NUM_CLASSES)
+    return joint
+
+
+def combine(mask: np.ndarray, gender: np.ndarray, age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class ids, N x 18 probabilities) from the three task distributions."""
+    joint = combine_probs(mask, gender, age)
+    return joint.argmax(axis=1), joint

@@ -1,0 +1,175 @@
+"""Training configuration: dataclass defaults, then a YAML file of changes, then ``key=value`` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from .labels import DEFAULT_AGE_BIN_EDGES, DEFAULT_AGE_THRESHOLD
+
+TASKS = ("mask", "gender", "age")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of one task's training run. Unknown keys are an error."""
+
+    task: str = "mask"
+    data_dir: str = ""  # folder holding train.csv and images/
+    output_dir: str = ""  # default: runs/<task>
+    epochs: int = 10
+    batch_size: int = 32
+    seed: int = 42
+    # model
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: bool = True  # ImageNet weights exist offline for tf_efficientnet_lite0 only
+    input_size: int = 224
+    freeze_stages: int = 0  # freeze the stem and the first N backbone stages
+    drop_rate: float = 0.2
+    # face crops
+    crop_size: int = 256  # crops are cached at this size, then resized to input_size
+    margin: float = 0.2  # fraction of the face box added on each side
+    min_face_size: int = 40
+    detect_batch_size: int = 16
+    cache_dir: str = ""  # default: $MASKAGE_CACHE or ~/.cache/maskage
+    # data
+    age_threshold: int = DEFAULT_AGE_THRESHOLD
+    age_bin_edges: list = field(default_factory=lambda: list(DEFAULT_AGE_BIN_EDGES))
+    corrections: str = ""  # optional CSV keyed by id: gender, age, swap_normal_incorrect columns
+    n_folds: int = 5
+    fold: int = 0
+    max_people: int = 0  # 0 = all; else a stratified subset for quick runs
+    weighted_sampler: bool = False
+    hflip: bool = True
+    color_jitter: float = 0.2
+    scale_jitter: float = 0.1
+    num_workers: int = 0
+    # optimisation
+    optimizer: str = "adamw"  # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    scheduler: str = "cosine"  # cosine | step | none
+    step_size: int = 5
+    gamma: float = 0.1
+    grad_accum: int = 1
+    amp: bool = True  # used only on a GPU
+    patience: int = 0  # early stopping after N epochs without a better val macro F1; 0 = off
+    # loss: a weighted sum such as "0.4*f1+0.6*focal"; terms ce, focal, f1
+    loss: str = "ce"
+    class_weights: str = "none"  # none | balanced
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    age_group_loss_weight: float = 1.0  # age task: weight of the CE on group probs summed from bins
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError on a value out of range."""
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        for name in ("epochs", "batch_size", "input_size", "crop_size", "grad_accum", "n_folds", "detect_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_folds < 2:
+            raise ValueError(f"n_folds must be >= 2 to hold out a validation fold, got {self.n_folds}")
+        if not 0 <= self.fold < self.n_folds:
+            raise ValueError(f"fold must be in 0..{self.n_folds - 1}, got {self.fold}")
+        choices = {
+            "optimizer": ("adam", "adamw", "sgd"),
+            "scheduler": ("cosine", "step", "none"),
+            "class_weights": ("none", "balanced"),
+            "device": ("auto", "cpu", "cuda"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin}")
+
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir or f"runs/{self.task}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check and convert a YAML-parsed value to the field's type; raise ValueError naming the key."""
+    typ = _FIELD_TYPES[key]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ is str:
+        return "" if value is None else str(value)
+    elif typ is list:
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+            value = [yaml.safe_load(v) for v in value]
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    raise ValueError(f"config key {key!r} expects {typ.__name__}, got {value!r}")
+
+
+def _apply(values: dict[str, Any], changes: dict[str, Any], source: str) -> None:
+    for key, value in changes.items():
+        if key not in _FIELD_TYPES:
+            raise ValueError(f"unknown config key {key!r} in {source}; known keys: {', '.join(sorted(_FIELD_TYPES))}")
+        values[key] = _coerce(key, value)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``['lr=0.01', 'epochs=3']`` -> ``{'lr': 0.01, 'epochs': 3}`` (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def load_config(
+    yaml_path: str | Path | None = None,
+    overrides: Sequence[str] | dict[str, Any] = (),
+    **fixed: Any,
+) -> TrainConfig:
+    """Defaults, then the YAML file's changes, then overrides, then ``fixed`` (e.g. task=...)."""
+    values: dict[str, Any] = {}
+    if yaml_path:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path} must hold a mapping of config keys")
+        _apply(values, loaded, str(path))
+    if not isinstance(overrides, dict):
+        overrides = parse_overrides(overrides)
+    _apply(values, overrides, "overrides")
+    _apply(values, fixed, "arguments")
+    return TrainConfig(**values)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

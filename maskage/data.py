@@ -1,0 +1,220 @@
+"""The competition data layout, person-disjoint folds, task datasets and transforms."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .images import IMAGE_EXTENSIONS
+from .labels import MASK_FILE_STEMS, AgeBins, Mask, age_to_group, gender_from_text, mask_from_filename
+
+TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
+
+
+class DatasetError(ValueError):
+    """A dataset that does not follow the expected layout; the message names the file and row."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One photo of the training set with its labels."""
+
+    path: str
+    person: str
+    mask: int
+    gender: int
+    age: int
+
+    def age_group(self, threshold: int) -> int:
+        return int(age_to_group(self.age, threshold))
+
+
+def read_csv_rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a CSV as dicts; DatasetError when the file or a required column is missing."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
+        return list(reader)
+
+
+def read_corrections(path: str | Path) -> dict[str, dict[str, str]]:
+    """Label corrections keyed by person id: columns ``id`` and any of gender, age, swap_normal_incorrect."""
+    rows = read_csv_rows(Path(path), ["id"])
+    return {r["id"].strip(): {k: (v or "").strip() for k, v in r.items() if k != "id"} for r in rows}
+
+
+def load_train_samples(data_dir: str | Path, corrections: str | Path | None = None) -> list[Sample]:
+    """Every photo under ``data_dir/images`` listed by ``data_dir/train.csv``, with its labels."""
+    root = Path(data_dir)
+    rows = read_csv_rows(root / "train.csv", TRAIN_COLUMNS)
+    fixes = read_corrections(corrections) if corrections else {}
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        pid = row["id"].strip()
+        where = f"{root / 'train.csv'} line {line} (id {pid})"
+        if pid in seen:
+            raise DatasetError(f"{where}: duplicate id, first seen on line {seen[pid]}")
+        seen[pid] = line
+        fix = fixes.get(pid, {})
+        try:
+            gender = gender_from_text(fix.get("gender") or row["gender"])
+            age = int(float(fix.get("age") or row["age"]))
+        except ValueError as exc:
+            raise DatasetError(f"{where}: {exc}") from None
+        folder = root / "images" / row["path"].strip()
+        if not folder.is_dir():
+            raise DatasetError(f"{where}: image folder {folder} not found")
+        photos = sorted(
+            p for p in folder.iterdir()
+            if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and p.stem.lower() in MASK_FILE_STEMS
+        )
+        if not photos:
+            raise DatasetError(f"{where}: no photos named {sorted(MASK_FILE_STEMS)} in {folder}")
+        swap = fix.get("swap_normal_incorrect", "").lower() in ("1", "true", "yes")
+        for p in photos:
+            mask = mask_from_filename(p.name)
+            if swap and mask != Mask.WEAR:
+                mask = Mask.NOT_WEAR if mask == Mask.INCORRECT else Mask.INCORRECT
+            samples.append(Sample(str(p), pid, int(mask), gender, age))
+    if not samples:
+        raise DatasetError(f"{root / 'train.csv'}: no people listed")
+    return samples
+
+
+def task_samples(samples: Sequence[Sample], task: str) -> list[Sample]:
+    """The photos a task trains on: all of them for mask, correctly masked ones for gender and age."""
+    if task == "mask":
+        return list(samples)
+    return [s for s in samples if s.mask == Mask.WEAR]
+
+
+def task_target(sample: Sample, task: str, bins: AgeBins) -> int:
+    """The class index a task model learns for a photo (the fine age bin for the age task)."""
+    if task == "mask":
+        return sample.mask
+    if task == "gender":
+        return sample.gender
+    if task == "age":
+        return bins.bin_of(sample.age)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def person_folds(samples: Sequence[Sample], n_folds: int, seed: int, threshold: int) -> dict[str, int]:
+    """Fold index of each person: stratified group k-fold over people, stratified on gender x age group."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    people = sorted({s.person for s in samples})
+    if len(people) < n_folds:
+        raise DatasetError(f"{len(people)} people cannot be split into {n_folds} folds")
+    first = {}
+    for s in samples:
+        first.setdefault(s.person, s)
+    strata = [first[p].gender * 3 + first[p].age_group(threshold) for p in people]
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds: dict[str, int] = {}
+    for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(people)), strata, groups=people)):
+        for i in val_idx:
+            folds[people[i]] = k
+    return folds
+
+
+def subset_people(samples: Sequence[Sample], max_people: int, seed: int, threshold: int) -> list[Sample]:
+    """At most ``max_people`` people, drawn per gender x age-group stratum in proportion."""
+    people = sorted({s.person for s in samples})
+    if max_people <= 0 or max_people >= len(people):
+        return list(samples)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(people))
+    by_stratum: dict[int, list[str]] = {}
+    first = {}
+    for s in samples:
+        first.setdefault(s.person, s)
+    for i in order:
+        p = people[i]
+        by_stratum.setdefault(first[p].gender * 3 + first[p].age_group(threshold), []).append(p)
+    keep: set[str] = set()
+    # round-robin over strata keeps their shares and every stratum present
+    while len(keep) < max_people:
+        for members in by_stratum.values():
+            if members and len(keep) < max_people:
+                keep.add(members.pop())
+    return [s for s in samples if s.person in keep]
+
+
+def preprocess(crops: np.ndarray | torch.Tensor, input_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """N x S x S x 3 uint8 crops -> N x 3 x input_size x input_size normalised float tensor.
+
+    Used by evaluation and by ``Pipeline``, so both see the same pixels.
+    """
+    x = torch.as_tensor(crops)
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-1] != input_size or x.shape[-2] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
+    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous()
+
+
+class TrainAugment:
+    """Random scale/shift crop, horizontal flip and brightness/contrast jitter on a uint8 crop."""
+
+    def __init__(self, hflip: bool = True, color_jitter: float = 0.2, scale_jitter: float = 0.1, seed: int = 0) -> None:
+        self.hflip, self.color_jitter, self.scale_jitter = hflip, color_jitter, scale_jitter
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, crop: np.ndarray) -> np.ndarray:
+        out = crop
+        s = crop.shape[0]
+        if self.scale_jitter > 0:
+            side = int(round(s * (1 - self.rng.uniform(0, self.scale_jitter))))
+            x0 = int(self.rng.integers(0, s - side + 1))
+            y0 = int(self.rng.integers(0, s - side + 1))
+            out = out[y0 : y0 + side, x0 : x0 + side]
+        if self.hflip and self.rng.random() < 0.5:
+            out = out[:, ::-1]
+        if self.color_jitter > 0:
+            a = 1 + self.rng.uniform(-self.color_jitter, self.color_jitter)  # contrast
+            b = 255 * self.rng.uniform(-self.color_jitter, self.color_jitter) / 2  # brightness
+            mean = out.mean()
+            out = np.clip((out.astype(np.float32) - mean) * a + mean + b, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(out)
+
+
+class CropDataset(Dataset):
+    """Cached uint8 face crops and their targets, preprocessed for one model."""
+
+    def __init__(
+        self,
+        crops: np.ndarray,
+        targets: Sequence[int],
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: TrainAugment | None = None,
+    ) -> None:
+        if len(crops) != len(targets):
+            raise ValueError(f"{len(crops)} crops but {len(targets)} targets")
+        self.crops, self.targets = crops, np.asarray(targets, dtype=np.int64)
+        self.input_size, self.mean, self.std, self.augment = input_size, mean, std, augment
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        crop = self.crops[i]
+        if self.augment is not None:
+            crop = self.augment(crop)
+        return preprocess(crop, self.input_size, self.mean, self.std)[0], int(self.targets[i])

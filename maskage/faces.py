@@ -1,0 +1,233 @@
+"""Face detection (MTCNN, batched) and face crops with a fallback and an on-disk cache.
+
+The only module that imports MTCNN.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from .images import ImageError, load_image
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """How a face crop is cut from a photo. Saved with every model that was trained on such crops."""
+
+    crop_size: int = 256
+    margin: float = 0.2  # fraction of the face box's longer side added on each side
+    fallback_fraction: float = 0.7  # side of the centre crop, as a fraction of the shorter image side
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """MTCNN settings."""
+
+    min_face_size: int = 40
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    factor: float = 0.709
+    batch_size: int = 16
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["thresholds"] = list(self.thresholds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectorSettings":
+        d = dict(d)
+        if "thresholds" in d:
+            d["thresholds"] = tuple(d["thresholds"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The chosen face of one photo; ``box`` is None when no face was found."""
+
+    box: Box | None
+    prob: float | None = None
+
+
+class FaceDetector:
+    """Batched MTCNN. Photos of equal size go through the network together."""
+
+    def __init__(self, settings: DetectorSettings = DetectorSettings(), device: str = "cpu") -> None:
+        from facenet_pytorch import MTCNN  # heavy import, only when detection is needed
+
+        self.settings = settings
+        # post_process=False: maskage normalises crops itself, with each backbone's own mean/std
+        self.mtcnn = MTCNN(
+            min_face_size=settings.min_face_size,
+            thresholds=list(settings.thresholds),
+            factor=settings.factor,
+            post_process=False,
+            select_largest=True,
+            keep_all=False,
+            device=device,
+        )
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
+        """The largest face of each RGB uint8 image, in input order."""
+        out: list[Detection | None] = [None] * len(images)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, img in enumerate(images):
+            by_shape.setdefault(img.shape, []).append(i)
+        bs = self.settings.batch_size
+        for idx in by_shape.values():
+            for start in range(0, len(idx), bs):
+                chunk = idx[start : start + bs]
+                for i, det in zip(chunk, self._detect_batch([images[i] for i in chunk])):
+                    out[i] = det
+        return out  # type: ignore[return-value]
+
+    def _detect_batch(self, images: list[np.ndarray]) -> list[Detection]:
+        try:
+            boxes, probs = self.mtcnn.detect(np.stack(images))
+        except (ValueError, RuntimeError):
+            # MTCNN's scale pyramid is empty for photos smaller than min_face_size and it then fails in
+            # torch.cat([]); that means "no face". Retry one by one so one such photo can't sink a batch.
+            if len(images) == 1:
+                return [Detection(None)]
+            return [d for img in images for d in self._detect_batch([img])]
+        dets = []
+        for b, p in zip(boxes, probs):
+            if b is None or len(b) == 0:
+                dets.append(Detection(None))
+            else:
+                x1, y1, x2, y2 = (float(v) for v in b[0])
+                dets.append(Detection((x1, y1, x2, y2), float(p[0])))
+        return dets
+
+
+def crop_face(image: np.ndarray, box: Box | None, settings: CropSettings = CropSettings()) -> np.ndarray:
+    """A square ``crop_size`` crop around the face box plus margin, or around the image centre when box is None.
+
+    Parts of the square outside the photo are filled by replicating its border.
+    """
+    h, w = image.shape[:2]
+    if box is None:
+        side = settings.fallback_fraction * min(h, w)
+        cx, cy = w / 2.0, h / 2.0
+    else:
+        x1, y1, x2, y2 = box
+        side = max(x2 - x1, y2 - y1) * (1.0 + 2.0 * settings.margin)
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    side = max(side, 2.0)
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    size = int(round(side))
+    right, bottom = left + size, top + size
+    pad = max(0, -left, -top, right - w, bottom - h)
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        left, top, right, bottom = left + pad, top + pad, right + pad, bottom + pad
+    crop = image[top:bottom, left:right]
+    interp = cv2.INTER_AREA if size > settings.crop_size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (settings.crop_size, settings.crop_size), interpolation=interp)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MASKAGE_CACHE") or Path.home() / ".cache" / "maskage")
+
+
+@dataclass
+class CachedCrops:
+    """Crops of a list of photos, with their boxes. ``errors`` maps an index to why that photo failed."""
+
+    crops: np.ndarray  # N x S x S x 3 uint8 (zeros where errors)
+    boxes: list[Box | None]
+    errors: dict[int, str]
+
+    @property
+    def found(self) -> np.ndarray:
+        return np.array([b is not None for b in self.boxes])
+
+
+class CropCache:
+    """Face crops stored on disk, keyed by the photo's bytes and the crop and detector settings.
+
+    Training epochs read crops from here and never re-run detection.
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        crop: CropSettings = CropSettings(),
+        detector: DetectorSettings = DetectorSettings(),
+        device: str = "cpu",
+    ) -> None:
+        self.crop = crop
+        self.detector_settings = detector
+        self.device = device
+        key = json.dumps({"crop": crop.to_dict(), "detector": detector.to_dict(), "v": 1}, sort_keys=True)
+        self.dir = Path(root or default_cache_dir()) / "crops" / hashlib.sha1(key.encode()).hexdigest()[:16]
+        self._detector: FaceDetector | None = None
+        self.detections_run = 0  # how many photos went through the detector (for tests and logs)
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector(self.detector_settings, self.device)
+        return self._detector
+
+    def _entry(self, digest: str) -> Path:
+        return self.dir / digest[:2] / f"{digest}.npz"
+
+    def get(self, paths: Sequence[str | Path], progress: bool = True) -> CachedCrops:
+        """Crops of these photos, detecting only those not in the cache yet."""
+        n = len(paths)
+        s = self.crop.crop_size
+        crops = np.zeros((n, s, s, 3), dtype=np.uint8)
+        boxes: list[Box | None] = [None] * n
+        errors: dict[int, str] = {}
+        missing: list[tuple[int, str]] = []
+        for i, p in enumerate(tqdm(paths, desc="crop cache", disable=None if progress and n >= 200 else True, leave=False)):
+            try:
+                digest = hashlib.sha1(Path(p).read_bytes()).hexdigest()
+            except OSError as exc:
+                errors[i] = f"{p}: cannot read file ({exc})"
+                continue
+            entry = self._entry(digest)
+            if entry.is_file():
+                with np.load(entry) as z:
+                    crops[i] = z["crop"]
+                    boxes[i] = tuple(float(v) for v in z["box"]) if z["box"].size else None
+            else:
+                missing.append((i, digest))
+        bar = tqdm(total=len(missing), desc="detecting faces", disable=None if progress and missing else True, leave=False)
+        chunk = max(self.detector_settings.batch_size * 4, 64)
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
+            images, ok = [], []
+            for i, digest in part:
+                try:
+                    images.append(load_image(paths[i]))
+                    ok.append((i, digest))
+                except ImageError as exc:
+                    errors[i] = str(exc)
+            for (i, digest), img, det in zip(ok, images, self.detector.detect(images)):
+                crops[i] = crop_face(img, det.box, self.crop)
+                boxes[i] = det.box
+                entry = self._entry(digest)
+                entry.parent.mkdir(parents=True, exist_ok=True)
+                tmp = entry.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez(tmp, crop=crops[i], box=np.array(det.box if det.box else [], dtype=np.float64))
+                os.replace(tmp, entry)
+            self.detections_run += len(ok)
+            bar.update(len(part))
+        bar.close()
+        return CachedCrops(crops, boxes, errors)
+

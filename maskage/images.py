@@ -1,0 +1,55 @@
+"""Reading photos into RGB uint8 arrays."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class ImageError(ValueError):
+    """A file or object that cannot be read as a photo."""
+
+
+def load_image(image: ImageInput) -> np.ndarray:
+    """An RGB uint8 HxWx3 array from a path, a PIL image or an array (HxW, HxWx3 RGB, HxWx4 RGBA).
+
+    EXIF orientation is applied, so phone photos come out upright.
+    """
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as im:
+                im = ImageOps.exif_transpose(im)
+                return _pil_to_rgb(im)
+        except FileNotFoundError:
+            raise ImageError(f"{image}: file not found") from None
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise ImageError(f"{image}: cannot read image ({exc})") from None
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb(image)
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, axis=-1)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise ImageError(f"array image must be HxW, HxWx3 or HxWx4, got shape {image.shape}")
+        if arr.dtype != np.uint8:
+            raise ImageError(f"array image must be uint8, got {arr.dtype}")
+        return np.ascontiguousarray(arr[:, :, :3])
+    raise ImageError(f"unsupported image type {type(image).__name__}")
+
+
+def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits instead of clipping
+        arr = np.asarray(im, dtype=np.float64)
+        top = arr.max() or 1.0
+        im = Image.fromarray((arr / top * 255).astype(np.uint8))
+    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError("empty image")
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,41 @@
+"""Scores of 18-class predictions: macro F1 overall and per task, and the confusion matrix."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score
+
+from .combine import decode_many
+from .labels import NUM_CLASSES
+
+
+def score(true_ids: Sequence[int], pred_ids: Sequence[int]) -> dict[str, Any]:
+    """Macro F1 over the 18 classes, macro F1 of each task, accuracy and the 18 x 18 confusion matrix."""
+    t, p = np.asarray(true_ids, dtype=np.int64), np.asarray(pred_ids, dtype=np.int64)
+    if len(t) != len(p) or len(t) == 0:
+        raise ValueError(f"need equally many, and some, true and predicted ids; got {len(t)} and {len(p)}")
+    dt, dp = decode_many(t), decode_many(p)
+    out: dict[str, Any] = {
+        "n": int(len(t)),
+        "accuracy": float((t == p).mean()),
+        "macro_f1": float(f1_score(t, p, labels=list(range(NUM_CLASSES)), average="macro", zero_division=0)),
+    }
+    for k, (task, n) in enumerate((("mask", 3), ("gender", 2), ("age", 3))):
+        out[f"{task}_f1"] = float(f1_score(dt[:, k], dp[:, k], labels=list(range(n)), average="macro", zero_division=0))
+    out["confusion"] = confusion_matrix(t, p, labels=list(range(NUM_CLASSES))).tolist()
+    return out
+
+
+def format_report(s: dict[str, Any]) -> str:
+    """A plain-text report of ``score``'s output."""
+    lines = [
+        f"images: {s['n']}",
+        f"18-class macro F1: {s['macro_f1']:.4f}   accuracy: {s['accuracy']:.4f}",
+        f"mask F1: {s['mask_f1']:.4f}   gender F1: {s['gender_f1']:.4f}   age-group F1: {s['age_f1']:.4f}",
+        "confusion matrix (rows = truth, columns = prediction):",
+        "     " + "".join(f"{j:>5}" for j in range(NUM_CLASSES)),
+    ]
+    for i, row in enumerate(s["confusion"]):
+        lines.append(f"{i:>5}" + "".join(f"{v:>5}" for v in row))
+    return "\n".join(lines)

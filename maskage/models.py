@@ -187,7 +187,10 @@ class TaskModel(nn.Module):
         if meta.get("sha256") and file_sha256(weights) != meta["sha256"]:
             raise ModelFileError(f"{weights}: contents changed since the model was saved (sha256 mismatch)")
         model = cls(spec)
-        state = torch.load(weights, map_location=map_location, weights_only=True)
+        try:
+            state = torch.load(weights, map_location=map_location, weights_only=True)
+        except Exception as exc:  # weights_only refuses pickled code; any failure means an unusable file
+            raise ModelFileError(f"{weights}: not a plain tensor state dict ({type(exc).__name__}: {exc})") from None
         try:
             model.net.load_state_dict(state)
         except RuntimeError as exc:

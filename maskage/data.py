@@ -120,7 +120,14 @@ def person_folds(samples: Sequence[Sample], n_folds: int, seed: int, threshold: 
     first = {}
     for s in samples:
         first.setdefault(s.person, s)
-    strata = [first[p].gender * 3 + first[p].age_group(threshold) for p in people]
+    # gender x age group; on data too small for that, gender alone, then no stratification
+    for strata in (
+        [first[p].gender * 3 + first[p].age_group(threshold) for p in people],
+        [first[p].gender for p in people],
+        [0] * len(people),
+    ):
+        if max(np.bincount(strata)) >= n_folds:
+            break
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds: dict[str, int] = {}
     for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(people)), strata, groups=people)):

@@ -1,0 +1,96 @@
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from maskage import Pipeline
+from maskage.cli import main
+from maskage.metrics import score
+
+from .conftest import TINY, tiny_model
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _tiny_args(**extra):
+    return [f"{k}={v}" for k, v in dict(TINY, **extra).items()]
+
+
+def test_train_pipeline_submit_evaluate_end_to_end(toy_root, tmp_path, capsys):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("epochs: 2\nlr: 0.005\n")
+    runs = {}
+    for task in ("mask", "gender", "age"):
+        runs[task] = tmp_path / "runs" / task
+        rc = main(["train", task, str(cfg), f"data_dir={toy_root / 'train'}", f"output_dir={runs[task]}",
+                   *_tiny_args(epochs=2), "--quiet"])
+        assert rc == 0
+        assert (runs[task] / "model.json").is_file() and (runs[task] / "config.yaml").is_file()
+    assert main(["pipeline", str(runs["mask"]), str(runs["gender"]), str(runs["age"]), "--out", str(tmp_path / "pipe")]) == 0
+    sub = tmp_path / "submission.csv"
+    assert main(["submit", str(toy_root / "eval"), "--pipeline", str(tmp_path / "pipe"), "--out", str(sub)]) == 0
+    info = _rows(toy_root / "eval" / "info.csv")
+    rows = _rows(sub)
+    assert list(rows[0]) == ["ImageID", "ans"]
+    assert [r["ImageID"] for r in rows] == [r["ImageID"] for r in info]
+    assert all(0 <= int(r["ans"]) < 18 for r in rows)
+    capsys.readouterr()
+    assert main(["evaluate", str(sub), str(toy_root / "eval" / "gt.csv"), "--json", str(tmp_path / "s.json")]) == 0
+    text = capsys.readouterr().out
+    gt = {r["ImageID"]: int(r["ans"]) for r in _rows(toy_root / "eval" / "gt.csv")}
+    expected = score([gt[r["ImageID"]] for r in rows], [int(r["ans"]) for r in rows])
+    assert f"18-class macro F1: {expected['macro_f1']:.4f}" in text
+    assert "confusion matrix" in text
+
+
+def test_predict_cli_equals_api(toy_root, tmp_path):
+    pipe = Pipeline(tiny_model("mask", 4), tiny_model("gender", 5), tiny_model("age", 6))
+    d = pipe.save(tmp_path / "pipe")
+    folder = toy_root / "eval" / "images"
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(folder), str(bad), "--pipeline", str(d), "--out", str(out)]) == 0
+    rows = _rows(out)
+    images = sorted(str(p) for p in folder.glob("*.jpg"))
+    api = Pipeline.from_pretrained(d).predict(images + [str(bad)])
+    assert len(rows) == len(api) == len(images) + 1
+    for r, p in zip(rows, api):
+        assert r["path"] == p.source
+        assert r["class"] == ("" if p.class_id is None else str(p.class_id))
+        assert (r["mask"], r["gender"], r["age"]) == (p.mask or "", p.gender or "", p.age or "")
+        assert r["error"] == (p.error or "")
+    assert rows[-1]["error"] and rows[-1]["class"] == ""
+
+
+def test_installed_command_runs(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "maskage", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train" in out.stdout and "submit" in out.stdout
+
+
+def test_clear_errors_and_exit_codes(toy_root, tmp_path, capsys):
+    base = Path(__file__).resolve().parents[1] / "experiments" / "base.yaml"
+    rc = main(["train", "mask", str(base), f"data_dir={toy_root / 'train'}", "epoch=3"])
+    assert rc == 2 and "unknown config key 'epoch'" in capsys.readouterr().err
+    pred = tmp_path / "p.csv"
+    pred.write_text("ImageID,ans\nx.jpg,3\n")
+    gt = tmp_path / "g.csv"
+    gt.write_text("ImageID,ans\nx.jpg,3\ny.jpg,4\n")
+    assert main(["evaluate", str(pred), str(gt)]) == 1
+    assert "have no prediction" in capsys.readouterr().err
+    assert main(["submit", str(tmp_path), "--pipeline", str(tmp_path), "--out", str(tmp_path / "s.csv")]) == 2
+    assert "info.csv" in capsys.readouterr().err
+
+
+def test_demo_runs_the_whole_job(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--people", "12", "--epochs", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "18-class macro F1" in out
+    assert (tmp_path / "demo" / "pipeline" / "pipeline.json").is_file()
+    rows = _rows(tmp_path / "demo" / "submission.csv")
+    assert len(rows) == len(_rows(tmp_path / "demo" / "data" / "eval" / "gt.csv")) > 0

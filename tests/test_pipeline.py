@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskage import Pipeline, Prediction
+from maskage.labels import encode
+from maskage.models import ModelFileError
+
+from .conftest import tiny_model
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3))
+
+
+@pytest.fixture(scope="module")
+def photos(toy_root):
+    return sorted(str(p) for p in (toy_root / "eval" / "images").glob("*.jpg"))[:9]
+
+
+def test_predict_returns_one_prediction_per_input_in_order(pipe, photos, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really")
+    inputs = photos[:4] + [str(bad)] + photos[4:]
+    preds = pipe.predict(inputs, batch_size=3)
+    assert len(preds) == len(inputs) and all(isinstance(p, Prediction) for p in preds)
+    assert [p.source for p in preds] == inputs
+    assert preds[4].error and "broken.jpg" in preds[4].error and preds[4].class_id is None
+    for p in preds[:4] + preds[5:]:
+        assert p.error is None
+        assert sum(p.mask_probs.values()) == pytest.approx(1, abs=1e-5)
+        assert sum(p.age_probs.values()) == pytest.approx(1, abs=1e-5)
+        m = max(range(3), key=lambda k: list(p.mask_probs.values())[k])
+        g = max(range(2), key=lambda k: list(p.gender_probs.values())[k])
+        a = max(range(3), key=lambda k: list(p.age_probs.values())[k])
+        assert p.class_id == encode(m, g, a)
+
+
+def test_single_input_gives_a_list_and_arrays_work(pipe, photos):
+    one = pipe.predict(photos[0])
+    assert isinstance(one, list) and len(one) == 1
+    arr = np.asarray(Image.open(photos[0]).convert("RGB"))
+    from_array = pipe.predict([arr, Image.open(photos[0])])
+    assert from_array[0].class_id == one[0].class_id
+    assert from_array[0].mask_probs == pytest.approx(one[0].mask_probs)
+    assert from_array[1].source == "<JpegImageFile>"
+
+
+def test_no_face_gives_none_box(pipe):
+    blank = np.full((120, 90, 3), 128, dtype=np.uint8)
+    (p,) = pipe.predict([blank])
+    assert p.face_box is None and p.error is None and 0 <= p.class_id < 18
+
+
+def test_save_from_pretrained_identical_outputs(pipe, photos, tmp_path):
+    pipe.save(tmp_path / "pipe")
+    loaded = Pipeline.from_pretrained(tmp_path / "pipe")
+    a, b = pipe.predict(photos), loaded.predict(photos)
+    for x, y in zip(a, b):
+        assert x.class_id == y.class_id
+        assert x.mask_probs == y.mask_probs and x.gender_probs == y.gender_probs and x.age_probs == y.age_probs
+
+
+def test_changed_pipeline_files_are_detected(pipe, tmp_path):
+    d = pipe.save(tmp_path / "pipe")
+    meta = json.loads((d / "gender" / "model.json").read_text())
+    meta["input_size"] = 48
+    (d / "gender" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="gender.*model.json.*changed"):
+        Pipeline.from_pretrained(d)
+
+
+def test_models_must_fit_their_slots():
+    with pytest.raises(ModelFileError, match="gender slot got a mask model"):
+        Pipeline(tiny_model("mask"), tiny_model("mask"), tiny_model("age"))
+    with pytest.raises(ModelFileError, match="no pipeline.json"):
+        Pipeline.from_pretrained("/nonexistent")
+
+
+def test_age_labels_follow_threshold(photos):
+    p = Pipeline(tiny_model("mask"), tiny_model("gender"), tiny_model("age", threshold=58))
+    (pred,) = p.predict(photos[:1])
+    assert list(pred.age_probs) == ["<30", "30-57", "58+"] and pred.age in pred.age_probs

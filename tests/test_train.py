@@ -1,0 +1,100 @@
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from maskage.config import load_config
+from maskage.data import DatasetError, load_train_samples, person_folds
+from maskage.models import TaskModel
+from maskage.train import evaluate, train
+
+
+def _log_rows(out):
+    return list(csv.DictReader((out / "log.csv").open()))
+
+
+def test_train_writes_a_loadable_run_with_person_disjoint_validation(tiny_overrides):
+    cfg = load_config(None, dict(tiny_overrides, epochs=2), task="age")
+    result = train(cfg, progress=False)
+    out = result.output_dir
+    assert load_config(out / "config.yaml") == cfg  # the resolved config is saved with the run
+    assert len(_log_rows(out)) == 2
+    model = TaskModel.load(out, "age")
+    assert len(model.spec.labels) == 11 and model.spec.input_size == 32
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "group_macro_f1" in metrics and metrics["best_epoch"] == result.best_epoch
+    assert 0.0 <= metrics["face_found_rate"] <= 0.2  # drawings: nearly every crop is the centre fallback
+    folds = person_folds(load_train_samples(cfg.data_dir), cfg.n_folds, cfg.seed, cfg.age_threshold)
+    val_people = {r["person"] for r in csv.DictReader((out / "val_predictions.csv").open())}
+    assert val_people == {p for p, f in folds.items() if f == cfg.fold}
+    # correctly-masked photos only for the age task: 5 per validation person
+    assert metrics["n_val"] == 5 * len(val_people)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"optimizer": "sgd", "scheduler": "step", "step_size": 1},
+        {"optimizer": "adam", "grad_accum": 2, "weighted_sampler": True},
+        {"loss": "0.4*f1+0.6*focal", "class_weights": "balanced", "label_smoothing": 0.1},
+        {"freeze_stages": 1, "scheduler": "none"},
+    ],
+)
+def test_training_options_run(tiny_overrides, extra):
+    result = train(load_config(None, dict(tiny_overrides, **extra), task="gender"), progress=False)
+    assert 0.0 <= result.best_f1 <= 1.0
+    assert TaskModel.load(result.output_dir, "gender")
+
+
+def test_early_stopping(tiny_overrides, monkeypatch):
+    import maskage.train as train_mod
+
+    real = train_mod.evaluate
+
+    def flat(*args, **kwargs):  # validation F1 that never improves after epoch 1
+        m = real(*args, **kwargs)
+        m["selection_f1"] = 0.5
+        return m
+
+    monkeypatch.setattr(train_mod, "evaluate", flat)
+    cfg = load_config(None, dict(tiny_overrides, epochs=6, patience=2), task="mask")
+    result = train(cfg, progress=False)
+    assert len(_log_rows(cfg.resolved_output_dir())) == 3  # epochs 2 and 3 stale -> stop
+    assert result.best_epoch == 1
+
+
+def test_mask_model_learns_the_toy_task(tiny_overrides):
+    # the pretrained EfficientNet-Lite0 picks the mask band up in a few epochs
+    cfg = load_config(None, dict(tiny_overrides, backbone="tf_efficientnet_lite0", pretrained=True,
+                                 input_size=64, crop_size=64, epochs=3, lr=0.003), task="mask")
+    result = train(cfg, progress=False)
+    assert result.best_f1 >= 0.7, result.metrics
+
+
+def test_evaluate_age_groups():
+    from .conftest import tiny_model
+
+    model = tiny_model("age")
+    crops = np.random.default_rng(0).integers(0, 255, (6, 40, 40, 3), dtype=np.uint8)
+    probs = model.predict_proba(crops)
+    targets = probs.argmax(1)  # a model scored on its own predictions is perfect
+    m = evaluate(model, crops, targets)
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0
+    groups = np.array(model.spec.age_groups)
+    summed = np.stack([probs[:, groups == k].sum(1) for k in range(3)], 1).argmax(1)
+    assert m["group_accuracy"] == pytest.approx(np.mean(summed == groups[targets]))
+    assert m["selection_f1"] == m["group_macro_f1"]
+
+
+def test_unreadable_photos_fail_fast_with_a_list(tiny_overrides, toy_root, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(toy_root / "train", root)
+    people = sorted((root / "images").iterdir())
+    (people[0] / "mask1.jpg").write_bytes(b"broken")
+    (people[1] / "normal.png").write_bytes(b"")
+    cfg = load_config(None, dict(tiny_overrides, data_dir=str(root)), task="mask")
+    with pytest.raises(DatasetError, match="2 photo\\(s\\) could not be read") as info:
+        train(cfg, progress=False)
+    assert "mask1.jpg" in str(info.value) and "normal.png" in str(info.value)

@@ -180,9 +180,17 @@ class TrainAugment:
 
     def __init__(self, hflip: bool = True, color_jitter: float = 0.2, scale_jitter: float = 0.1, seed: int = 0) -> None:
         self.hflip, self.color_jitter, self.scale_jitter = hflip, color_jitter, scale_jitter
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self._worker_seeded = False
 
     def __call__(self, crop: np.ndarray) -> np.ndarray:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and not self._worker_seeded:
+            # DataLoader workers start from copies of this object: without a reseed every worker, and every
+            # epoch, would draw the same augmentations. torch's worker seed differs per worker and per epoch.
+            self.rng = np.random.default_rng([self.seed, info.seed])
+            self._worker_seeded = True
         out = crop
         s = crop.shape[0]
         if self.scale_jitter > 0:

@@ -10,7 +10,8 @@ from maskage.labels import AgeBins
 from maskage.models import TaskModel, make_spec
 from maskage.toydata import make_toy_dataset
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the real photos sit beside the project (CI has them); MASKAGE_SHARED_DATA points elsewhere
+SHARED_DATA = Path(os.environ.get("MASKAGE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 # Tiny, fast settings for training tests: a ~100k-parameter timm test backbone at 32 px.
 TINY = {

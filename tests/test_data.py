@@ -124,3 +124,16 @@ def test_augment_is_deterministic_for_a_seed():
     out = TrainAugment(hflip=False, color_jitter=0, scale_jitter=0)(crop)
     np.testing.assert_array_equal(out, crop)
     assert TrainAugment(scale_jitter=0.3, seed=1)(crop).shape[0] == TrainAugment(scale_jitter=0.3, seed=1)(crop).shape[1]
+
+
+def test_augment_differs_across_dataloader_workers():
+    from torch.utils.data import DataLoader
+
+    from maskage.data import CropDataset
+
+    crops = np.random.default_rng(0).integers(0, 255, (8, 24, 24, 3), dtype=np.uint8)
+    crops[:] = crops[0]  # one image repeated: any difference comes from augmentation
+    ds = CropDataset(crops, [0] * 8, 16, (0.5,) * 3, (0.5,) * 3, TrainAugment(seed=0, color_jitter=0.5))
+    loader = DataLoader(ds, batch_size=4, num_workers=2, generator=torch.Generator().manual_seed(0))
+    a, b = [x for x, _ in loader]
+    assert not torch.equal(a, b)  # worker 0 and worker 1 drew different augmentations

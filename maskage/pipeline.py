@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from .combine import age_group_probs, combine
 from .faces import Box, DetectorSettings, FaceDetector, crop_face
@@ -113,10 +114,11 @@ class Pipeline:
         write_json_atomic(d / PIPELINE_NAME, meta)
         return d
 
-    def predict(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32) -> list[Prediction]:
+    def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[Prediction]:
         """One ``Prediction`` per input, in order. A bad photo gets ``error`` set; the others go on."""
-        if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Sequence):
+        if isinstance(images, (str, Path, np.ndarray, Image.Image)):
             images = [images]  # a single image still gives a list
+        images = list(images)
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             out.extend(self._predict_batch(images[start : start + batch_size]))

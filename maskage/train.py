@@ -197,7 +197,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             best_f1, best_epoch, stale = metrics["selection_f1"], epoch, 0
             best_metrics = metrics
             model.save(out)
-            _write_val_predictions(out / "val_predictions.csv", [samples[i] for i in va_idx], targets[va_idx], metrics["probs"])
+            _write_val_predictions(out / "val_predictions.csv", [samples[i] for i in va_idx], targets[va_idx],
+                                   metrics["probs"], cached.found[va_idx])
         else:
             stale += 1
             if config.patience and stale >= config.patience:
@@ -216,9 +217,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     return TrainResult(out, best_epoch, best_f1, summary)
 
 
-def _write_val_predictions(path: Path, samples: list, targets: np.ndarray, probs: np.ndarray) -> None:
+def _write_val_predictions(path: Path, samples: list, targets: np.ndarray, probs: np.ndarray, found: np.ndarray) -> None:
+    """Per validation photo: truth, prediction, probabilities, and whether a face was found (else a centre crop)."""
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "person", "target", "pred", *[f"p{i}" for i in range(probs.shape[1])]])
-        for s, t, p in zip(samples, targets, probs):
-            w.writerow([s.path, s.person, int(t), int(p.argmax()), *[f"{v:.5f}" for v in p]])
+        w.writerow(["path", "person", "face_found", "target", "pred", *[f"p{i}" for i in range(probs.shape[1])]])
+        for s, t, p, ff in zip(samples, targets, probs, found):
+            w.writerow([s.path, s.person, int(ff), int(t), int(p.argmax()), *[f"{v:.5f}" for v in p]])

@@ -47,6 +47,8 @@ def test_single_input_gives_a_list_and_arrays_work(pipe, photos):
     assert from_array[0].class_id == one[0].class_id
     assert from_array[0].mask_probs == pytest.approx(one[0].mask_probs)
     assert from_array[1].source == "<JpegImageFile>"
+    from_generator = pipe.predict(p for p in photos[:2])
+    assert [p.source for p in from_generator] == photos[:2]
 
 
 def test_no_face_gives_none_box(pipe):

@@ -27,7 +27,9 @@ def test_train_writes_a_loadable_run_with_person_disjoint_validation(tiny_overri
     assert "group_macro_f1" in metrics and metrics["best_epoch"] == result.best_epoch
     assert 0.0 <= metrics["face_found_rate"] <= 0.2  # drawings: nearly every crop is the centre fallback
     folds = person_folds(load_train_samples(cfg.data_dir), cfg.n_folds, cfg.seed, cfg.age_threshold)
-    val_people = {r["person"] for r in csv.DictReader((out / "val_predictions.csv").open())}
+    val_rows = list(csv.DictReader((out / "val_predictions.csv").open()))
+    assert {r["face_found"] for r in val_rows} <= {"0", "1"}
+    val_people = {r["person"] for r in val_rows}
     assert val_people == {p for p, f in folds.items() if f == cfg.fold}
     # correctly-masked photos only for the age task: 5 per validation person
     assert metrics["n_val"] == 5 * len(val_people)

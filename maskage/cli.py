@@ -94,31 +94,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_ids(path: Path) -> dict[str, int]:
-    """Image key -> class id from a CSV with ImageID,ans or path,class columns."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        if "ImageID" in cols and "ans" in cols:
-            key, val = "ImageID", "ans"
-        elif "path" in cols and "class" in cols:
-            key, val = "path", "class"
-        else:
-            raise ValueError(f"{path}: needs columns ImageID,ans or path,class; found {cols}")
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            k = Path(row[key]).name if key == "path" else row[key]
-            try:
-                out[k] = int(row[val])
-            except ValueError:
-                raise ValueError(f"{path} line {line}: {val}={row[val]!r} is not a class id") from None
-        return out
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .metrics import format_report, score
+    from .metrics import format_report, read_class_csv, score
 
-    pred, gt = _read_ids(Path(args.pred_csv)), _read_ids(Path(args.gt_csv))
+    pred, gt = read_class_csv(args.pred_csv), read_class_csv(args.gt_csv)
     missing = [k for k in gt if k not in pred]
     if missing:
         print(f"error: {len(missing)} ground-truth image(s) have no prediction, e.g. {missing[:5]}", file=sys.stderr)

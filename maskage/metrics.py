@@ -1,6 +1,8 @@
 """Scores of 18-class predictions: macro F1 overall and per task, and the confusion matrix."""
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,3 +42,25 @@ def format_report(s: dict[str, Any]) -> str:
     for i, row in enumerate(s["confusion"]):
         lines.append(f"{i:>5}" + "".join(f"{v:>5}" for v in row))
     return "\n".join(lines)
+
+
+def read_class_csv(path: str | Path) -> dict[str, int]:
+    """Image key -> class id from a CSV with ``ImageID,ans`` (submit) or ``path,class`` (predict; keyed by file name)."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        if "ImageID" in cols and "ans" in cols:
+            key, val = "ImageID", "ans"
+        elif "path" in cols and "class" in cols:
+            key, val = "path", "class"
+        else:
+            raise ValueError(f"{path}: needs columns ImageID,ans or path,class; found {cols}")
+        out = {}
+        for line, row in enumerate(reader, start=2):
+            k = Path(row[key]).name if key == "path" else row[key]
+            try:
+                out[k] = int(row[val])
+            except ValueError:
+                raise ValueError(f"{path} line {line}: {val}={row[val]!r} is not a class id") from None
+        return out

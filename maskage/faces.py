@@ -172,7 +172,9 @@ class CropCache:
         self.crop = crop
         self.detector_settings = detector
         self.device = device
-        key = json.dumps({"crop": crop.to_dict(), "detector": detector.to_dict(), "v": 1}, sort_keys=True)
+        # batch size changes speed, not boxes, so it stays out of the key
+        found_by = {k: v for k, v in detector.to_dict().items() if k != "batch_size"}
+        key = json.dumps({"crop": crop.to_dict(), "detector": found_by, "v": 1}, sort_keys=True)
         self.dir = Path(root or default_cache_dir()) / "crops" / hashlib.sha1(key.encode()).hexdigest()[:16]
         self._detector: FaceDetector | None = None
         self.detections_run = 0  # how many photos went through the detector (for tests and logs)

@@ -63,6 +63,8 @@ def test_cache_skips_detection_second_time(tmp_path, toy_root):
     assert first.boxes == second.boxes
     other = CropCache(tmp_path, CropSettings(crop_size=32, margin=0.4), DetectorSettings(min_face_size=20))
     assert other.dir != cache.dir  # crop settings are part of the key
+    assert CropCache(tmp_path, CropSettings(crop_size=32), DetectorSettings(min_face_size=25)).dir != cache.dir
+    assert CropCache(tmp_path, CropSettings(crop_size=32), DetectorSettings(min_face_size=20, batch_size=3)).dir == cache.dir
 
 
 def test_cache_reports_unreadable_files(tmp_path):

@@ -110,20 +110,23 @@ def task_target(sample: Sample, task: str, bins: AgeBins) -> int:
     raise ValueError(f"unknown task {task!r}")
 
 
+def person_strata(samples: Sequence[Sample], threshold: int) -> dict[str, int]:
+    """Each person's stratum, ``gender*3 + age_group``, the cell of the 18 classes that mask state leaves."""
+    return {s.person: s.gender * 3 + s.age_group(threshold) for s in samples}
+
+
 def person_folds(samples: Sequence[Sample], n_folds: int, seed: int, threshold: int) -> dict[str, int]:
     """Fold index of each person: stratified group k-fold over people, stratified on gender x age group."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    people = sorted({s.person for s in samples})
+    stratum = person_strata(samples, threshold)
+    people = sorted(stratum)
     if len(people) < n_folds:
         raise DatasetError(f"{len(people)} people cannot be split into {n_folds} folds")
-    first = {}
-    for s in samples:
-        first.setdefault(s.person, s)
     # gender x age group; on data too small for that, gender alone, then no stratification
     for strata in (
-        [first[p].gender * 3 + first[p].age_group(threshold) for p in people],
-        [first[p].gender for p in people],
+        [stratum[p] for p in people],
+        [stratum[p] // 3 for p in people],
         [0] * len(people),
     ):
         if max(np.bincount(strata)) >= n_folds:
@@ -138,18 +141,14 @@ def person_folds(samples: Sequence[Sample], n_folds: int, seed: int, threshold: 
 
 def subset_people(samples: Sequence[Sample], max_people: int, seed: int, threshold: int) -> list[Sample]:
     """At most ``max_people`` people, drawn per gender x age-group stratum in proportion."""
-    people = sorted({s.person for s in samples})
+    stratum = person_strata(samples, threshold)
+    people = sorted(stratum)
     if max_people <= 0 or max_people >= len(people):
         return list(samples)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(people))
     by_stratum: dict[int, list[str]] = {}
-    first = {}
-    for s in samples:
-        first.setdefault(s.person, s)
-    for i in order:
-        p = people[i]
-        by_stratum.setdefault(first[p].gender * 3 + first[p].age_group(threshold), []).append(p)
+    for i in rng.permutation(len(people)):
+        by_stratum.setdefault(stratum[people[i]], []).append(people[i])
     keep: set[str] = set()
     # round-robin over strata keeps their shares and every stratum present
     while len(keep) < max_people:

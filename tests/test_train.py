@@ -100,3 +100,15 @@ def test_unreadable_photos_fail_fast_with_a_list(tiny_overrides, toy_root, tmp_p
     with pytest.raises(DatasetError, match="2 photo\\(s\\) could not be read") as info:
         train(cfg, progress=False)
     assert "mask1.jpg" in str(info.value) and "normal.png" in str(info.value)
+
+
+def test_device_choice(tiny_overrides):
+    import torch
+
+    from maskage.train import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            train(load_config(None, dict(tiny_overrides, device="cuda"), task="mask"), progress=False)

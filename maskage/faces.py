@@ -13,6 +13,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .images import ImageError, load_image
@@ -69,16 +70,19 @@ class FaceDetector:
         from facenet_pytorch import MTCNN  # heavy import, only when detection is needed
 
         self.settings = settings
-        # post_process=False: maskage normalises crops itself, with each backbone's own mean/std
-        self.mtcnn = MTCNN(
-            min_face_size=settings.min_face_size,
-            thresholds=list(settings.thresholds),
-            factor=settings.factor,
-            post_process=False,
-            select_largest=True,
-            keep_all=False,
-            device=device,
-        )
+        # MTCNN's layers draw random initial weights before its bundled weights replace them; fork the RNG so
+        # that building a detector never changes what a seeded run does next (fresh crops vs cached crops).
+        with torch.random.fork_rng(devices=[]):
+            # post_process=False: maskage normalises crops itself, with each backbone's own mean/std
+            self.mtcnn = MTCNN(
+                min_face_size=settings.min_face_size,
+                thresholds=list(settings.thresholds),
+                factor=settings.factor,
+                post_process=False,
+                select_largest=True,
+                keep_all=False,
+                device=device,
+            )
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
         """The largest face of each RGB uint8 image, in input order."""

@@ -112,3 +112,15 @@ def test_device_choice(tiny_overrides):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             train(load_config(None, dict(tiny_overrides, device="cuda"), task="mask"), progress=False)
+
+
+def test_same_seed_same_model_with_fresh_or_cached_crops(tiny_overrides, tmp_path):
+    import torch
+
+    models = []
+    for name in ("fresh", "cached"):  # the first run detects faces, the second reads the crop cache
+        cfg = load_config(None, dict(tiny_overrides, cache_dir=str(tmp_path / "cache"),
+                                     output_dir=str(tmp_path / name)), task="mask")
+        train(cfg, progress=False)
+        models.append(torch.load(tmp_path / name / "weights.pt", weights_only=True))
+    assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])

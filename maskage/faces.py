@@ -176,7 +176,8 @@ class CropCache:
         self.crop = crop
         self.detector_settings = detector
         self.device = device
-        # batch size changes speed, not boxes, so it stays out of the key
+        # batch size stays out of the key: boxes can shift slightly with a photo's batch-mates whatever the
+        # batch size (near-tied MTCNN candidates), so keying on it would cost re-detection and buy no reproducibility
         found_by = {k: v for k, v in detector.to_dict().items() if k != "batch_size"}
         key = json.dumps({"crop": crop.to_dict(), "detector": found_by, "v": 1}, sort_keys=True)
         self.dir = Path(root or default_cache_dir()) / "crops" / hashlib.sha1(key.encode()).hexdigest()[:16]

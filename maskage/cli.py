@@ -110,6 +110,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _races(text: str | None) -> list[int] | None:
+    from .synth import RACES
+
+    if not text:
+        return None
+    names = {v.lower(): k for k, v in RACES.items()}
+    out = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        if item.isdigit():
+            out.append(int(item))
+        elif item in names:
+            out.append(names[item])
+        else:
+            raise ValueError(f"unknown race {item!r}: use numbers 0-4 or names {sorted(names)}")
+    return out
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import build_dataset
+
+    report = build_dataset(
+        args.faces_dir, args.out, eval_fraction=args.eval_fraction, seed=args.seed, races=_races(args.race),
+        eval_races=_races(args.eval_race), min_age=args.min_age, max_age=args.max_age, labels_csv=args.labels_csv,
+        limit=args.limit, progress=not args.quiet,
+    )
+    print(f"{report.n_train_people} train people -> {report.out / 'train'}, {report.n_eval_people} eval people -> "
+          f"{report.out / 'eval'}; {len(report.skipped)} photo(s) skipped (listed in {report.out / 'skipped.csv'}), "
+          f"{len(report.unlabelled)} file(s) with names that carry no labels")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -154,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gt_csv", help="ImageID,ans")
     p.add_argument("--json", help="also write the scores as JSON here")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("synth", help="draw masks on unmasked faces and write a competition-style dataset")
+    p.add_argument("faces_dir", help="unmasked face photos named AGE_GENDER_RACE_*.jpg (UTKFace), or see --labels-csv")
+    p.add_argument("--out", required=True)
+    p.add_argument("--eval-fraction", type=float, default=0.2, help="share of people held out in eval/ (default 0.2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--race", help="keep only these races, e.g. Asian or 2 or 0,2")
+    p.add_argument("--eval-race", help="draw eval people only from these races")
+    p.add_argument("--min-age", type=int, default=18)
+    p.add_argument("--max-age", type=int, default=200)
+    p.add_argument("--labels-csv", help="CSV with path,age,gender[,race] for faces not named like UTKFace")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N faces (0 = all)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("demo", help="the whole job on a generated dataset: train 3 tasks, assemble, submit, score")
     p.add_argument("--out", default="demo_out")

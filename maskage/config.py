@@ -44,6 +44,11 @@ class TrainConfig:
     fold: int = 0
     max_people: int = 0  # 0 = all; else a stratified subset for quick runs
     weighted_sampler: bool = False
+    samples_per_epoch: int = 0  # 0 = every training photo each epoch; else a fresh random draw of N photos
+    gender_age_photos: str = "wear"  # photos the gender and age tasks learn from: wear (correct masks) | all
+    # mask task: extra folders of real photos, "DIR=wear|incorrect|not_wear" (people split by file-name id)
+    mask_sources: list = field(default_factory=list)
+    source_holdout: float = 0.2  # share of mask_sources people never trained on (kept for benchmarks)
     hflip: bool = True
     color_jitter: float = 0.2
     scale_jitter: float = 0.1
@@ -66,6 +71,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     age_group_loss_weight: float = 1.0  # age task: weight of the CE on group probs summed from bins
     device: str = "auto"  # auto | cpu | cuda
+    save_dtype: str = "float32"  # float32 | float16 (half-size weight files; loaded back as float32)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -86,10 +92,16 @@ class TrainConfig:
             "scheduler": ("cosine", "step", "none"),
             "class_weights": ("none", "balanced"),
             "device": ("auto", "cpu", "cuda"),
+            "gender_age_photos": ("wear", "all"),
+            "save_dtype": ("float32", "float16"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.source_holdout < 1.0:
+            raise ValueError(f"source_holdout must be in [0, 1), got {self.source_holdout}")
+        if self.samples_per_epoch < 0:
+            raise ValueError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
 

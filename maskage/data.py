@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -92,11 +94,72 @@ def load_train_samples(data_dir: str | Path, corrections: str | Path | None = No
     return samples
 
 
-def task_samples(samples: Sequence[Sample], task: str) -> list[Sample]:
-    """The photos a task trains on: all of them for mask, correctly masked ones for gender and age."""
+def task_samples(samples: Sequence[Sample], task: str, gender_age_photos: str = "wear") -> list[Sample]:
+    """The photos a task trains on: all of them for mask; for gender and age the correctly masked ones
+    (``gender_age_photos="wear"``) or all of them (``"all"``). Photos without the task's labels are left out."""
     if task == "mask":
-        return list(samples)
-    return [s for s in samples if s.mask == Mask.WEAR]
+        return [s for s in samples if s.mask >= 0]
+    keep = [s for s in samples if s.gender >= 0 and s.age >= 0]
+    if gender_age_photos == "all":
+        return keep
+    return [s for s in keep if s.mask == Mask.WEAR]
+
+
+_HASH_SUFFIX = re.compile(r"_[0-9a-f]{8}$")
+_TRAILING_NUMBER = re.compile(r"_\d+$")
+
+
+def source_person(path: str | Path) -> str:
+    """Who is in a photo of a labelled folder, from its file name, so that splits keep a person on one side.
+
+    MaskedFace-Net names start with the FFHQ id (``01234_Mask_Chin.jpg``, one face in several mask states);
+    RMFD-style names are ``NAME_NUMBER_HASH.jpg`` or ``NUMBER_HASH.jpg``.
+    """
+    stem = Path(path).stem
+    if "_Mask" in stem:
+        return stem.split("_", 1)[0]
+    stem = _HASH_SUFFIX.sub("", stem)
+    return _TRAILING_NUMBER.sub("", stem) if "_" in stem else stem
+
+
+def in_holdout(key: str, fraction: float) -> bool:
+    """Whether a person (any string key) is in the held-out share: a fixed hash, the same on every machine."""
+    h = int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "little") / 2**64
+    return h < fraction
+
+
+def parse_source(entry: str) -> tuple[Path, int]:
+    """``"DIR=wear"`` -> (DIR, mask id)."""
+    if "=" not in entry:
+        raise DatasetError(f"mask source {entry!r} is not DIR=wear|incorrect|not_wear")
+    folder, label = entry.rsplit("=", 1)
+    names = {"wear": Mask.WEAR, "incorrect": Mask.INCORRECT, "not_wear": Mask.NOT_WEAR}
+    if label.strip() not in names:
+        raise DatasetError(f"mask source {entry!r}: label must be one of {sorted(names)}")
+    return Path(folder.strip()), int(names[label.strip()])
+
+
+def source_samples(entries: Sequence[str], part: str = "train", holdout: float = 0.2) -> list[Sample]:
+    """Photos of labelled folders (``"DIR=label"``) as mask-only samples (gender and age -1).
+
+    ``part="train"`` gives the people outside the held-out share, ``"holdout"`` those inside it.
+    """
+    if part not in ("train", "holdout"):
+        raise ValueError(f"part must be train or holdout, got {part!r}")
+    out: list[Sample] = []
+    for entry in entries:
+        folder, mask = parse_source(entry)
+        if not folder.is_dir():
+            raise DatasetError(f"mask source folder {folder} not found")
+        photos = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not photos:
+            raise DatasetError(f"mask source folder {folder} holds no images")
+        for p in photos:
+            # the folder's parent names the source dataset; a person id is only unique within one source
+            person = f"{folder.parent.name}:{source_person(p)}"
+            if in_holdout(person, holdout) == (part == "holdout"):
+                out.append(Sample(str(p), person, mask, -1, -1))
+    return out
 
 
 def task_target(sample: Sample, task: str, bins: AgeBins) -> int:

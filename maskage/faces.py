@@ -61,6 +61,8 @@ class Detection:
 
     box: Box | None
     prob: float | None = None
+    # MTCNN's five landmarks: left eye, right eye, nose tip, left and right mouth corner, as (x, y)
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
 
 class FaceDetector:
@@ -100,7 +102,7 @@ class FaceDetector:
 
     def _detect_batch(self, images: list[np.ndarray]) -> list[Detection]:
         try:
-            boxes, probs = self.mtcnn.detect(np.stack(images))
+            boxes, probs, points = self.mtcnn.detect(np.stack(images), landmarks=True)
         except (ValueError, RuntimeError):
             # MTCNN's scale pyramid is empty for photos smaller than min_face_size and it then fails in
             # torch.cat([]); that means "no face". Retry one by one so one such photo can't sink a batch.
@@ -108,12 +110,13 @@ class FaceDetector:
                 return [Detection(None)]
             return [d for img in images for d in self._detect_batch([img])]
         dets = []
-        for b, p in zip(boxes, probs):
+        for b, p, pts in zip(boxes, probs, points):
             if b is None or len(b) == 0:
                 dets.append(Detection(None))
             else:
                 x1, y1, x2, y2 = (float(v) for v in b[0])
-                dets.append(Detection((x1, y1, x2, y2), float(p[0])))
+                marks = tuple((float(x), float(y)) for x, y in pts[0])
+                dets.append(Detection((x1, y1, x2, y2), float(p[0]), marks))
         return dets
 
 

@@ -156,13 +156,20 @@ class TaskModel(nn.Module):
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
         return np.concatenate(out)
 
-    def save(self, directory: str | Path) -> Path:
-        """Write model.json and weights.pt into ``directory`` (each atomically)."""
+    def save(self, directory: str | Path, dtype: str = "float32") -> Path:
+        """Write model.json and weights.pt into ``directory`` (each atomically).
+
+        ``dtype="float16"`` stores floating-point tensors at half size (for shipping); they load back as float32.
+        """
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         weights = d / WEIGHTS_NAME
         tmp = d / f".{WEIGHTS_NAME}.{os.getpid()}.tmp"
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        if dtype == "float16":
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         torch.save(state, tmp)
         os.replace(tmp, weights)
         meta = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self.spec),
@@ -192,6 +199,7 @@ class TaskModel(nn.Module):
         except Exception as exc:  # weights_only refuses pickled code; any failure means an unusable file
             raise ModelFileError(f"{weights}: not a plain tensor state dict ({type(exc).__name__}: {exc})") from None
         try:
+            # float16 files load into the float32 model (load_state_dict copies with a cast)
             model.net.load_state_dict(state)
         except RuntimeError as exc:
             raise ModelFileError(f"{weights}: weights do not fit backbone {spec.backbone!r}: {exc}") from None

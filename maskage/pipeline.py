@@ -102,13 +102,15 @@ class Pipeline:
             models[task] = TaskModel.load(sub, task)
         return cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]))
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the three models and pipeline.json (with their files' hashes) into ``directory``."""
+    def save(self, directory: str | Path, dtype: str = "float32") -> Path:
+        """Write the three models and pipeline.json (with their files' hashes) into ``directory``.
+
+        ``dtype="float16"`` halves the weight files (as the pipeline shipped inside maskage is stored)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         entries = {}
         for task, model in self.models.items():
-            sub = model.save(d / task)
+            sub = model.save(d / task, dtype=dtype)
             entries[task] = {"dir": task, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}}
         meta = {"format": PIPELINE_FORMAT, "version": 1, "detector": self.detector_settings.to_dict(), "models": entries}
         write_json_atomic(d / PIPELINE_NAME, meta)

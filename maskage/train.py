@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from .combine import age_group_probs
@@ -23,6 +23,7 @@ from .data import (
     TrainAugment,
     load_train_samples,
     person_folds,
+    source_samples,
     subset_people,
     task_samples,
     task_target,
@@ -99,7 +100,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     samples = load_train_samples(config.data_dir, config.corrections or None)
     samples = subset_people(samples, config.max_people, config.seed, config.age_threshold)
     folds = person_folds(samples, config.n_folds, config.seed, config.age_threshold)
-    samples = task_samples(samples, config.task)
+    if config.task == "mask" and config.mask_sources:
+        extra = source_samples(config.mask_sources, "train", config.source_holdout)
+        for s in extra:  # real photos' people join the folds by a fixed hash of their id
+            folds.setdefault(s.person, int.from_bytes(s.person.encode(), "little") % config.n_folds)
+        samples = samples + extra
+    samples = task_samples(samples, config.task, config.gender_age_photos)
 
     crop = CropSettings(config.crop_size, config.margin)
     detector = DetectorSettings(config.min_face_size, batch_size=config.detect_batch_size)
@@ -130,14 +136,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed),
     )
     generator = torch.Generator().manual_seed(config.seed)
-    sampler = None
+    per_epoch = min(config.samples_per_epoch, len(tr_idx)) if config.samples_per_epoch else len(tr_idx)
     if config.weighted_sampler:
         counts = np.bincount(targets[tr_idx], minlength=n_classes)
         sample_w = 1.0 / np.maximum(counts[targets[tr_idx]], 1)
-        sampler = WeightedRandomSampler(torch.as_tensor(sample_w, dtype=torch.double), len(tr_idx), generator=generator)
+        sampler = WeightedRandomSampler(torch.as_tensor(sample_w, dtype=torch.double), per_epoch, generator=generator)
+    else:
+        sampler = RandomSampler(train_set, num_samples=per_epoch, generator=generator)
     loader = DataLoader(
-        train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-        num_workers=config.num_workers, generator=generator, drop_last=len(tr_idx) > config.batch_size,
+        train_set, batch_size=config.batch_size, sampler=sampler,
+        num_workers=config.num_workers, generator=generator, drop_last=per_epoch > config.batch_size,
     )
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -196,7 +204,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         if metrics["selection_f1"] > best_f1:
             best_f1, best_epoch, stale = metrics["selection_f1"], epoch, 0
             best_metrics = metrics
-            model.save(out)
+            model.save(out, dtype=config.save_dtype)
             _write_val_predictions(out / "val_predictions.csv", [samples[i] for i in va_idx], targets[va_idx],
                                    metrics["probs"], cached.found[va_idx])
         else:

@@ -1,0 +1,396 @@
+"""Drawing masks on real face photos, and building a competition-style dataset from unmasked faces.
+
+A mask is drawn in image space from MTCNN's five landmarks (eyes, nose tip, mouth corners): the face's own
+axes (across the eyes, and from the eyes down to the mouth) place a mask whose outline, colour, texture,
+shading and straps are drawn at random, so a model cannot learn one template. Every draw is determined by
+its seed.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .images import IMAGE_EXTENSIONS, ImageError, load_image
+from .labels import MASK_FILE_STEMS, Mask, age_to_group, encode
+
+# How a mask sits on the face. The competition's "incorrect" class is mostly nose exposed, some under the chin.
+CORRECT, NOSE_EXPOSED, UNDER_CHIN = "correct", "nose_exposed", "under_chin"
+KINDS = (CORRECT, NOSE_EXPOSED, UNDER_CHIN)
+INCORRECT_KINDS = {NOSE_EXPOSED: 0.7, UNDER_CHIN: 0.3}
+RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other"}
+GENDERS = {0: "male", 1: "female"}
+
+# (r, g, b) base colours of common masks: surgical blue, white, black, greys, navy, pink, beige, green
+PALETTE = [
+    (140, 190, 220), (120, 175, 215), (235, 235, 235), (250, 250, 245), (30, 30, 32), (60, 60, 65), (130, 130, 135),
+    (35, 45, 85), (230, 170, 185), (215, 195, 165), (90, 140, 110), (175, 205, 190),
+]
+STYLES = ("surgical", "kn95", "cloth")
+
+
+class SynthError(ValueError):
+    """A face on which no mask can be drawn (no landmarks found)."""
+
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    """A face's landmarks and the axes derived from them, in image pixels.
+
+    ``t`` runs from the eye midpoint (0) to the mouth midpoint (1) along the face's vertical axis ``down``;
+    ``across`` is the unit vector from the left eye to the right eye.
+    """
+
+    left_eye: np.ndarray
+    right_eye: np.ndarray
+    nose: np.ndarray
+    mouth_left: np.ndarray
+    mouth_right: np.ndarray
+    box: tuple[float, float, float, float]
+
+    @classmethod
+    def from_landmarks(cls, landmarks: Sequence[Sequence[float]], box: Sequence[float]) -> "FaceGeometry":
+        pts = [np.asarray(p, dtype=np.float64) for p in landmarks]
+        if len(pts) != 5:
+            raise SynthError(f"expected 5 landmarks, got {len(pts)}")
+        return cls(*pts, box=tuple(float(v) for v in box))  # type: ignore[arg-type]
+
+    @property
+    def eye_mid(self) -> np.ndarray:
+        return (self.left_eye + self.right_eye) / 2
+
+    @property
+    def mouth_mid(self) -> np.ndarray:
+        return (self.mouth_left + self.mouth_right) / 2
+
+    @property
+    def unit(self) -> float:
+        """Eye-to-mouth distance: the length unit of ``t``."""
+        return float(max(np.linalg.norm(self.mouth_mid - self.eye_mid), 1.0))
+
+    @property
+    def down(self) -> np.ndarray:
+        return (self.mouth_mid - self.eye_mid) / self.unit
+
+    @property
+    def across(self) -> np.ndarray:
+        a = self.right_eye - self.left_eye
+        n = np.linalg.norm(a)
+        if n < 1e-6:
+            return np.array([-self.down[1], self.down[0]])
+        return a / n
+
+    @property
+    def half_width(self) -> float:
+        """Half the face's width at the cheeks."""
+        eyes = float(np.linalg.norm(self.right_eye - self.left_eye))
+        return max(0.9 * eyes, 0.38 * (self.box[2] - self.box[0]), 0.5 * self.unit)
+
+    def point(self, s: float, t: float) -> np.ndarray:
+        """Image point at ``s`` half-widths across and ``t`` units down from the eye midpoint."""
+        return self.eye_mid + self.across * s * self.half_width + self.down * t * self.unit
+
+    def t_of(self, p: np.ndarray) -> float:
+        return float(np.dot(p - self.eye_mid, self.down) / self.unit)
+
+    @property
+    def chin(self) -> np.ndarray:
+        """Estimated chin point: the mouth-to-chin distance is about 0.75 of eye-to-mouth on adult faces."""
+        return self.point(0.0, 1.75)
+
+
+@dataclass
+class DrawnMask:
+    """A photo with a mask drawn on it, the mask's coverage (0..1 per pixel) and how it was worn."""
+
+    image: np.ndarray  # H x W x 3 uint8
+    alpha: np.ndarray  # H x W float32
+    kind: str
+    style: str
+
+
+def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str) -> np.ndarray:
+    """The mask polygon in image pixels for a kind of wear."""
+    nose_t = face.t_of(face.nose)
+    if kind == CORRECT:
+        top = min(rng.uniform(0.36, 0.46), nose_t - 0.15)  # over the nose bridge, clear of the eyes
+        bottom = rng.uniform(1.85, 2.05)  # below the chin
+    elif kind == NOSE_EXPOSED:
+        top = min(nose_t + rng.uniform(0.12, 0.2), 0.85)  # just under the nose tip, over the mouth
+        bottom = rng.uniform(1.85, 2.05)
+    elif kind == UNDER_CHIN:
+        top = 1.0 + rng.uniform(0.3, 0.42)  # below the lower lip
+        bottom = rng.uniform(2.15, 2.35)
+    else:
+        raise ValueError(f"unknown mask kind {kind!r}; choose from {KINDS}")
+    w_top = rng.uniform(0.88, 1.0)
+    w_mid = rng.uniform(0.92, 1.04)
+    w_bot = rng.uniform(0.5, 0.7)
+    peak = {"surgical": rng.uniform(0.0, 0.03), "kn95": rng.uniform(0.06, 0.1), "cloth": rng.uniform(0.03, 0.07)}[style]
+    sag = rng.uniform(0.08, 0.16)  # the top edge drops towards the cheeks
+    round_bottom = rng.uniform(0.25, 0.45)
+    mid = (top + bottom) / 2 + rng.uniform(-0.1, 0.1)
+    pts = []
+    for s in np.linspace(-1, 1, 21):  # top edge, left to right; a peak at the nose for shaped masks
+        pts.append(face.point(s * w_top, top + sag * s * s - peak * (1 - abs(s))))
+    pts.append(face.point(w_mid, mid))
+    for s in np.linspace(1, -1, 21):  # bottom edge, right to left, rounded around the chin
+        pts.append(face.point(s * w_bot, bottom - round_bottom * s * s))
+    pts.append(face.point(-w_mid, mid))
+    return np.array(pts)
+
+
+def _texture(h: int, w: int, colour: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarray:
+    """An H x W x 3 float fabric image: base colour, noise, and a pattern for cloth masks."""
+    tex = np.empty((h, w, 3), np.float32)
+    tex[:] = colour
+    tex += rng.normal(0, rng.uniform(2, 10), (h, w, 1)).astype(np.float32)
+    if style == "cloth" and rng.random() < 0.5:
+        period = rng.uniform(6, 18)
+        yy, xx = np.mgrid[0:h, 0:w]
+        angle = rng.uniform(0, np.pi)
+        wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
+        other = np.array(PALETTE[rng.integers(len(PALETTE))], np.float32)
+        tex += (wave[..., None] > 0.3) * (other - colour) * rng.uniform(0.3, 0.8)
+    return tex
+
+
+def draw_mask(
+    image: np.ndarray,
+    landmarks: Sequence[Sequence[float]],
+    box: Sequence[float],
+    kind: str = CORRECT,
+    seed: int = 0,
+) -> DrawnMask:
+    """Draw one random mask of the given kind on an RGB uint8 photo, from the face's 5 MTCNN landmarks."""
+    rng = np.random.default_rng(seed)
+    face = FaceGeometry.from_landmarks(landmarks, box)
+    style = STYLES[rng.integers(len(STYLES))]
+    h, w = image.shape[:2]
+    ss = 4  # supersampled polygon for smooth edges
+    poly = _outline(face, kind, rng, style)
+    cover = np.zeros((h * ss, w * ss), np.uint8)
+    cv2.fillPoly(cover, [np.round(poly * ss).astype(np.int32)], 255, lineType=cv2.LINE_AA)
+    alpha = cv2.resize(cover, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+    colour = np.array(PALETTE[rng.integers(len(PALETTE))], np.float32) + rng.normal(0, 8, 3).astype(np.float32)
+    tex = _texture(h, w, colour, style, rng)
+    # shading: the photo's own light (blurred luminance) and a darkening towards the mask's sides
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    inside = alpha > 0.5
+    light = cv2.GaussianBlur(gray, (0, 0), max(face.unit * 0.25, 1.0))
+    ref = float(light[inside].mean()) if inside.any() else float(light.mean())
+    shade = (light / max(ref, 1.0)) ** rng.uniform(0.3, 0.8)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rel = np.stack([xx, yy], -1) - face.eye_mid.astype(np.float32)
+    s_coord = (rel @ face.across.astype(np.float32)) / face.half_width
+    t_coord = (rel @ face.down.astype(np.float32)) / face.unit
+    shade = shade * (1 - rng.uniform(0.1, 0.3) * np.clip(s_coord, -1.2, 1.2) ** 2)
+    if style == "surgical":  # pleats: darker horizontal folds
+        mask_t = face.t_of(poly[:21].mean(0)), face.t_of(poly[22:43].mean(0))
+        for f in np.linspace(0.3, 0.7, 3):
+            t0 = mask_t[0] + f * (mask_t[1] - mask_t[0])
+            shade = shade * (1 - 0.18 * np.exp(-(((t_coord - t0) * face.unit / 1.5) ** 2)))
+    tex = np.clip(tex * shade[..., None], 0, 255)
+
+    out = image.astype(np.float32)
+    out = out * (1 - alpha[..., None]) + tex * alpha[..., None]
+    # straps from the mask's corners towards the ears
+    strap = tuple(int(v) for v in np.clip(colour * rng.uniform(0.7, 1.1), 0, 255))
+    thick = max(1, int(round(face.unit * rng.uniform(0.03, 0.07))))
+    out_u8 = np.clip(out, 0, 255).astype(np.uint8)
+    ear_t = rng.uniform(0.1, 0.4)
+    # top corners to the ears, bottom corners to the back of the neck
+    for corner, side, t in ((poly[0], -1, ear_t), (poly[20], 1, ear_t), (poly[22], 1, 1.3), (poly[42], -1, 1.3)):
+        ear = face.point(side * rng.uniform(1.3, 1.5), t + rng.uniform(-0.05, 0.05))
+        cv2.line(out_u8, tuple(int(v) for v in np.round(corner)), tuple(int(v) for v in np.round(ear)), strap, thick, cv2.LINE_AA)
+    return DrawnMask(out_u8, alpha, kind, style)
+
+
+def landmark_points(face: FaceGeometry) -> dict[str, np.ndarray]:
+    """Named points that each kind of wear covers or leaves bare (used by tests and the dataset report)."""
+    return {
+        "eyes": face.eye_mid,
+        "nose": face.nose,
+        "mouth": face.mouth_mid,
+        "chin": face.point(0.0, 1.6),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ dataset builder
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One unmasked face photo with its labels; each record is one person of the built dataset."""
+
+    path: str
+    age: int
+    gender: int
+    race: int | None = None
+
+
+_UTK = re.compile(r"^(\d+)_([01])_(\d)_")
+
+
+def parse_utkface_name(name: str) -> FaceRecord | None:
+    """Labels from a UTKFace file name ``AGE_GENDER_RACE_*.jpg``; None when the name does not follow it."""
+    m = _UTK.match(Path(name).name)
+    if not m:
+        return None
+    return FaceRecord(name, int(m.group(1)), int(m.group(2)), int(m.group(3)))
+
+
+def read_faces(faces_dir: str | Path, labels_csv: str | Path | None = None) -> tuple[list[FaceRecord], list[str]]:
+    """The face photos of a folder with their labels, and the names that could not be labelled.
+
+    Labels come from UTKFace-style names, or from a CSV with columns ``path,age,gender[,race]`` (path relative
+    to the folder; gender 0/1 or male/female; race a number as UTKFace's or empty).
+    """
+    from .data import read_csv_rows
+    from .labels import gender_from_text
+
+    root = Path(faces_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"faces folder {root} not found")
+    unlabelled: list[str] = []
+    records: list[FaceRecord] = []
+    if labels_csv:
+        for line, row in enumerate(read_csv_rows(Path(labels_csv), ["path", "age", "gender"]), start=2):
+            try:
+                race = row.get("race", "").strip()
+                records.append(FaceRecord(str(root / row["path"].strip()), int(float(row["age"])),
+                                          gender_from_text(row["gender"]), int(race) if race else None))
+            except ValueError as exc:
+                raise ValueError(f"{labels_csv} line {line}: {exc}") from None
+        return records, unlabelled
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        rec = parse_utkface_name(p.name)
+        if rec is None:
+            unlabelled.append(p.name)
+        else:
+            records.append(FaceRecord(str(p), rec.age, rec.gender, rec.race))
+    return records, unlabelled
+
+
+def _person_seed(seed: int, path: str) -> int:
+    return int.from_bytes(hashlib.sha1(f"{seed}:{Path(path).name}".encode()).digest()[:8], "little")
+
+
+def _write_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+@dataclass
+class BuildReport:
+    out: Path
+    n_train_people: int
+    n_eval_people: int
+    skipped: list[tuple[str, str]]  # (photo, why)
+    unlabelled: list[str]
+
+
+def build_dataset(
+    faces_dir: str | Path,
+    out: str | Path,
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    races: Sequence[int] | None = None,
+    eval_races: Sequence[int] | None = None,
+    min_age: int = 18,
+    max_age: int = 200,
+    labels_csv: str | Path | None = None,
+    limit: int = 0,
+    progress: bool = True,
+) -> BuildReport:
+    """Write a competition-style dataset: ``out/train`` (train.csv, images/PERSON/{mask1..5,incorrect_mask,normal})
+    and ``out/eval`` (images/, info.csv, gt.csv and meta.csv with each eval photo's person and labels).
+
+    Each face photo becomes one person: five differently drawn correct masks, one incorrect mask (nose exposed or
+    under the chin), and the photo itself unmasked. People go to eval with probability ``eval_fraction`` (only
+    people of ``eval_races`` when given), decided per person by the seed. Faces without landmarks are listed in
+    ``out/skipped.csv`` and left out.
+    """
+    from .faces import DetectorSettings, FaceDetector
+
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    records, unlabelled = read_faces(faces_dir, labels_csv)
+    records = [r for r in records if min_age <= r.age <= max_age and (not races or r.race in races)]
+    if limit:
+        records = records[:limit]
+    if not records:
+        raise ValueError(f"no faces in {faces_dir} pass the filters (races={races}, ages {min_age}..{max_age})")
+    out = Path(out)
+    for sub in ("train/images", "eval/images"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    split = rng.random(len(records))
+    detector = FaceDetector(DetectorSettings(min_face_size=20, batch_size=32))
+    train_rows, eval_rows, skipped = [], [], []
+    stems = list(MASK_FILE_STEMS)
+    chunk = 128
+    bar = tqdm(total=len(records), desc="drawing masks", disable=None if progress else True)
+    for start in range(0, len(records), chunk):
+        part = records[start : start + chunk]
+        images, ok = [], []
+        for index, r in enumerate(part, start=start):
+            try:
+                images.append(load_image(r.path))
+                ok.append((index, r))
+            except ImageError as exc:
+                skipped.append((r.path, str(exc)))
+        for (index, r), img, det in zip(ok, images, detector.detect(images)):
+            if det.landmarks is None:
+                skipped.append((r.path, "no face landmarks found"))
+                continue
+            pseed = _person_seed(seed, r.path)
+            prng = np.random.default_rng(pseed)
+            pid = f"{index:06d}"
+            to_eval = split[index] < eval_fraction and (not eval_races or r.race in eval_races)
+            photos: dict[str, np.ndarray] = {}
+            for j in range(1, 6):
+                photos[f"mask{j}"] = draw_mask(img, det.landmarks, det.box, CORRECT, pseed + j).image
+            kind = NOSE_EXPOSED if prng.random() < INCORRECT_KINDS[NOSE_EXPOSED] else UNDER_CHIN
+            photos["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6).image
+            photos["normal"] = img
+            race = RACES.get(r.race, "Unknown") if r.race is not None else "Unknown"
+            if to_eval:
+                for stem in stems:
+                    name = hashlib.sha1(f"{seed}:{pid}:{stem}".encode()).hexdigest()[:20] + ".jpg"
+                    Image.fromarray(photos[stem]).save(out / "eval" / "images" / name, quality=95)
+                    mask = MASK_FILE_STEMS[stem]
+                    eval_rows.append([name, encode(mask, r.gender, age_to_group(r.age)), pid, int(mask), r.gender, r.age,
+                                      race, kind if stem == "incorrect_mask" else "", Path(r.path).name])
+            else:
+                folder = f"{pid}_{GENDERS[r.gender]}_{race}_{r.age}"
+                (out / "train" / "images" / folder).mkdir(exist_ok=True)
+                for stem in stems:
+                    Image.fromarray(photos[stem]).save(out / "train" / "images" / folder / f"{stem}.jpg", quality=95)
+                train_rows.append([pid, GENDERS[r.gender], race, r.age, folder, kind, Path(r.path).name])
+        bar.update(len(part))
+    bar.close()
+    _write_rows(out / "train" / "train.csv", ["id", "gender", "race", "age", "path", "incorrect_kind", "source"], train_rows)
+    order = np.random.default_rng(seed + 1).permutation(len(eval_rows))
+    eval_rows = [eval_rows[i] for i in order]
+    _write_rows(out / "eval" / "info.csv", ["ImageID", "ans"], ([r[0], 0] for r in eval_rows))
+    _write_rows(out / "eval" / "gt.csv", ["ImageID", "ans"], ([r[0], r[1]] for r in eval_rows))
+    _write_rows(out / "eval" / "meta.csv",
+                ["ImageID", "ans", "person", "mask", "gender", "age", "race", "incorrect_kind", "source"], eval_rows)
+    _write_rows(out / "skipped.csv", ["photo", "why"], skipped)
+    return BuildReport(out, len(train_rows), len(eval_rows) // len(stems), skipped, unlabelled)

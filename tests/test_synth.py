@@ -1,0 +1,213 @@
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskage import faces
+from maskage.cli import main
+from maskage.data import load_train_samples
+from maskage.labels import MASK_FILE_STEMS, decode
+from maskage.synth import (
+    CORRECT,
+    KINDS,
+    NOSE_EXPOSED,
+    UNDER_CHIN,
+    FaceGeometry,
+    build_dataset,
+    draw_mask,
+    landmark_points,
+    parse_utkface_name,
+)
+
+from .conftest import SHARED_DATA
+
+# a frontal face in a 200x200 photo: eyes, nose tip, mouth corners, box
+LANDMARKS = ((75.0, 85.0), (125.0, 85.0), (100.0, 112.0), (80.0, 135.0), (120.0, 135.0))
+BOX = (50.0, 40.0, 150.0, 175.0)
+
+# which landmark points each kind of wear covers (True) or leaves bare (False)
+EXPECTED = {
+    CORRECT: {"eyes": False, "nose": True, "mouth": True, "chin": True},
+    NOSE_EXPOSED: {"eyes": False, "nose": False, "mouth": True, "chin": True},
+    UNDER_CHIN: {"eyes": False, "nose": False, "mouth": False, "chin": True},
+}
+
+
+def face_photo(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(90, 200, (200, 200, 3), dtype=np.uint8)
+
+
+def coverage(alpha: np.ndarray, point: np.ndarray) -> float:
+    x, y = (int(round(v)) for v in point)
+    return float(alpha[y, x])
+
+
+def check_kind(alpha: np.ndarray, face: FaceGeometry, kind: str) -> list[str]:
+    """The landmark points whose coverage disagrees with what the kind of wear says."""
+    wrong = []
+    for name, point in landmark_points(face).items():
+        h, w = alpha.shape
+        if not (0 <= point[0] < w and 0 <= point[1] < h):
+            continue  # the chin can lie below a tight crop
+        covered = coverage(alpha, point) > 0.5
+        if covered != EXPECTED[kind][name]:
+            wrong.append(f"{name} {'covered' if covered else 'bare'}")
+    return wrong
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mask_covers_what_its_kind_says(kind):
+    face = FaceGeometry.from_landmarks(LANDMARKS, BOX)
+    for seed in range(20):
+        drawn = draw_mask(face_photo(), LANDMARKS, BOX, kind, seed)
+        assert drawn.kind == kind
+        assert check_kind(drawn.alpha, face, kind) == [], f"seed {seed}"
+        changed = np.any(drawn.image != face_photo(), axis=-1)
+        assert changed[drawn.alpha > 0.5].all()  # the mask is painted where its coverage says
+        assert not changed[:60].any()  # nothing above the eyebrows changes (forehead, hair)
+
+
+def test_masks_are_deterministic_per_seed_and_vary_between_seeds():
+    a = draw_mask(face_photo(), LANDMARKS, BOX, CORRECT, 7)
+    b = draw_mask(face_photo(), LANDMARKS, BOX, CORRECT, 7)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.alpha, b.alpha)
+    drawn = [draw_mask(face_photo(), LANDMARKS, BOX, CORRECT, s) for s in range(12)]
+    colours = {tuple(np.round(d.image[d.alpha > 0.99].mean(0) / 20)) for d in drawn}
+    assert len(colours) >= 4  # several colours
+    assert len({d.style for d in drawn}) == 3  # all three shapes
+    areas = [float(d.alpha.sum()) for d in drawn]
+    assert max(areas) / min(areas) > 1.1  # and the outline varies
+
+
+def test_draw_mask_rejects_unknown_kind_and_bad_landmarks():
+    with pytest.raises(ValueError, match="unknown mask kind"):
+        draw_mask(face_photo(), LANDMARKS, BOX, "on_forehead")
+    with pytest.raises(ValueError, match="5 landmarks"):
+        draw_mask(face_photo(), LANDMARKS[:3], BOX)
+
+
+def test_parse_utkface_name():
+    r = parse_utkface_name("25_1_2_20170116174525125.jpg")
+    assert (r.age, r.gender, r.race) == (25, 1, 2)
+    assert parse_utkface_name("holiday.jpg") is None
+
+
+class FixedDetector:
+    """Stands in for MTCNN: every photo has the test face, except pure black ones (no face)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def detect(self, images):
+        return [faces.Detection(None) if img.max() == 0 else faces.Detection(BOX, 0.99, LANDMARKS) for img in images]
+
+
+def write_faces(folder: Path, n: int) -> list[str]:
+    folder.mkdir(parents=True)
+    names = []
+    for i in range(n):
+        age, gender, race = 20 + 3 * i, i % 2, 2 if i % 3 else 0
+        name = f"{age}_{gender}_{race}_2017010{i:08d}.jpg"
+        Image.fromarray(face_photo(i)).save(folder / name)
+        names.append(name)
+    Image.new("RGB", (200, 200)).save(folder / "30_0_2_black.jpg")  # no face: skipped and reported
+    Image.fromarray(face_photo()).save(folder / "15_0_2_child.jpg")  # under min age
+    Image.fromarray(face_photo()).save(folder / "unlabelled.jpg")
+    return names
+
+
+def test_build_dataset_layout_and_person_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    write_faces(tmp_path / "faces", 12)
+    report = build_dataset(tmp_path / "faces", tmp_path / "out", eval_fraction=0.4, seed=3, eval_races=[2])
+    assert [Path(p).name for p, _ in report.skipped] == ["30_0_2_black.jpg"]
+    assert report.unlabelled == ["unlabelled.jpg"]
+    assert report.n_train_people + report.n_eval_people == 12
+    assert report.n_eval_people > 0 and report.n_train_people > 0
+
+    samples = load_train_samples(tmp_path / "out" / "train")
+    assert len(samples) == 7 * report.n_train_people
+    with (tmp_path / "out" / "train" / "train.csv").open() as f:
+        train_rows = list(csv.DictReader(f))
+    for row in train_rows:
+        folder = tmp_path / "out" / "train" / "images" / row["path"]
+        assert sorted(p.stem for p in folder.iterdir()) == sorted(MASK_FILE_STEMS)
+        masks = [np.asarray(Image.open(folder / f"mask{j}.jpg")) for j in range(1, 6)]
+        assert all(not np.array_equal(masks[0], m) for m in masks[1:])  # five different masks
+        assert row["incorrect_kind"] in (NOSE_EXPOSED, UNDER_CHIN)
+
+    with (tmp_path / "out" / "eval" / "meta.csv").open() as f:
+        meta = list(csv.DictReader(f))
+    with (tmp_path / "out" / "eval" / "gt.csv").open() as f:
+        gt = {r["ImageID"]: int(r["ans"]) for r in csv.DictReader(f)}
+    with (tmp_path / "out" / "eval" / "info.csv").open() as f:
+        info = [r["ImageID"] for r in csv.DictReader(f)]
+    assert sorted(info) == sorted(gt) == sorted(r["ImageID"] for r in meta)
+    assert len(meta) == 7 * report.n_eval_people
+    for r in meta:
+        assert r["race"] == "Asian"  # eval people only from eval_races
+        m, g, _ = decode(gt[r["ImageID"]])
+        assert (m, g) == (int(r["mask"]), int(r["gender"]))
+        assert (tmp_path / "out" / "eval" / "images" / r["ImageID"]).is_file()
+    # person-disjoint: no source face on both sides
+    assert not {r["source"] for r in meta} & {r["source"] for r in train_rows}
+    assert Path(tmp_path / "out" / "skipped.csv").read_text().count("no face landmarks") == 1
+
+
+def test_build_dataset_is_deterministic(tmp_path, monkeypatch):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    write_faces(tmp_path / "faces", 6)
+    for out in ("a", "b"):
+        build_dataset(tmp_path / "faces", tmp_path / out, eval_fraction=0.3, seed=1)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)
+
+
+def test_build_dataset_filters_and_labels_csv(tmp_path, monkeypatch):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    names = write_faces(tmp_path / "faces", 6)
+    report = build_dataset(tmp_path / "faces", tmp_path / "white", eval_fraction=0.0, races=[0])
+    assert report.n_train_people == sum(1 for n in names if n.split("_")[2] == "0")
+    with pytest.raises(ValueError, match="pass the filters"):
+        build_dataset(tmp_path / "faces", tmp_path / "none", min_age=90)
+    (tmp_path / "labels.csv").write_text("path,age,gender\n" + "".join(f"{n},40,female\n" for n in names[:3]))
+    report = build_dataset(tmp_path / "faces", tmp_path / "csv", eval_fraction=0.0, labels_csv=tmp_path / "labels.csv")
+    samples = load_train_samples(tmp_path / "csv" / "train")
+    assert report.n_train_people == 3 and {(s.gender, s.age) for s in samples} == {(1, 40)}
+
+
+def test_synth_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    write_faces(tmp_path / "faces", 5)
+    assert main(["synth", str(tmp_path / "faces"), "--out", str(tmp_path / "out"), "--eval-fraction", "0",
+                 "--race", "Asian", "--quiet"]) == 0
+    assert "train people" in capsys.readouterr().out
+    assert len(load_train_samples(tmp_path / "out" / "train")) == 7 * sum(1 for i in range(5) if i % 3)
+    assert main(["synth", str(tmp_path / "faces"), "--out", str(tmp_path / "x"), "--race", "Martian"]) == 2
+    assert "unknown race" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_masks_on_real_faces_cover_what_their_kind_says():
+    from maskage.images import load_image
+
+    photos = sorted((SHARED_DATA / "utkface").glob("*_2_*.jpg"))[::50][:30]
+    assert len(photos) == 30
+    images = [load_image(p) for p in photos]
+    dets = faces.FaceDetector().detect(images)
+    with_landmarks = [(i, img, d) for i, (img, d) in enumerate(zip(images, dets)) if d.landmarks is not None]
+    assert len(with_landmarks) >= 28
+    bad = []
+    for i, img, det in with_landmarks:
+        face = FaceGeometry.from_landmarks(det.landmarks, det.box)
+        for kind in KINDS:
+            drawn = draw_mask(img, det.landmarks, det.box, kind, seed=i)
+            wrong = check_kind(drawn.alpha, face, kind)
+            if wrong:
+                bad.append(f"{photos[i].name} {kind}: {wrong}")
+    assert bad == []

@@ -1,21 +1,24 @@
-# `make demo` runs the main job on an embedded default; `make test` runs the tests. Both set up .venv first.
+# `make demo` runs the main job (the shipped pipeline on a bundled photo and masked variants of it); `make test` runs the tests. Both set up .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-data clean
+.PHONY: install demo train-demo test test-data clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml requirements-torch.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-torch.txt
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,demo]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/maskage demo --out demo_out
+
+train-demo: $(STAMP)
+	$(VENV)/bin/maskage demo --train --out demo_out/train
 
 test: $(STAMP)
 	$(PY) -m pytest -q

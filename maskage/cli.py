@@ -52,27 +52,55 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
-    out = Pipeline.from_runs(args.mask_run, args.gender_run, args.age_run).save(args.out)
+    out = Pipeline.from_runs(args.mask_run, args.gender_run, args.age_run).save(args.out, dtype=args.dtype)
     print(f"pipeline saved in {out}")
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def predict_to_csv(paths: Sequence[str], out: Path, pipeline: str | None = None, annotate_dir: Path | None = None,
+                   batch_size: int = 32) -> list:
+    """Predict photos into a CSV (and boxed pictures); the ``Prediction`` list, one per path."""
     from .pipeline import Pipeline
 
+    preds = Pipeline.from_pretrained(pipeline).predict(paths, batch_size=batch_size)
+    if annotate_dir is not None:
+        write_annotated(paths, preds, annotate_dir)
+    rows = [p.to_row() for p in preds]
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    fields.remove("error")
+    _write_csv_atomic(out, fields + ["error"], rows)
+    return preds
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no images found in the given paths", file=sys.stderr)
         return 2
-    preds = Pipeline.from_pretrained(args.pipeline).predict(paths, batch_size=args.batch_size)
-    rows = [p.to_row() for p in preds]
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    fields.remove("error")
-    _write_csv_atomic(Path(args.out), fields + ["error"], rows)
+    preds = predict_to_csv(paths, Path(args.out), args.pipeline, Path(args.annotate) if args.annotate else None,
+                           args.batch_size)
     n_err = sum(1 for p in preds if p.error)
     n_noface = sum(1 for p in preds if not p.error and p.face_box is None)
     print(f"{len(preds)} image(s) -> {args.out} ({n_err} error(s), {n_noface} without a detected face)")
     return 0
+
+
+def write_annotated(paths: Sequence[str], preds: Sequence, folder: Path) -> list[Path]:
+    """Each readable photo with its face boxed and labelled, as ``folder/<name>.jpg`` (numbered when names repeat)."""
+    from .visualize import annotate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written, used = [], set()
+    for i, (path, pred) in enumerate(zip(paths, preds)):
+        if pred.error:
+            continue
+        name = Path(path).stem
+        if name in used:
+            name = f"{name}_{i}"
+        used.add(name)
+        annotate(path, pred).save(folder / f"{name}.jpg", quality=92)
+        written.append(folder / f"{name}.jpg")
+    return written
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -143,9 +171,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_predict_demo
 
-    run_demo(args.out, n_people=args.people, epochs=args.epochs, progress=not args.quiet)
+    if args.train:
+        run_demo(args.out, n_people=args.people, epochs=args.epochs, progress=not args.quiet)
+    else:
+        run_predict_demo(args.out, args.pipeline)
     return 0
 
 
@@ -165,19 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gender_run")
     p.add_argument("age_run")
     p.add_argument("--out", required=True)
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="float16 halves the weight files (as the shipped pipeline)")
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("submit", help="predict a competition eval folder into ImageID,ans")
     p.add_argument("eval_dir", help="folder holding info.csv and images/")
-    p.add_argument("--pipeline", required=True)
+    p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("predict", help="predict images or folders of images into a CSV")
     p.add_argument("inputs", nargs="+")
-    p.add_argument("--pipeline", required=True)
+    p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
     p.add_argument("--out", required=True)
+    p.add_argument("--annotate", metavar="DIR", help="also write each photo with its face boxed and labelled here")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_predict)
 
@@ -201,8 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("demo", help="the whole job on a generated dataset: train 3 tasks, assemble, submit, score")
+    p = sub.add_parser("demo", help="predict a bundled photo and masked variants of it (--train: the training job "
+                                     "on a generated dataset)")
     p.add_argument("--out", default="demo_out")
+    p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
+    p.add_argument("--train", action="store_true", help="train 3 tasks on generated data, assemble, submit, score")
     p.add_argument("--people", type=int, default=24)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--quiet", action="store_true")

@@ -16,6 +16,8 @@ from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode
 from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, write_json_atomic
 
 PIPELINE_FORMAT = "maskage-pipeline"
+# the trained pipeline shipped inside the package (see its MODEL_CARD.md)
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 PIPELINE_NAME = "pipeline.json"
 TASKS = ("mask", "gender", "age")
 
@@ -83,9 +85,9 @@ class Pipeline:
         return cls(TaskModel.load(mask_dir, "mask"), TaskModel.load(gender_dir, "gender"), TaskModel.load(age_dir, "age"))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "Pipeline":
-        """Load a pipeline saved with ``save``; files changed since then are refused."""
-        d = Path(directory)
+    def from_pretrained(cls, directory: str | Path | None = None) -> "Pipeline":
+        """Load a pipeline saved with ``save`` (default: the one shipped with maskage); changed files are refused."""
+        d = Path(directory) if directory is not None else PRETRAINED_DIR
         path = d / PIPELINE_NAME
         if not path.is_file():
             raise ModelFileError(f"{d}: no {PIPELINE_NAME}; is this a pipeline directory (see `maskage pipeline`)?")

@@ -217,7 +217,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     summary = {k: v for k, v in best_metrics.items() if k != "probs"}
     summary.update(
         best_epoch=best_epoch, task=config.task, fold=config.fold, n_folds=config.n_folds,
-        n_train=int(len(tr_idx)), n_val=int(len(va_idx)),
+        n_train=int(len(tr_idx)), n_val=int(len(va_idx)), n_seen_per_epoch=seen,
         n_people_val=len({samples[i].person for i in va_idx}),
         face_found_rate=float(cached.found.mean()) if len(samples) else 0.0,
     )

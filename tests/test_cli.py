@@ -1,4 +1,6 @@
 import csv
+
+import numpy as np
 import subprocess
 import sys
 from pathlib import Path
@@ -87,9 +89,30 @@ def test_clear_errors_and_exit_codes(toy_root, tmp_path, capsys):
 
 
 def test_demo_runs_the_whole_job(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--people", "12", "--epochs", "1", "--quiet"]) == 0
+    assert main(["demo", "--train", "--out", str(tmp_path / "demo"), "--people", "12", "--epochs", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "18-class macro F1" in out
     assert (tmp_path / "demo" / "pipeline" / "pipeline.json").is_file()
     rows = _rows(tmp_path / "demo" / "submission.csv")
     assert len(rows) == len(_rows(tmp_path / "demo" / "data" / "eval" / "gt.csv")) > 0
+
+
+def test_predict_demo_boxes_the_bundled_photo_and_its_masked_variants(tmp_path, capsys):
+    from PIL import Image
+
+    from maskage.demo import run_predict_demo
+
+    pipe = Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3)).save(tmp_path / "pipe")
+    preds = run_predict_demo(tmp_path / "demo", pipeline=pipe)
+    rows = _rows(tmp_path / "demo" / "predictions.csv")
+    assert len(preds) == len(rows) == 4
+    assert [Path(r["path"]).name for r in rows] == ["bare.jpg", "mask_correct.jpg", "mask_nose_exposed.jpg",
+                                                    "mask_under_chin.jpg"]
+    assert all(p.face_box is not None and p.error is None for p in preds)  # the face is found, masked or not
+    assert [r["class"] for r in rows] == [str(p.class_id) for p in preds]
+    bare = np.asarray(Image.open(tmp_path / "demo" / "images" / "bare.jpg")).astype(int)
+    boxed = np.asarray(Image.open(tmp_path / "demo" / "annotated" / "bare.jpg")).astype(int)
+    x1, y1, x2, y2 = (int(round(v)) for v in preds[0].face_box)
+    assert np.abs(boxed[y1 + 1 : y2 - 1, x1] - bare[y1 + 1 : y2 - 1, x1]).mean() > 40  # the box edge is drawn
+    assert Image.open(tmp_path / "demo" / "predictions.jpg").size == (768, 768)
+    assert "mask_nose_exposed.jpg" in capsys.readouterr().out

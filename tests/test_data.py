@@ -137,3 +137,40 @@ def test_augment_differs_across_dataloader_workers():
     loader = DataLoader(ds, batch_size=4, num_workers=2, generator=torch.Generator().manual_seed(0))
     a, b = [x for x, _ in loader]
     assert not torch.equal(a, b)  # worker 0 and worker 1 drew different augmentations
+
+
+def test_source_person_keeps_one_face_on_one_side():
+    from maskage.data import source_person
+
+    assert source_person("x/01234_Mask.jpg") == source_person("y/01234_Mask_Mouth_Chin.jpg") == "01234"
+    assert source_person("0_0_aidai_0014_8c796954.jpg") == source_person("0_0_aidai_0029_4e7d956f.jpg") == "0_0_aidai"
+    assert source_person("0129_35e3be9c.jpg") == "0129"
+
+
+def test_source_samples_split_train_and_holdout(tmp_path):
+    from PIL import Image
+
+    from maskage.data import source_samples
+
+    for folder in ("correct", "incorrect"):
+        (tmp_path / "mfn" / folder).mkdir(parents=True)
+        for i in range(40):
+            suffix = "Mask" if folder == "correct" else "Mask_Mouth_Chin"
+            Image.new("RGB", (8, 8)).save(tmp_path / "mfn" / folder / f"{i:05d}_{suffix}.jpg")
+    entries = [f"{tmp_path / 'mfn' / 'correct'}=wear", f"{tmp_path / 'mfn' / 'incorrect'}=incorrect"]
+    train = source_samples(entries, "train", 0.25)
+    held = source_samples(entries, "holdout", 0.25)
+    assert len(train) + len(held) == 80 and 5 < len(held) < 40
+    assert not {s.person for s in train} & {s.person for s in held}  # one FFHQ face never on both sides
+    assert {s.mask for s in train} == {Mask.WEAR, Mask.INCORRECT} and {(s.gender, s.age) for s in train} == {(-1, -1)}
+    assert task_samples(train, "gender", "all") == [] and task_samples(train, "mask") == train
+    with pytest.raises(DatasetError, match="label must be one of"):
+        source_samples([f"{tmp_path}=masked"])
+    with pytest.raises(DatasetError, match="not found"):
+        source_samples([f"{tmp_path / 'nope'}=wear"])
+
+
+def test_gender_age_photos_setting(toy_root):
+    samples = load_train_samples(toy_root / "train")
+    assert len(task_samples(samples, "gender", "all")) == len(samples)
+    assert {s.mask for s in task_samples(samples, "age", "wear")} == {Mask.WEAR}

@@ -96,3 +96,18 @@ def test_freeze_stages():
     assert all(p.requires_grad for p in model.net.classifier.parameters())
     with pytest.raises(ValueError):
         model.freeze_stages(99)
+
+
+def test_float16_files_are_half_size_and_load_close(tmp_path):
+    model = tiny_model("gender", seed=2)
+    crops = np.random.default_rng(0).integers(0, 255, (4, 40, 40, 3), dtype=np.uint8)
+    model.save(tmp_path / "f32")
+    model.save(tmp_path / "f16", dtype="float16")
+    size32 = (tmp_path / "f32" / "weights.pt").stat().st_size
+    size16 = (tmp_path / "f16" / "weights.pt").stat().st_size
+    assert size16 < 0.6 * size32
+    loaded = TaskModel.load(tmp_path / "f16", "gender")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    np.testing.assert_allclose(loaded.predict_proba(crops), model.predict_proba(crops), atol=2e-3)
+    with pytest.raises(ValueError, match="float32 or float16"):
+        model.save(tmp_path / "x", dtype="int8")

@@ -124,3 +124,27 @@ def test_same_seed_same_model_with_fresh_or_cached_crops(tiny_overrides, tmp_pat
         train(cfg, progress=False)
         models.append(torch.load(tmp_path / name / "weights.pt", weights_only=True))
     assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])
+
+
+def test_samples_per_epoch_and_real_mask_sources(tiny_overrides, toy_root, tmp_path):
+    from PIL import Image
+
+    from maskage.data import source_samples
+
+    folder = tmp_path / "real" / "with_mask"
+    folder.mkdir(parents=True)
+    for i in range(30):
+        Image.new("RGB", (48, 48), (i * 8, 90, 120)).save(folder / f"person{i}_0001_0123abcd.jpg")
+    sources = [f"{folder}=wear"]
+    cfg = load_config(None, dict(tiny_overrides, samples_per_epoch=16, mask_sources=sources, source_holdout=0.3),
+                      task="mask")
+    result = train(cfg, progress=False)
+    n_toy = len(load_train_samples(toy_root / "train"))
+    n_real = len(source_samples(sources, "train", 0.3))
+    assert 0 < n_real < 30  # the held-out share stays out of training and validation
+    assert result.metrics["n_train"] + result.metrics["n_val"] == n_toy + n_real
+    val_rows = list(csv.DictReader((result.output_dir / "val_predictions.csv").open()))
+    held = {s.path for s in source_samples(sources, "holdout", 0.3)}
+    assert not held & {r["path"] for r in val_rows}
+    # one epoch saw samples_per_epoch photos, not the whole training set
+    assert result.metrics["n_seen_per_epoch"] == 16

@@ -49,6 +49,7 @@ class TrainConfig:
     # mask task: extra folders of real photos, "DIR=wear|incorrect|not_wear" (people split by file-name id)
     mask_sources: list = field(default_factory=list)
     source_holdout: float = 0.2  # share of mask_sources people never trained on (kept for benchmarks)
+    source_weight: float = 1.0  # how much more often a mask_sources photo is drawn than a dataset photo
     hflip: bool = True
     color_jitter: float = 0.2
     scale_jitter: float = 0.1
@@ -100,6 +101,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0.0 <= self.source_holdout < 1.0:
             raise ValueError(f"source_holdout must be in [0, 1), got {self.source_holdout}")
+        if self.source_weight <= 0:
+            raise ValueError(f"source_weight must be > 0, got {self.source_weight}")
         if self.samples_per_epoch < 0:
             raise ValueError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
         if self.margin < 0:

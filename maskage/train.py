@@ -58,6 +58,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def epoch_sampler(
+    targets: np.ndarray, from_sources: np.ndarray, n_classes: int, config: TrainConfig, generator: torch.Generator
+) -> torch.utils.data.Sampler:
+    """What one epoch draws: ``samples_per_epoch`` photos (default all), class-balanced with ``weighted_sampler``,
+    with ``mask_sources`` photos ``source_weight`` times as likely as dataset photos."""
+    per_epoch = min(config.samples_per_epoch, len(targets)) if config.samples_per_epoch else len(targets)
+    weights = np.ones(len(targets))
+    if config.weighted_sampler:
+        counts = np.bincount(targets, minlength=n_classes)
+        weights = weights / np.maximum(counts[targets], 1)
+    weights = np.where(from_sources, weights * config.source_weight, weights)
+    if np.ptp(weights) > 0:
+        return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), per_epoch, generator=generator)
+    return RandomSampler(range(len(targets)), num_samples=per_epoch, generator=generator)
+
+
 @torch.inference_mode()
 def evaluate(model: TaskModel, crops: np.ndarray, targets: np.ndarray, batch_size: int = 64) -> dict[str, Any]:
     """Accuracy and macro F1 of a model on uint8 crops; for the age task also on the 3 age groups.
@@ -137,12 +153,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     )
     generator = torch.Generator().manual_seed(config.seed)
     per_epoch = min(config.samples_per_epoch, len(tr_idx)) if config.samples_per_epoch else len(tr_idx)
-    if config.weighted_sampler:
-        counts = np.bincount(targets[tr_idx], minlength=n_classes)
-        sample_w = 1.0 / np.maximum(counts[targets[tr_idx]], 1)
-        sampler = WeightedRandomSampler(torch.as_tensor(sample_w, dtype=torch.double), per_epoch, generator=generator)
-    else:
-        sampler = RandomSampler(train_set, num_samples=per_epoch, generator=generator)
+    from_sources = np.array([samples[i].gender < 0 for i in tr_idx])  # mask_sources photos carry no gender
+    sampler = epoch_sampler(targets[tr_idx], from_sources, n_classes, config, generator)
     loader = DataLoader(
         train_set, batch_size=config.batch_size, sampler=sampler,
         num_workers=config.num_workers, generator=generator, drop_last=per_epoch > config.batch_size,

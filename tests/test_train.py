@@ -148,3 +148,20 @@ def test_samples_per_epoch_and_real_mask_sources(tiny_overrides, toy_root, tmp_p
     assert not held & {r["path"] for r in val_rows}
     # one epoch saw samples_per_epoch photos, not the whole training set
     assert result.metrics["n_seen_per_epoch"] == 16
+
+
+def test_epoch_sampler_draws_and_weights():
+    import torch
+
+    from maskage.train import epoch_sampler
+
+    targets = np.array([0] * 90 + [1] * 10)
+    sources = np.array([False] * 95 + [True] * 5)
+    g = torch.Generator().manual_seed(0)
+    plain = list(epoch_sampler(targets, sources, 2, load_config(None, {"samples_per_epoch": 30}), g))
+    assert len(plain) == len(set(plain)) == 30  # without replacement
+    balanced = list(epoch_sampler(targets, np.zeros(100, bool), 2,
+                                  load_config(None, {"weighted_sampler": True, "samples_per_epoch": 4000}), g))
+    assert 0.45 < np.mean(targets[balanced]) < 0.55  # the 10% class drawn half the time
+    heavy = list(epoch_sampler(targets, sources, 2, load_config(None, {"source_weight": 100.0}), g))
+    assert len(heavy) == 100 and np.mean(sources[heavy]) > 0.7  # 5 source photos x 100 vs 95 others

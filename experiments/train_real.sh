@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Train the pipeline maskage ships, on a 2-core CPU: build the dataset from UTKFace, train the three recipes,
+# assemble a float16 pipeline. Run from the project root with ../shared/data beside it. Extra arguments are
+# key=value overrides for all three trainings (e.g. device=cuda). Measured times are in experiments/README.md.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+if [ ! -f data/synth/train/train.csv ]; then
+  $PY -m maskage synth ../shared/data/utkface --out data/synth --eval-race Asian --eval-fraction 0.2 --seed 0
+fi
+for task in mask gender age; do
+  /usr/bin/time -f "$task: %e s" $PY -m maskage train $task experiments/real_$task.yaml "$@"
+done
+$PY -m maskage pipeline runs/real/mask runs/real/gender runs/real/age --out runs/real/pipeline --dtype float16
+echo "pipeline in runs/real/pipeline; to ship it: rm -rf maskage/pretrained/{mask,gender,age} && cp -r runs/real/pipeline/* maskage/pretrained/"

@@ -58,18 +58,24 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def predict_to_csv(paths: Sequence[str], out: Path, pipeline: str | None = None, annotate_dir: Path | None = None,
-                   batch_size: int = 32) -> list:
-    """Predict photos into a CSV (and boxed pictures); the ``Prediction`` list, one per path."""
+                   batch_size: int = 32, all_faces: bool = False) -> list:
+    """Predict photos into a CSV (and boxed pictures). Returns one ``Prediction`` per path, or with ``all_faces``
+    one list per path (every face; the CSV then has a row per face and a ``face_index`` column)."""
     from .pipeline import Pipeline
 
-    preds = Pipeline.from_pretrained(pipeline).predict(paths, batch_size=batch_size)
+    pipe = Pipeline.from_pretrained(pipeline)
+    if all_faces:
+        per_path = pipe.predict_all_faces(paths, batch_size=batch_size)
+        rows = [dict(p.to_row(), face_index=k) for faces in per_path for k, p in enumerate(faces)]
+    else:
+        per_path = pipe.predict(paths, batch_size=batch_size)
+        rows = [p.to_row() for p in per_path]
     if annotate_dir is not None:
-        write_annotated(paths, preds, annotate_dir)
-    rows = [p.to_row() for p in preds]
+        write_annotated(paths, per_path, annotate_dir)
     fields = list(dict.fromkeys(k for r in rows for k in r))
     fields.remove("error")
     _write_csv_atomic(out, fields + ["error"], rows)
-    return preds
+    return per_path
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -78,7 +84,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print("error: no images found in the given paths", file=sys.stderr)
         return 2
     preds = predict_to_csv(paths, Path(args.out), args.pipeline, Path(args.annotate) if args.annotate else None,
-                           args.batch_size)
+                           args.batch_size, args.all_faces)
+    if args.all_faces:
+        preds = [faces[0] for faces in preds]
     n_err = sum(1 for p in preds if p.error)
     n_noface = sum(1 for p in preds if not p.error and p.face_box is None)
     print(f"{len(preds)} image(s) -> {args.out} ({n_err} error(s), {n_noface} without a detected face)")
@@ -92,7 +100,7 @@ def write_annotated(paths: Sequence[str], preds: Sequence, folder: Path) -> list
     folder.mkdir(parents=True, exist_ok=True)
     written, used = [], set()
     for i, (path, pred) in enumerate(zip(paths, preds)):
-        if pred.error:
+        if (pred[0] if isinstance(pred, list) else pred).error:
             continue
         name = Path(path).stem
         if name in used:
@@ -212,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
     p.add_argument("--out", required=True)
     p.add_argument("--annotate", metavar="DIR", help="also write each photo with its face boxed and labelled here")
+    p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_predict)
 

@@ -87,8 +87,12 @@ class FaceDetector:
             )
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
-        """The largest face of each RGB uint8 image, in input order."""
-        out: list[Detection | None] = [None] * len(images)
+        """The largest face of each RGB uint8 image, in input order (``box=None`` where none was found)."""
+        return [faces[0] if faces else Detection(None) for faces in self.detect_all(images)]
+
+    def detect_all(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Every face of each image, largest first; an empty list where none was found."""
+        out: list[list[Detection] | None] = [None] * len(images)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, img in enumerate(images):
             by_shape.setdefault(img.shape, []).append(i)
@@ -96,28 +100,29 @@ class FaceDetector:
         for idx in by_shape.values():
             for start in range(0, len(idx), bs):
                 chunk = idx[start : start + bs]
-                for i, det in zip(chunk, self._detect_batch([images[i] for i in chunk])):
-                    out[i] = det
+                for i, dets in zip(chunk, self._detect_batch([images[i] for i in chunk])):
+                    out[i] = dets
         return out  # type: ignore[return-value]
 
-    def _detect_batch(self, images: list[np.ndarray]) -> list[Detection]:
+    def _detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
         try:
             boxes, probs, points = self.mtcnn.detect(np.stack(images), landmarks=True)
         except (ValueError, RuntimeError):
             # MTCNN's scale pyramid is empty for photos smaller than min_face_size and it then fails in
             # torch.cat([]); that means "no face". Retry one by one so one such photo can't sink a batch.
             if len(images) == 1:
-                return [Detection(None)]
+                return [[]]
             return [d for img in images for d in self._detect_batch([img])]
-        dets = []
+        out = []
         for b, p, pts in zip(boxes, probs, points):
-            if b is None or len(b) == 0:
-                dets.append(Detection(None))
-            else:
-                x1, y1, x2, y2 = (float(v) for v in b[0])
-                marks = tuple((float(x), float(y)) for x, y in pts[0])
-                dets.append(Detection((x1, y1, x2, y2), float(p[0]), marks))
-        return dets
+            faces = []
+            if b is not None:
+                # MTCNN (select_largest=True) returns the boxes largest first
+                for box, prob, marks in zip(b, p, pts):
+                    x1, y1, x2, y2 = (float(v) for v in box[:4])
+                    faces.append(Detection((x1, y1, x2, y2), float(prob), tuple((float(x), float(y)) for x, y in marks)))
+            out.append(faces)
+        return out
 
 
 def crop_face(image: np.ndarray, box: Box | None, settings: CropSettings = CropSettings()) -> np.ndarray:

@@ -9,24 +9,36 @@ from PIL import Image, ImageOps
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Larger photos are refused before decoding (a decompression bomb would take gigabytes); 80 MP is above any camera
+# photo people feed a face classifier and below Pillow's own bomb warning (89 MP).
+MAX_PIXELS = 80_000_000
 
 
 class ImageError(ValueError):
     """A file or object that cannot be read as a photo."""
 
 
-def load_image(image: ImageInput) -> np.ndarray:
+def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An RGB uint8 HxWx3 array from a path, a PIL image or an array (HxW, HxWx3 RGB, HxWx4 RGBA).
 
-    EXIF orientation is applied, so phone photos come out upright.
+    EXIF orientation is applied, so phone photos come out upright. Files over ``max_pixels`` are refused unread.
     """
     if isinstance(image, (str, Path)):
         try:
             with Image.open(image) as im:
+                if im.width * im.height > max_pixels:
+                    raise ImageError(f"{image}: image too large ({im.width}x{im.height} pixels; the limit is "
+                                     f"{max_pixels:,})")
                 im = ImageOps.exif_transpose(im)
                 return _pil_to_rgb(im)
+        except ImageError:
+            raise
+        except Image.DecompressionBombError as exc:  # Pillow's own check fires first above 179 MP
+            raise ImageError(f"{image}: image too large ({exc})") from None
         except FileNotFoundError:
             raise ImageError(f"{image}: file not found") from None
+        except IsADirectoryError:
+            raise ImageError(f"{image}: is a folder, not an image") from None
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageError(f"{image}: cannot read image ({exc})") from None
     if isinstance(image, Image.Image):

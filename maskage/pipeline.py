@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from .combine import age_group_probs, combine
-from .faces import Box, DetectorSettings, FaceDetector, crop_face
+from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode
 from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, write_json_atomic
@@ -128,18 +128,43 @@ class Pipeline:
             out.extend(self._predict_batch(images[start : start + batch_size]))
         return out
 
-    def _predict_batch(self, images: Sequence[ImageInput]) -> list[Prediction]:
-        preds = [Prediction(_describe(img)) for img in images]
-        arrays, ok = [], []
+    def predict_all_faces(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[list[Prediction]]:
+        """Every face of each input, largest first: one list per input, in order. A photo with no face found gets
+        one centre-crop prediction (``face_box=None``); an unreadable one gets one prediction with ``error``."""
+        if isinstance(images, (str, Path, np.ndarray, Image.Image)):
+            images = [images]
+        images = list(images)
+        out: list[list[Prediction]] = []
+        for start in range(0, len(images), batch_size):
+            out.extend(self._predict_batch(images[start : start + batch_size], all_faces=True))
+        return out
+
+    def _predict_batch(self, images: Sequence[ImageInput], all_faces: bool = False) -> list:
+        arrays: dict[int, np.ndarray] = {}
+        errors: dict[int, str] = {}
         for i, img in enumerate(images):
             try:
-                arrays.append(load_image(img))
-                ok.append(i)
+                arrays[i] = load_image(img)
             except ImageError as exc:
-                preds[i].error = str(exc)
-        if not ok:
-            return preds
-        detections = self.detector.detect(arrays)
+                errors[i] = str(exc)
+        ok = sorted(arrays)
+        found = self.detector.detect_all([arrays[i] for i in ok]) if ok else []
+        # one entry per face to classify: (input index, detection); no face found -> the centre crop
+        faces: list[tuple[int, Detection]] = []
+        for i, dets in zip(ok, found):
+            chosen = dets if all_faces else dets[:1]
+            faces.extend((i, d) for d in (chosen or [Detection(None)]))
+        preds = self._classify([arrays[i] for i, _ in faces], [d for _, d in faces], [_describe(images[i]) for i, _ in faces])
+        per_input: list[list[Prediction]] = [[] for _ in images]
+        for (i, _), p in zip(faces, preds):
+            per_input[i].append(p)
+        for i, msg in errors.items():
+            per_input[i] = [Prediction(_describe(images[i]), error=msg)]
+        return per_input if all_faces else [p[0] for p in per_input]
+
+    def _classify(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection], sources: Sequence[str]) -> list[Prediction]:
+        if not arrays:
+            return []
         probs = {}
         for task, model in self.models.items():
             settings = model.spec.crop_settings
@@ -148,14 +173,16 @@ class Pipeline:
         age = age_group_probs(probs["age"], self.models["age"].spec.age_groups)
         ids, _ = combine(probs["mask"], probs["gender"], age)
         age_labels = age_group_labels(self.models["age"].spec.age_threshold)
-        for j, i in enumerate(ok):
+        preds = []
+        for j, (det, source) in enumerate(zip(detections, sources)):
             m, g, a = decode(int(ids[j]))
-            p = preds[i]
-            p.class_id, p.mask, p.gender, p.age = int(ids[j]), MASK_LABELS[m], GENDER_LABELS[g], age_labels[a]
-            p.mask_probs = dict(zip(MASK_LABELS, map(float, probs["mask"][j])))
-            p.gender_probs = dict(zip(GENDER_LABELS, map(float, probs["gender"][j])))
-            p.age_probs = dict(zip(age_labels, map(float, age[j])))
-            p.face_box, p.face_prob = detections[j].box, detections[j].prob
+            preds.append(Prediction(
+                source, int(ids[j]), MASK_LABELS[m], GENDER_LABELS[g], age_labels[a],
+                mask_probs=dict(zip(MASK_LABELS, map(float, probs["mask"][j]))),
+                gender_probs=dict(zip(GENDER_LABELS, map(float, probs["gender"][j]))),
+                age_probs=dict(zip(age_labels, map(float, age[j]))),
+                face_box=det.box, face_prob=det.prob,
+            ))
         return preds
 
 

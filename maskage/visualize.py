@@ -18,25 +18,27 @@ def prediction_label(pred) -> str:
     return f"{pred.mask} {pred.gender} {pred.age} (class {pred.class_id})"
 
 
-def annotate(image: ImageInput, pred) -> Image.Image:
-    """The photo with the prediction's face box and label drawn on it (a dashed frame when no face was found)."""
+def annotate(image: ImageInput, preds) -> Image.Image:
+    """The photo with each prediction's face box and label drawn on it (a frame round the photo when no face was
+    found). ``preds`` is one ``Prediction`` or a list of them (every face of the photo)."""
     img = Image.fromarray(load_image(image))
     d = ImageDraw.Draw(img)
     w, h = img.size
     width = max(2, round(min(w, h) / 150))
     font = ImageFont.load_default(size=max(12, round(min(w, h) / 28)))
-    colour = COLOURS.get(pred.mask or "", (200, 200, 200))
-    text = prediction_label(pred)
-    if pred.face_box is None:
-        text += " - no face found, centre crop used"
-        box = (width, width, w - width, h - width)
-    else:
-        box = tuple(float(v) for v in pred.face_box)
-    d.rectangle(box, outline=colour, width=width)
-    tx, ty = box[0], max(0.0, box[1] - font.size - 2 * width)
-    tb = d.textbbox((tx, ty), text, font=font)
-    d.rectangle((tb[0] - 2, tb[1] - 2, tb[2] + 2, tb[3] + 2), fill=colour)
-    d.text((tx, ty), text, fill=(0, 0, 0), font=font)
+    for pred in preds if isinstance(preds, (list, tuple)) else [preds]:
+        colour = COLOURS.get(pred.mask or "", (200, 200, 200))
+        text = prediction_label(pred)
+        if pred.face_box is None:
+            text += " - no face found, centre crop used"
+            box = (width, width, w - width, h - width)
+        else:
+            box = tuple(float(v) for v in pred.face_box)
+        d.rectangle(box, outline=colour, width=width)
+        tx, ty = box[0], max(0.0, box[1] - font.size - 2 * width)
+        tb = d.textbbox((tx, ty), text, font=font)
+        d.rectangle((tb[0] - 2, tb[1] - 2, tb[2] + 2, tb[3] + 2), fill=colour)
+        d.text((tx, ty), text, fill=(0, 0, 0), font=font)
     return img
 
 

@@ -116,3 +116,26 @@ def test_predict_demo_boxes_the_bundled_photo_and_its_masked_variants(tmp_path, 
     assert np.abs(boxed[y1 + 1 : y2 - 1, x1] - bare[y1 + 1 : y2 - 1, x1]).mean() > 40  # the box edge is drawn
     assert Image.open(tmp_path / "demo" / "predictions.jpg").size == (768, 768)
     assert "mask_nose_exposed.jpg" in capsys.readouterr().out
+
+
+def test_predict_all_faces_cli_equals_api(tmp_path):
+    from PIL import Image
+
+    from .test_pipeline import two_faces
+
+    pipe = Pipeline(tiny_model("mask", 4), tiny_model("gender", 5), tiny_model("age", 6))
+    d = pipe.save(tmp_path / "pipe")
+    Image.fromarray(two_faces()).save(tmp_path / "two.jpg")
+    Image.new("RGB", (80, 60), (128, 128, 128)).save(tmp_path / "blank.jpg")
+    out = tmp_path / "faces.csv"
+    inputs = [str(tmp_path / "two.jpg"), str(tmp_path / "blank.jpg")]
+    assert main(["predict", *inputs, "--pipeline", str(d), "--out", str(out), "--all-faces",
+                 "--annotate", str(tmp_path / "boxed")]) == 0
+    rows = _rows(out)
+    api = Pipeline.from_pretrained(d).predict_all_faces(inputs)
+    flat = [p for faces in api for p in faces]
+    assert len(rows) == len(flat) == 3
+    assert [r["face_index"] for r in rows] == ["0", "1", "0"]
+    assert [r["class"] for r in rows] == [str(p.class_id) for p in flat]
+    assert rows[2]["face_box"] == ""
+    assert sorted(p.name for p in (tmp_path / "boxed").iterdir()) == ["blank.jpg", "two.jpg"]

@@ -86,3 +86,52 @@ def test_age_labels_follow_threshold(photos):
     p = Pipeline(tiny_model("mask"), tiny_model("gender"), tiny_model("age", threshold=58))
     (pred,) = p.predict(photos[:1])
     assert list(pred.age_probs) == ["<30", "30-57", "58+"] and pred.age in pred.age_probs
+
+
+def two_faces() -> np.ndarray:
+    """The bundled astronaut photo with a smaller copy beside it: two faces of different sizes."""
+    from maskage.demo import sample_photo
+    from maskage.images import load_image
+
+    big = load_image(sample_photo())
+    small = np.asarray(Image.fromarray(big).resize((300, 300)))
+    canvas = np.full((512, 900, 3), 255, np.uint8)
+    canvas[:, :512] = big
+    canvas[100:400, 560:860] = small
+    return canvas
+
+
+def test_several_faces_largest_by_default_all_on_request(pipe):
+    img = two_faces()
+    (largest,) = pipe.predict(img)
+    assert largest.face_box is not None and largest.face_box[2] < 512  # the full-size face, on the left
+    (faces,) = pipe.predict_all_faces([img])
+    assert len(faces) == 2
+    sizes = [(f.face_box[2] - f.face_box[0]) * (f.face_box[3] - f.face_box[1]) for f in faces]
+    assert sizes[0] > sizes[1] and faces[1].face_box[0] > 512  # largest first, then the copy on the right
+    assert faces[0].face_box == largest.face_box and faces[0].class_id == largest.class_id
+
+
+def test_all_faces_keeps_inputs_apart_and_reports_errors(pipe, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    blank = np.full((120, 90, 3), 128, dtype=np.uint8)
+    out = pipe.predict_all_faces([two_faces(), str(bad), blank], batch_size=2)
+    assert [len(x) for x in out] == [2, 1, 1]
+    assert out[1][0].error and "bad.jpg" in out[1][0].error and out[1][0].class_id is None
+    assert out[2][0].face_box is None and out[2][0].class_id is not None  # no face: one centre-crop prediction
+
+
+def test_bad_inputs_in_one_batch_each_get_their_outcome(pipe, tmp_path):
+    from .test_images import READABLE, REFUSED, write_case
+
+    cases = sorted(READABLE) + sorted(REFUSED)
+    paths = [str(write_case(tmp_path, c)) for c in cases]
+    preds = pipe.predict(paths, batch_size=4)
+    assert [p.source for p in preds] == paths
+    for case, p in zip(cases, preds):
+        if case in REFUSED:
+            assert p.class_id is None and REFUSED[case] in p.error, case
+        else:
+            assert p.error is None and 0 <= p.class_id < 18, case
+            assert p.face_box is None  # none of these small generated pictures holds a face

@@ -117,7 +117,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     eval_dir = Path(args.eval_dir)
     rows = read_csv_rows(eval_dir / "info.csv", ["ImageID"])
-    paths = [str(eval_dir / "images" / r["ImageID"]) for r in rows]
+    problems, seen = [], {}
+    for line, r in enumerate(rows, start=2):
+        name = r["ImageID"].strip()
+        if name in seen:
+            problems.append(f"line {line}: {name} listed twice (first on line {seen[name]})")
+        elif not (eval_dir / "images" / name).is_file():
+            problems.append(f"line {line}: {name} has no image in {eval_dir / 'images'}")
+        seen.setdefault(name, line)
+    if problems:
+        listing = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        print(f"error: {eval_dir / 'info.csv'}: {len(problems)} problem(s):\n  {listing}", file=sys.stderr)
+        return 2
+    paths = [str(eval_dir / "images" / r["ImageID"].strip()) for r in rows]
     preds = Pipeline.from_pretrained(args.pipeline).predict(paths, batch_size=args.batch_size)
     bad = [p for p in preds if p.error]
     if bad:

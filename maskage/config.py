@@ -42,6 +42,7 @@ class TrainConfig:
     corrections: str = ""  # optional CSV keyed by id: gender, age, swap_normal_incorrect columns
     n_folds: int = 5
     fold: int = 0
+    skip_bad_images: bool = False  # train without unreadable photos (listed) instead of stopping
     max_people: int = 0  # 0 = all; else a stratified subset for quick runs
     weighted_sampler: bool = False
     samples_per_epoch: int = 0  # 0 = every training photo each epoch; else a fresh random draw of N photos

@@ -74,15 +74,12 @@ def load_train_samples(data_dir: str | Path, corrections: str | Path | None = No
             age = int(float(fix.get("age") or row["age"]))
         except ValueError as exc:
             raise DatasetError(f"{where}: {exc}") from None
+        if not 0 <= age <= 130:
+            raise DatasetError(f"{where}: age {age} is outside 0..130")
         folder = root / "images" / row["path"].strip()
         if not folder.is_dir():
             raise DatasetError(f"{where}: image folder {folder} not found")
-        photos = sorted(
-            p for p in folder.iterdir()
-            if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and p.stem.lower() in MASK_FILE_STEMS
-        )
-        if not photos:
-            raise DatasetError(f"{where}: no photos named {sorted(MASK_FILE_STEMS)} in {folder}")
+        photos = _person_photos(folder, where)
         swap = fix.get("swap_normal_incorrect", "").lower() in ("1", "true", "yes")
         for p in photos:
             mask = mask_from_filename(p.name)
@@ -92,6 +89,28 @@ def load_train_samples(data_dir: str | Path, corrections: str | Path | None = No
     if not samples:
         raise DatasetError(f"{root / 'train.csv'}: no people listed")
     return samples
+
+
+def _person_photos(folder: Path, where: str) -> list[Path]:
+    """The seven photos of one person's folder; DatasetError naming what is missing, extra or doubled."""
+    photos: dict[str, Path] = {}
+    extra: list[str] = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):  # macOS resource forks and other hidden files
+            continue
+        stem = p.stem.lower()
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or stem not in MASK_FILE_STEMS:
+            extra.append(p.name)
+        elif stem in photos:
+            raise DatasetError(f"{where}: two photos for {stem} in {folder}: {photos[stem].name} and {p.name}")
+        else:
+            photos[stem] = p
+    missing = [s for s in MASK_FILE_STEMS if s not in photos]
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
+        raise DatasetError(f"{where}: {folder} must hold exactly {', '.join(MASK_FILE_STEMS)} (any image "
+                           f"extension); {'; '.join(parts)}")
+    return [photos[s] for s in sorted(photos)]
 
 
 def task_samples(samples: Sequence[Sample], task: str, gender_age_photos: str = "wear") -> list[Sample]:

@@ -60,7 +60,12 @@ def read_class_csv(path: str | Path) -> dict[str, int]:
         for line, row in enumerate(reader, start=2):
             k = Path(row[key]).name if key == "path" else row[key]
             try:
-                out[k] = int(row[val])
-            except ValueError:
+                c = int(row[val])
+            except (TypeError, ValueError):
                 raise ValueError(f"{path} line {line}: {val}={row[val]!r} is not a class id") from None
+            if not 0 <= c < NUM_CLASSES:
+                raise ValueError(f"{path} line {line}: class {c} is outside 0..{NUM_CLASSES - 1}")
+            if k in out:
+                raise ValueError(f"{path} line {line}: {k} listed twice")
+            out[k] = c
         return out

@@ -28,7 +28,7 @@ from .data import (
     task_samples,
     task_target,
 )
-from .faces import CropCache, CropSettings, DetectorSettings
+from .faces import CachedCrops, CropCache, CropSettings, DetectorSettings
 from .labels import AgeBins
 from .losses import balanced_weights, build_loss
 from .models import TaskModel, make_spec
@@ -127,9 +127,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     detector = DetectorSettings(config.min_face_size, batch_size=config.detect_batch_size)
     cache = CropCache(config.cache_dir or None, crop, detector)
     cached = cache.get([s.path for s in samples], progress=progress)
+    n_skipped = len(cached.errors)
     if cached.errors:
         listing = "\n  ".join(cached.errors[i] for i in sorted(cached.errors))
-        raise DatasetError(f"{len(cached.errors)} photo(s) could not be read:\n  {listing}")
+        if not config.skip_bad_images:
+            raise DatasetError(f"{len(cached.errors)} photo(s) could not be read (skip_bad_images=true trains "
+                               f"without them):\n  {listing}")
+        print(f"skipping {len(cached.errors)} photo(s) that could not be read:\n  {listing}", flush=True)
+        keep = [i for i in range(len(samples)) if i not in cached.errors]
+        samples = [samples[i] for i in keep]
+        cached = CachedCrops(cached.crops[keep], [cached.boxes[i] for i in keep], {})
     targets = np.array([task_target(s, config.task, bins) for s in samples], dtype=np.int64)
     is_val = np.array([folds[s.person] == config.fold for s in samples])
     tr_idx, va_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
@@ -228,7 +235,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     summary = {k: v for k, v in best_metrics.items() if k != "probs"}
     summary.update(
-        best_epoch=best_epoch, task=config.task, fold=config.fold, n_folds=config.n_folds,
+        best_epoch=best_epoch, n_skipped=n_skipped, task=config.task, fold=config.fold, n_folds=config.n_folds,
         n_train=int(len(tr_idx)), n_val=int(len(va_idx)), n_seen_per_epoch=seen,
         n_people_val=len({samples[i].person for i in va_idx}),
         face_found_rate=float(cached.found.mean()) if len(samples) else 0.0,

@@ -139,3 +139,30 @@ def test_predict_all_faces_cli_equals_api(tmp_path):
     assert [r["class"] for r in rows] == [str(p.class_id) for p in flat]
     assert rows[2]["face_box"] == ""
     assert sorted(p.name for p in (tmp_path / "boxed").iterdir()) == ["blank.jpg", "two.jpg"]
+
+
+def test_submit_names_info_rows_without_images_and_duplicates(toy_root, tmp_path, capsys):
+    import shutil
+
+    pipe = Pipeline(tiny_model("mask", 4), tiny_model("gender", 5), tiny_model("age", 6)).save(tmp_path / "pipe")
+    ev = tmp_path / "eval"
+    shutil.copytree(toy_root / "eval", ev)
+    lines = (ev / "info.csv").read_text().splitlines()
+    (ev / "info.csv").write_text("\n".join(lines + ["ghost.jpg,0", lines[1]]) + "\n")
+    assert main(["submit", str(ev), "--pipeline", str(pipe), "--out", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    n = len(lines)
+    assert f"line {n + 1}: ghost.jpg has no image" in err
+    assert f"line {n + 2}: {lines[1].split(',')[0]} listed twice (first on line 2)" in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_evaluate_names_bad_rows(tmp_path, capsys):
+    gt = tmp_path / "g.csv"
+    gt.write_text("ImageID,ans\na.jpg,3\n")
+    for body, message in (("a.jpg,x", "line 2: ans='x' is not a class id"), ("a.jpg,18", "line 2: class 18 is outside"),
+                          ("a.jpg,1\na.jpg,2", "line 3: a.jpg listed twice")):
+        pred = tmp_path / "p.csv"
+        pred.write_text("ImageID,ans\n" + body + "\n")
+        assert main(["evaluate", str(pred), str(gt)]) == 2
+        assert message in capsys.readouterr().err

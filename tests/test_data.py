@@ -174,3 +174,29 @@ def test_gender_age_photos_setting(toy_root):
     samples = load_train_samples(toy_root / "train")
     assert len(task_samples(samples, "gender", "all")) == len(samples)
     assert {s.mask for s in task_samples(samples, "age", "wear")} == {Mask.WEAR}
+
+
+def test_bad_person_folders_name_the_row_and_the_files(toy_root, tmp_path):
+    root = tmp_path / "d"
+    shutil.copytree(toy_root / "train", root)
+    rows = list(csv.DictReader((root / "train.csv").open()))
+    folder = root / "images" / rows[2]["path"]
+    (folder / "mask3.jpg").unlink()
+    with pytest.raises(DatasetError, match=r"line 4 \(id %s\).*missing mask3" % rows[2]["id"]):
+        load_train_samples(root)
+    shutil.copy(folder / "mask1.jpg", folder / "mask3.jpg")
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(DatasetError, match="line 4.*unexpected notes.txt"):
+        load_train_samples(root)
+    (folder / "notes.txt").unlink()
+    shutil.copy(folder / "mask1.jpg", folder / "mask1.png")
+    with pytest.raises(DatasetError, match="line 4.*two photos for mask1"):
+        load_train_samples(root)
+    (folder / "mask1.png").unlink()
+    (folder / "._mask1.jpg").write_bytes(b"resource fork")  # hidden files are ignored
+    assert len(load_train_samples(root)) == 7 * len(rows)
+    lines = (root / "train.csv").read_text().splitlines()
+    lines[1] = lines[1].replace(f",{rows[0]['age']},", ",-4,")
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match="line 2.*age -4 is outside"):
+        load_train_samples(root)

@@ -100,6 +100,11 @@ def test_unreadable_photos_fail_fast_with_a_list(tiny_overrides, toy_root, tmp_p
     with pytest.raises(DatasetError, match="2 photo\\(s\\) could not be read") as info:
         train(cfg, progress=False)
     assert "mask1.jpg" in str(info.value) and "normal.png" in str(info.value)
+    result = train(load_config(None, dict(tiny_overrides, data_dir=str(root), skip_bad_images=True), task="mask"),
+                   progress=False)
+    n_all = len(load_train_samples(root))
+    assert result.metrics["n_skipped"] == 2
+    assert result.metrics["n_train"] + result.metrics["n_val"] == n_all - 2
 
 
 def test_device_choice(tiny_overrides):

@@ -73,6 +73,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     age_group_loss_weight: float = 1.0  # age task: weight of the CE on group probs summed from bins
     device: str = "auto"  # auto | cpu | cuda
+    resume: bool = False  # continue output_dir's run from its last checkpoint (same settings required)
     save_dtype: str = "float32"  # float32 | float16 (half-size weight files; loaded back as float32)
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from .combine import age_group_probs
-from .config import TrainConfig, save_config
+from .config import TrainConfig, load_config, save_config
 from .data import (
     CropDataset,
     DatasetError,
@@ -110,6 +111,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     device = resolve_device(config.device)
     out = config.resolved_output_dir()
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint = _read_checkpoint(out, config) if config.resume else None
     save_config(config, out / "config.yaml")
     bins = AgeBins(tuple(config.age_bin_edges), config.age_threshold)
 
@@ -185,11 +187,27 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     log_path = out / "log.csv"
     log_fields = ["epoch", "lr", "train_loss", "val_accuracy", "val_macro_f1", "val_selection_f1", "seconds"]
-    with log_path.open("w", newline="") as f:
-        csv.writer(f).writerow(log_fields)
-    best_f1, best_epoch, stale = -1.0, 0, 0
+    best_f1, best_epoch, stale, first_epoch = -1.0, 0, 0, 1
     best_metrics: dict[str, Any] = {}
-    for epoch in range(1, config.epochs + 1):
+    if checkpoint is None:
+        write_csv_atomic(log_path, log_fields, [])
+    else:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        best_f1, best_epoch, stale = checkpoint["best_f1"], checkpoint["best_epoch"], checkpoint["stale"]
+        best_metrics = dict(checkpoint["best_metrics"])
+        first_epoch = checkpoint["epoch"] + 1 if not checkpoint["finished"] else config.epochs + 1
+        _set_rng_states(checkpoint["rng"], generator, train_set.augment)
+        # the log keeps the epochs the checkpoint covers; a killed epoch's row, if any, goes
+        kept = [r for r in _read_log(log_path) if int(r["epoch"]) <= checkpoint["epoch"]]
+        write_csv_atomic(log_path, log_fields, [[r[k] for k in log_fields] for r in kept])
+        if progress:
+            print(f"resuming {out} after epoch {checkpoint['epoch']}", flush=True)
+    finished = False
+    for epoch in range(first_epoch, config.epochs + 1):
         start = time.time()
         model.train()
         total, seen = 0.0, 0
@@ -231,9 +249,20 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             if config.patience and stale >= config.patience:
                 if progress:
                     print(f"early stopping: no better validation F1 for {stale} epochs", flush=True)
-                break
+                finished = True
+        _write_checkpoint(out, {
+            "epoch": epoch, "finished": finished or epoch == config.epochs,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else {}, "scaler": scaler.state_dict(),
+            "best_f1": best_f1, "best_epoch": best_epoch, "stale": stale,
+            "best_metrics": {k: v for k, v in best_metrics.items() if k != "probs"},
+            "rng": _rng_states(generator, train_set.augment),
+        })
+        if finished:
+            break
 
     summary = {k: v for k, v in best_metrics.items() if k != "probs"}
+    seen = seen if first_epoch <= config.epochs else 0
     summary.update(
         best_epoch=best_epoch, n_skipped=n_skipped, task=config.task, fold=config.fold, n_folds=config.n_folds,
         n_train=int(len(tr_idx)), n_val=int(len(va_idx)), n_seen_per_epoch=seen,
@@ -242,6 +271,73 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     )
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     return TrainResult(out, best_epoch, best_f1, summary)
+
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def _rng_states(generator: torch.Generator, augment: TrainAugment | None) -> dict[str, Any]:
+    """Every random state a training epoch draws from, in a form ``torch.load(weights_only=True)`` accepts."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+        "numpy": [np_state[0], torch.as_tensor(np_state[1].astype(np.int64)), *np_state[2:]],
+        "augment": augment.rng.bit_generator.state if augment is not None else {},
+    }
+
+
+def _set_rng_states(states: dict[str, Any], generator: torch.Generator, augment: TrainAugment | None) -> None:
+    torch.set_rng_state(states["torch"])
+    generator.set_state(states["generator"])
+    random.setstate((3, tuple(states["python"]), states["python_pos"]))
+    np_state = states["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:]))
+    if augment is not None and states["augment"]:
+        augment.rng.bit_generator.state = states["augment"]
+
+
+def _write_checkpoint(out: Path, state: dict[str, Any]) -> None:
+    """Everything needed to continue after this epoch, written atomically (a kill leaves the previous one)."""
+    tmp = out / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out / CHECKPOINT_NAME)
+
+
+def _read_checkpoint(out: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The run's last checkpoint, or None for a fresh start; refuses a run made with other settings."""
+    path = out / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    saved = load_config(out / "config.yaml").to_dict()
+    now = config.to_dict()
+    changed = sorted(k for k in now if k != "resume" and saved.get(k) != now[k])
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ValueError(f"resume: {out} was trained with other settings ({diffs}); use another output_dir or the "
+                         "same settings")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"resume: cannot read {path} ({type(exc).__name__}: {exc})") from None
+
+
+def _read_log(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    os.replace(tmp, path)
 
 
 def _write_val_predictions(path: Path, samples: list, targets: np.ndarray, probs: np.ndarray, found: np.ndarray) -> None:

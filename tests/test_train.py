@@ -170,3 +170,51 @@ def test_epoch_sampler_draws_and_weights():
     assert 0.45 < np.mean(targets[balanced]) < 0.55  # the 10% class drawn half the time
     heavy = list(epoch_sampler(targets, sources, 2, load_config(None, {"source_weight": 100.0}), g))
     assert len(heavy) == 100 and np.mean(sources[heavy]) > 0.7  # 5 source photos x 100 vs 95 others
+
+
+def _weights(out):
+    import torch
+
+    return torch.load(out / "weights.pt", weights_only=True)
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(tiny_overrides, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    settings = dict(tiny_overrides, epochs=4, lr=0.01)
+    straight = train(load_config(None, dict(settings, output_dir=str(tmp_path / "straight")), task="age"),
+                     progress=False)
+    # the same run as a process, killed (SIGKILL: no clean-up) as soon as its first checkpoint is on disk
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "maskage", "train", "age", "", *[f"{k}={v}" for k, v in settings.items()],
+            f"output_dir={out}", "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 1 <= done < 4, "the run finished before it could be killed"
+    assert not (out / "metrics.json").exists()
+    resumed = train(load_config(None, dict(settings, output_dir=str(out), resume=True), task="age"), progress=False)
+    assert resumed.best_epoch == straight.best_epoch and resumed.best_f1 == straight.best_f1
+    a, b = _weights(straight.output_dir), _weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["epoch"] for r in _log_rows(out)] == ["1", "2", "3", "4"]
+    assert [r["train_loss"] for r in _log_rows(out)] == [r["train_loss"] for r in _log_rows(straight.output_dir)]
+
+
+def test_resume_refuses_other_settings_and_finished_runs_stay_finished(tiny_overrides):
+    cfg = load_config(None, dict(tiny_overrides, epochs=2), task="gender")
+    first = train(cfg, progress=False)
+    again = train(load_config(None, dict(tiny_overrides, epochs=2, resume=True), task="gender"), progress=False)
+    assert again.best_f1 == first.best_f1 and len(_log_rows(first.output_dir)) == 2  # nothing left to train
+    with pytest.raises(ValueError, match="other settings.*lr: 0.001 -> 0.5"):
+        train(load_config(None, dict(tiny_overrides, epochs=2, lr=0.5, resume=True), task="gender"), progress=False)

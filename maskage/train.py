@@ -45,6 +45,68 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
+class DistContext:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one): gloo on CPU, NCCL on GPUs."""
+
+    def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")) -> None:
+        self.rank, self.world, self.device = rank, world, device
+
+    @classmethod
+    def from_env(cls, device_setting: str = "auto") -> "DistContext":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = device_setting != "cpu" and torch.cuda.is_available()
+        if use_cuda:
+            torch.cuda.set_device(local)
+            device = torch.device("cuda", local)
+        else:
+            device = torch.device("cpu")
+            # N processes share the machine's cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        return cls(rank, world, device)
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Rank 0's BatchNorm statistics to every process (each saw only its own batches since the last forward)."""
+        if self.world > 1:
+            for b in model.buffers():
+                torch.distributed.broadcast(b.data, 0)
+
+    def close(self) -> None:
+        if self.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every ``world``-th index of a sampler, from ``rank``: processes drawing the same order split it."""
+
+    def __init__(self, sampler: torch.utils.data.Sampler, rank: int, world: int) -> None:
+        self.sampler, self.rank, self.world = sampler, rank, world
+
+    def __iter__(self):
+        return iter(list(self.sampler)[self.rank :: self.world])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.sampler), self.world))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -107,12 +169,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train one task model as the config says; the best epoch's model is saved in the output directory."""
     if not config.data_dir:
         raise ValueError("data_dir is not set: pass data_dir=FOLDER (holding train.csv and images/)")
+    dist_ctx = DistContext.from_env(config.device)
     seed_everything(config.seed)
-    device = resolve_device(config.device)
+    device = dist_ctx.device if dist_ctx.world > 1 else resolve_device(config.device)
+    main_proc = dist_ctx.rank == 0
+    progress = progress and main_proc
     out = config.resolved_output_dir()
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = _read_checkpoint(out, config) if config.resume else None
-    save_config(config, out / "config.yaml")
+    if main_proc:
+        save_config(config, out / "config.yaml")
     bins = AgeBins(tuple(config.age_bin_edges), config.age_threshold)
 
     samples = load_train_samples(config.data_dir, config.corrections or None)
@@ -128,7 +194,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     crop = CropSettings(config.crop_size, config.margin)
     detector = DetectorSettings(config.min_face_size, batch_size=config.detect_batch_size)
     cache = CropCache(config.cache_dir or None, crop, detector)
+    # one process fills the crop cache, the others then read it
+    if not main_proc:
+        dist_ctx.barrier()
     cached = cache.get([s.path for s in samples], progress=progress)
+    if main_proc:
+        dist_ctx.barrier()
     n_skipped = len(cached.errors)
     if cached.errors:
         listing = "\n  ".join(cached.errors[i] for i in sorted(cached.errors))
@@ -158,17 +229,21 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     train_set = CropDataset(
         cached.crops[tr_idx], targets[tr_idx], spec.input_size, spec.mean, spec.std,
-        TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed),
+        # each process augments with its own stream
+        TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed + dist_ctx.rank),
     )
     generator = torch.Generator().manual_seed(config.seed)
     per_epoch = min(config.samples_per_epoch, len(tr_idx)) if config.samples_per_epoch else len(tr_idx)
     from_sources = np.array([samples[i].gender < 0 for i in tr_idx])  # mask_sources photos carry no gender
     sampler = epoch_sampler(targets[tr_idx], from_sources, n_classes, config, generator)
+    if dist_ctx.world > 1:  # every process draws the same epoch (same generator), then takes its share
+        sampler = ShardSampler(sampler, dist_ctx.rank, dist_ctx.world)
     loader = DataLoader(
         train_set, batch_size=config.batch_size, sampler=sampler,
         num_workers=config.num_workers, generator=generator, drop_last=per_epoch > config.batch_size,
     )
 
+    net = dist_ctx.wrap(model)  # the DistributedDataParallel wrapper under torchrun, else the model itself
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
@@ -189,9 +264,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     log_fields = ["epoch", "lr", "train_loss", "val_accuracy", "val_macro_f1", "val_selection_f1", "seconds"]
     best_f1, best_epoch, stale, first_epoch = -1.0, 0, 0, 1
     best_metrics: dict[str, Any] = {}
-    if checkpoint is None:
+    if checkpoint is None and main_proc:
         write_csv_atomic(log_path, log_fields, [])
-    else:
+    elif checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if scheduler is not None:
@@ -203,7 +278,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         _set_rng_states(checkpoint["rng"], generator, train_set.augment)
         # the log keeps the epochs the checkpoint covers; a killed epoch's row, if any, goes
         kept = [r for r in _read_log(log_path) if int(r["epoch"]) <= checkpoint["epoch"]]
-        write_csv_atomic(log_path, log_fields, [[r[k] for k in log_fields] for r in kept])
+        if main_proc:
+            write_csv_atomic(log_path, log_fields, [[r[k] for k in log_fields] for r in kept])
         if progress:
             print(f"resuming {out} after epoch {checkpoint['epoch']}", flush=True)
     finished = False
@@ -218,7 +294,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=use_amp):
-                loss = criterion(model(x), y)
+                loss = criterion(net(x), y)
             scaler.scale(loss / config.grad_accum).backward()
             if step % config.grad_accum == 0 or step == len(loader):
                 scaler.step(optimizer)
@@ -230,34 +306,39 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
+        # every process evaluates the same weights and buffers, so all take the same early-stopping decision
+        dist_ctx.sync_buffers(model)
         metrics = evaluate(model, cached.crops[va_idx], targets[va_idx])
         row = [epoch, f"{lr:.3g}", f"{total / max(seen, 1):.5f}", f"{metrics['accuracy']:.5f}",
                f"{metrics['macro_f1']:.5f}", f"{metrics['selection_f1']:.5f}", f"{time.time() - start:.1f}"]
-        with log_path.open("a", newline="") as f:
-            csv.writer(f).writerow(row)
+        if main_proc:
+            with log_path.open("a", newline="") as f:
+                csv.writer(f).writerow(row)
         if progress:
             print(f"{config.task} epoch {epoch}: loss {total / max(seen, 1):.4f} val macro F1 {metrics['macro_f1']:.4f}"
                   f" selection F1 {metrics['selection_f1']:.4f} ({time.time() - start:.0f}s)", flush=True)
         if metrics["selection_f1"] > best_f1:
             best_f1, best_epoch, stale = metrics["selection_f1"], epoch, 0
             best_metrics = metrics
-            model.save(out, dtype=config.save_dtype)
-            _write_val_predictions(out / "val_predictions.csv", [samples[i] for i in va_idx], targets[va_idx],
-                                   metrics["probs"], cached.found[va_idx])
+            if main_proc:
+                model.save(out, dtype=config.save_dtype)
+                _write_val_predictions(out / "val_predictions.csv", [samples[i] for i in va_idx], targets[va_idx],
+                                       metrics["probs"], cached.found[va_idx])
         else:
             stale += 1
             if config.patience and stale >= config.patience:
                 if progress:
                     print(f"early stopping: no better validation F1 for {stale} epochs", flush=True)
                 finished = True
-        _write_checkpoint(out, {
-            "epoch": epoch, "finished": finished or epoch == config.epochs,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else {}, "scaler": scaler.state_dict(),
-            "best_f1": best_f1, "best_epoch": best_epoch, "stale": stale,
-            "best_metrics": {k: v for k, v in best_metrics.items() if k != "probs"},
-            "rng": _rng_states(generator, train_set.augment),
-        })
+        if main_proc:
+            _write_checkpoint(out, {
+                "epoch": epoch, "finished": finished or epoch == config.epochs,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else {}, "scaler": scaler.state_dict(),
+                "best_f1": best_f1, "best_epoch": best_epoch, "stale": stale,
+                "best_metrics": {k: v for k, v in best_metrics.items() if k != "probs"},
+                "rng": _rng_states(generator, train_set.augment),
+            })
         if finished:
             break
 
@@ -269,7 +350,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         n_people_val=len({samples[i].person for i in va_idx}),
         face_found_rate=float(cached.found.mean()) if len(samples) else 0.0,
     )
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    summary["world_size"] = dist_ctx.world
+    if main_proc:
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    dist_ctx.close()
     return TrainResult(out, best_epoch, best_f1, summary)
 
 

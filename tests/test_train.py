@@ -218,3 +218,22 @@ def test_resume_refuses_other_settings_and_finished_runs_stay_finished(tiny_over
     assert again.best_f1 == first.best_f1 and len(_log_rows(first.output_dir)) == 2  # nothing left to train
     with pytest.raises(ValueError, match="other settings.*lr: 0.001 -> 0.5"):
         train(load_config(None, dict(tiny_overrides, epochs=2, lr=0.5, resume=True), task="gender"), progress=False)
+
+
+def test_torchrun_two_processes_on_cpu_train_a_working_model(tiny_overrides, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    settings = dict(tiny_overrides, backbone="tf_efficientnet_lite0", pretrained=True, input_size=64, crop_size=64,
+                    epochs=5, lr=0.003, output_dir=str(out), device="cpu")
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+            "-m", "maskage", "train", "mask", "", *[f"{k}={v}" for k, v in settings.items()], "--quiet"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert metrics["n_seen_per_epoch"] <= metrics["n_train"] // 2  # each process trained on its half
+    assert metrics["macro_f1"] >= 0.7, metrics  # the toy mask task is learnt (one process needs 3 epochs: half the steps each)
+    model = TaskModel.load(out, "mask")
+    assert len(_log_rows(out)) == 5 and model.task == "mask"

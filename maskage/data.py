@@ -38,21 +38,33 @@ class Sample:
 
 
 def read_csv_rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of a CSV as dicts; DatasetError when the file or a required column is missing."""
+    """Rows of a CSV as dicts of stripped strings; DatasetError naming the file (and line) when the file is
+    missing or unreadable, a required column is missing, or a row has more fields than the header."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
-        return list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            missing = [c for c in required if c not in fields]
+            if missing:
+                raise DatasetError(f"{path}: missing column(s) {missing}; found {fields}")
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise DatasetError(f"{path} line {reader.line_num}: more fields than the header's {len(fields)}")
+                rows.append({k: (v or "").strip() for k, v in row.items()})
+            return rows
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{path}: not a readable CSV ({exc})") from None
 
 
 def read_corrections(path: str | Path) -> dict[str, dict[str, str]]:
     """Label corrections keyed by person id: columns ``id`` and any of gender, age, swap_normal_incorrect."""
     rows = read_csv_rows(Path(path), ["id"])
-    return {r["id"].strip(): {k: (v or "").strip() for k, v in r.items() if k != "id"} for r in rows}
+    return {r["id"]: {k: v for k, v in r.items() if k != "id"} for r in rows}
 
 
 def load_train_samples(data_dir: str | Path, corrections: str | Path | None = None) -> list[Sample]:

@@ -46,26 +46,32 @@ def format_report(s: dict[str, Any]) -> str:
 
 def read_class_csv(path: str | Path) -> dict[str, int]:
     """Image key -> class id from a CSV with ``ImageID,ans`` (submit) or ``path,class`` (predict; keyed by file name)."""
+    from .data import read_csv_rows
+
     path = Path(path)
+    rows = read_csv_rows(path, [])
+    cols = list(rows[0]) if rows else _header(path)
+    if "ImageID" in cols and "ans" in cols:
+        key, val = "ImageID", "ans"
+    elif "path" in cols and "class" in cols:
+        key, val = "path", "class"
+    else:
+        raise ValueError(f"{path}: needs columns ImageID,ans or path,class; found {cols}")
+    out: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        k = Path(row[key]).name if key == "path" else row[key]
+        try:
+            c = int(row[val])
+        except ValueError:
+            raise ValueError(f"{path} line {line}: {val}={row[val]!r} is not a class id") from None
+        if not 0 <= c < NUM_CLASSES:
+            raise ValueError(f"{path} line {line}: class {c} is outside 0..{NUM_CLASSES - 1}")
+        if k in out:
+            raise ValueError(f"{path} line {line}: {k} listed twice")
+        out[k] = c
+    return out
+
+
+def _header(path: Path) -> list[str]:
     with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        if "ImageID" in cols and "ans" in cols:
-            key, val = "ImageID", "ans"
-        elif "path" in cols and "class" in cols:
-            key, val = "path", "class"
-        else:
-            raise ValueError(f"{path}: needs columns ImageID,ans or path,class; found {cols}")
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            k = Path(row[key]).name if key == "path" else row[key]
-            try:
-                c = int(row[val])
-            except (TypeError, ValueError):
-                raise ValueError(f"{path} line {line}: {val}={row[val]!r} is not a class id") from None
-            if not 0 <= c < NUM_CLASSES:
-                raise ValueError(f"{path} line {line}: class {c} is outside 0..{NUM_CLASSES - 1}")
-            if k in out:
-                raise ValueError(f"{path} line {line}: {k} listed twice")
-            out[k] = c
-        return out
+        return next(csv.reader(f), [])

@@ -193,7 +193,10 @@ class TaskModel(nn.Module):
             raise ModelFileError(f"{d}: weights file {weights.name} not found")
         if meta.get("sha256") and file_sha256(weights) != meta["sha256"]:
             raise ModelFileError(f"{weights}: contents changed since the model was saved (sha256 mismatch)")
-        model = cls(spec)
+        try:
+            model = cls(spec)
+        except RuntimeError as exc:  # timm: "Unknown model (...)"
+            raise ModelFileError(f"{d}: backbone {spec.backbone!r} cannot be built by this timm ({exc})") from None
         try:
             state = torch.load(weights, map_location=map_location, weights_only=True)
         except Exception as exc:  # weights_only refuses pickled code; any failure means an unusable file

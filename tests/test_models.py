@@ -111,3 +111,16 @@ def test_float16_files_are_half_size_and_load_close(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(crops), model.predict_proba(crops), atol=2e-3)
     with pytest.raises(ValueError, match="float32 or float16"):
         model.save(tmp_path / "x", dtype="int8")
+
+
+def test_load_refuses_weights_of_another_backbone_and_says_which(tmp_path):
+    tiny_model("mask").save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    meta["backbone"] = "tf_efficientnet_lite0"  # the file says lite0, the weights are test_efficientnet's
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="weights do not fit backbone 'tf_efficientnet_lite0'"):
+        TaskModel.load(tmp_path / "m", "mask")
+    meta["backbone"] = "no_such_net"
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="no_such_net"):
+        TaskModel.load(tmp_path / "m", "mask")

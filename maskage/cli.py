@@ -58,12 +58,12 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def predict_to_csv(paths: Sequence[str], out: Path, pipeline: str | None = None, annotate_dir: Path | None = None,
-                   batch_size: int = 32, all_faces: bool = False) -> list:
+                   batch_size: int = 32, all_faces: bool = False, backend: str = "auto") -> list:
     """Predict photos into a CSV (and boxed pictures). Returns one ``Prediction`` per path, or with ``all_faces``
     one list per path (every face; the CSV then has a row per face and a ``face_index`` column)."""
     from .pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(pipeline)
+    pipe = Pipeline.from_pretrained(pipeline, backend=backend)
     if all_faces:
         per_path = pipe.predict_all_faces(paths, batch_size=batch_size)
         rows = [dict(p.to_row(), face_index=k) for faces in per_path for k, p in enumerate(faces)]
@@ -84,7 +84,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print("error: no images found in the given paths", file=sys.stderr)
         return 2
     preds = predict_to_csv(paths, Path(args.out), args.pipeline, Path(args.annotate) if args.annotate else None,
-                           args.batch_size, args.all_faces)
+                           args.batch_size, args.all_faces, args.backend)
     if args.all_faces:
         preds = [faces[0] for faces in preds]
     n_err = sum(1 for p in preds if p.error)
@@ -130,7 +130,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"error: {eval_dir / 'info.csv'}: {len(problems)} problem(s):\n  {listing}", file=sys.stderr)
         return 2
     paths = [str(eval_dir / "images" / r["ImageID"].strip()) for r in rows]
-    preds = Pipeline.from_pretrained(args.pipeline).predict(paths, batch_size=args.batch_size)
+    preds = Pipeline.from_pretrained(args.pipeline, backend=args.backend).predict(paths, batch_size=args.batch_size)
     bad = [p for p in preds if p.error]
     if bad:
         listing = "\n  ".join(p.error for p in bad[:20])
@@ -139,6 +139,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     out = [{"ImageID": r["ImageID"], "ans": p.class_id} for r, p in zip(rows, preds)]
     _write_csv_atomic(Path(args.out), ["ImageID", "ans"], out)
     print(f"{len(out)} predictions -> {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    d = Pipeline.from_pretrained(args.pipeline_dir, backend="torch").export_onnx(args.pipeline_dir)
+    print(f"ONNX models written into {d} (mask/, gender/, age/ model.onnx); predict and submit now use ONNX Runtime")
     return 0
 
 
@@ -225,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="auto: ONNX Runtime when the pipeline was exported, else PyTorch")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("predict", help="predict images or folders of images into a CSV")
@@ -234,7 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", metavar="DIR", help="also write each photo with its face boxed and labelled here")
     p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="auto: ONNX Runtime when the pipeline was exported, else PyTorch")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a pipeline's three models to ONNX (run by ONNX Runtime afterwards)")
+    p.add_argument("pipeline_dir")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="score predictions against ground truth")
     p.add_argument("pred_csv", help="ImageID,ans (from submit) or path,class (from predict)")

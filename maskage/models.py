@@ -144,6 +144,7 @@ class TaskModel(nn.Module):
         return preprocess(crops, self.spec.input_size, self.spec.mean, self.spec.std)
 
     @torch.inference_mode()
+    @torch.inference_mode()
     def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N x num_labels) for N x S x S x 3 uint8 crops."""
         self.eval()
@@ -151,6 +152,8 @@ class TaskModel(nn.Module):
         out = []
         for start in range(0, len(crops), batch_size):
             x = self.preprocess(crops[start : start + batch_size]).to(device)
+            if device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
             out.append(torch.softmax(self(x).float(), dim=1).cpu().numpy())
         if not out:
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)

@@ -19,6 +19,7 @@ PIPELINE_FORMAT = "maskage-pipeline"
 # the trained pipeline shipped inside the package (see its MODEL_CARD.md)
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 PIPELINE_NAME = "pipeline.json"
+ONNX_NAME = "model.onnx"
 TASKS = ("mask", "gender", "age")
 
 
@@ -71,6 +72,7 @@ class Pipeline:
                 raise ModelFileError(f"the {task} slot got a {model.task} model")
         self.models = {"mask": mask_model.eval(), "gender": gender_model.eval(), "age": age_model.eval()}
         self.detector_settings = detector or DetectorSettings.from_dict(mask_model.spec.detector)
+        self.backend = "torch"
         self._detector: FaceDetector | None = None
 
     @property
@@ -85,15 +87,28 @@ class Pipeline:
         return cls(TaskModel.load(mask_dir, "mask"), TaskModel.load(gender_dir, "gender"), TaskModel.load(age_dir, "age"))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path | None = None) -> "Pipeline":
-        """Load a pipeline saved with ``save`` (default: the one shipped with maskage); changed files are refused."""
+    def from_pretrained(cls, directory: str | Path | None = None, backend: str = "auto") -> "Pipeline":
+        """Load a pipeline saved with ``save`` (default: the one shipped with maskage); changed files are refused.
+
+        ``backend``: ``torch``, ``onnx`` (needs ``maskage export`` first) or ``auto`` (ONNX Runtime where the
+        pipeline has been exported, as it is the faster on CPU: see benchmarks/speed.py).
+        """
+        if backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend must be auto, torch or onnx, got {backend!r}")
         d = Path(directory) if directory is not None else PRETRAINED_DIR
         path = d / PIPELINE_NAME
         if not path.is_file():
             raise ModelFileError(f"{d}: no {PIPELINE_NAME}; is this a pipeline directory (see `maskage pipeline`)?")
-        meta = json.loads(path.read_text())
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
         if meta.get("format") != PIPELINE_FORMAT:
             raise ModelFileError(f"{path}: not a maskage pipeline (format {meta.get('format')!r})")
+        exported = all(ONNX_NAME in meta["models"][t].get("sha256", {}) for t in TASKS)
+        if backend == "onnx" and not exported:
+            raise ModelFileError(f"{d}: not exported to ONNX; run `maskage export {d}` first")
+        use_onnx = backend == "onnx" or (backend == "auto" and exported and _has_onnxruntime())
         models = {}
         for task in TASKS:
             entry = meta["models"][task]
@@ -101,8 +116,32 @@ class Pipeline:
             for name, digest in entry.get("sha256", {}).items():
                 if not (sub / name).is_file() or file_sha256(sub / name) != digest:
                     raise ModelFileError(f"{sub / name}: missing or changed since the pipeline was saved (sha256 mismatch)")
-            models[task] = TaskModel.load(sub, task)
-        return cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]))
+            if use_onnx:
+                from .onnx_backend import OnnxTaskModel
+
+                models[task] = OnnxTaskModel.load(sub, task)
+            else:
+                models[task] = TaskModel.load(sub, task)
+        pipe = cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]))
+        pipe.backend = "onnx" if use_onnx else "torch"
+        return pipe
+
+    def export_onnx(self, directory: str | Path) -> Path:
+        """Add ``model.onnx`` to each task of the pipeline saved in ``directory`` and their hashes to
+        pipeline.json; ``Pipeline.from_pretrained`` then runs them with ONNX Runtime."""
+        from .onnx_backend import export_onnx
+
+        d = Path(directory)
+        path = d / PIPELINE_NAME
+        meta = json.loads(path.read_text())
+        for task, model in self.models.items():
+            if not isinstance(model, TaskModel):
+                raise ModelFileError(f"the {task} model is not a PyTorch model; load the pipeline with backend='torch'")
+            sub = d / meta["models"][task]["dir"]
+            export_onnx(model, sub / ONNX_NAME)
+            meta["models"][task]["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
+        write_json_atomic(path, meta)
+        return d
 
     def save(self, directory: str | Path, dtype: str = "float32") -> Path:
         """Write the three models and pipeline.json (with their files' hashes) into ``directory``.
@@ -112,6 +151,8 @@ class Pipeline:
         d.mkdir(parents=True, exist_ok=True)
         entries = {}
         for task, model in self.models.items():
+            if not isinstance(model, TaskModel):
+                raise ModelFileError(f"the {task} model runs on ONNX Runtime; load the pipeline with backend='torch' to save it")
             sub = model.save(d / task, dtype=dtype)
             entries[task] = {"dir": task, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}}
         meta = {"format": PIPELINE_FORMAT, "version": 1, "detector": self.detector_settings.to_dict(), "models": entries}
@@ -184,6 +225,12 @@ class Pipeline:
                 face_box=det.box, face_prob=det.prob,
             ))
         return preds
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def _describe(image: ImageInput) -> str:

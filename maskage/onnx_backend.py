@@ -1,0 +1,75 @@
+"""ONNX export of task models, and an ONNX Runtime stand-in for ``TaskModel`` at inference."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import preprocess
+from .models import ModelFileError, TaskModel
+
+ONNX_NAME = "model.onnx"  # the same name pipeline.py lists
+OPSET = 17
+
+
+def export_onnx(model: TaskModel, path: str | Path) -> Path:
+    """Write the model's network (normalised N x 3 x S x S input -> logits, any batch size) as ONNX."""
+    path = Path(path)
+    net = model.net.eval()
+    size = model.spec.input_size
+    dummy = torch.zeros(2, 3, size, size)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            net, dummy, str(tmp), input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
+        )
+    os.replace(tmp, path)
+    return path
+
+
+class OnnxTaskModel:
+    """A task model run by ONNX Runtime: the same ``spec``, ``task`` and ``predict_proba`` as ``TaskModel``."""
+
+    def __init__(self, spec, onnx_path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.spec = spec
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or max(1, torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    def eval(self) -> "OnnxTaskModel":
+        return self
+
+    @classmethod
+    def load(cls, directory: str | Path, task: str | None = None) -> "OnnxTaskModel":
+        """The ONNX file beside a saved model's ``model.json`` (``pipeline.json`` holds its hash)."""
+        d = Path(directory)
+        onnx_path = d / ONNX_NAME
+        if not onnx_path.is_file():
+            raise ModelFileError(f"{d}: no {ONNX_NAME}; run `maskage export` first")
+        spec = TaskModel.load(d, task).spec  # checks task, labels and weights as for the torch backend
+        return cls(spec, onnx_path)
+
+    def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Softmax probabilities for N x S x S x 3 uint8 crops, batched."""
+        out = []
+        for start in range(0, len(crops), batch_size):
+            x = preprocess(crops[start : start + batch_size], self.spec.input_size, self.spec.mean, self.spec.std)
+            logits = self.session.run(None, {"input": x.numpy()})[0]
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            out.append((e / e.sum(1, keepdims=True)).astype(np.float32))
+        if not out:
+            return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
+        return np.concatenate(out)

@@ -38,6 +38,9 @@ class DetectorSettings:
     """MTCNN settings."""
 
     min_face_size: int = 40
+    # the smallest face searched for is also at least this share of the photo's shorter side: fewer pyramid
+    # levels on large photos (0 = off; see benchmarks/face_detection.py for its speed and accuracy)
+    min_face_fraction: float = 0.0
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     factor: float = 0.709
     batch_size: int = 16
@@ -105,6 +108,8 @@ class FaceDetector:
         return out  # type: ignore[return-value]
 
     def _detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        h, w = images[0].shape[:2]  # a batch holds photos of one size
+        self.mtcnn.min_face_size = max(self.settings.min_face_size, int(self.settings.min_face_fraction * min(h, w)))
         try:
             boxes, probs, points = self.mtcnn.detect(np.stack(images), landmarks=True)
         except (ValueError, RuntimeError):
@@ -187,6 +192,8 @@ class CropCache:
         # batch size stays out of the key: boxes can shift slightly with a photo's batch-mates whatever the
         # batch size (near-tied MTCNN candidates), so keying on it would cost re-detection and buy no reproducibility
         found_by = {k: v for k, v in detector.to_dict().items() if k != "batch_size"}
+        if not detector.min_face_fraction:  # keys from before that setting existed stay valid
+            found_by.pop("min_face_fraction")
         key = json.dumps({"crop": crop.to_dict(), "detector": found_by, "v": 1}, sort_keys=True)
         self.dir = Path(root or default_cache_dir()) / "crops" / hashlib.sha1(key.encode()).hexdigest()[:16]
         self._detector: FaceDetector | None = None

@@ -117,3 +117,19 @@ def test_small_real_rmfd_crops_are_no_face_not_a_crash(detector):
     assert len(dets) == len(small) and all(d.box is None for d in dets)
     crops = [crop_face(i, d.box) for i, d in zip(images, dets)]
     assert all(c.shape == (256, 256, 3) for c in crops)
+
+
+def test_min_face_fraction_skips_faces_small_for_the_photo():
+    from maskage.demo import sample_photo
+    from maskage.images import load_image
+
+    img = load_image(sample_photo())  # 512 x 512, face about 110 px
+    small = np.asarray(Image.fromarray(img).resize((256, 256)))  # face about 55 px
+    canvas = np.full((512, 512, 3), 255, np.uint8)
+    canvas[128:384, 128:384] = small
+    assert FaceDetector(DetectorSettings(min_face_size=20)).detect([canvas])[0].box is not None
+    assert FaceDetector(DetectorSettings(min_face_size=20, min_face_fraction=0.2)).detect([canvas])[0].box is None
+    assert FaceDetector(DetectorSettings(min_face_size=20, min_face_fraction=0.2)).detect([img])[0].box is not None
+    # the cache key is unchanged while the setting is off
+    assert CropCache(crop=CropSettings()).dir == CropCache(crop=CropSettings(), detector=DetectorSettings(min_face_fraction=0.0)).dir
+    assert CropCache().dir != CropCache(detector=DetectorSettings(min_face_fraction=0.1)).dir

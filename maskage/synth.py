@@ -7,21 +7,20 @@ its seed.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .atomic import write_csv_atomic
 from .images import IMAGE_EXTENSIONS, ImageError, load_image
-from .labels import MASK_FILE_STEMS, Mask, age_to_group, encode
+from .labels import MASK_FILE_STEMS, age_to_group, encode
 
 # How a mask sits on the face. The competition's "incorrect" class is mostly nose exposed, some under the chin.
 CORRECT, NOSE_EXPOSED, UNDER_CHIN = "correct", "nose_exposed", "under_chin"
@@ -287,15 +286,6 @@ def _person_seed(seed: int, path: str) -> int:
     return int.from_bytes(hashlib.sha1(f"{seed}:{Path(path).name}".encode()).digest()[:8], "little")
 
 
-def _write_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
 @dataclass
 class BuildReport:
     out: Path
@@ -385,12 +375,12 @@ def build_dataset(
                 train_rows.append([pid, GENDERS[r.gender], race, r.age, folder, kind, Path(r.path).name])
         bar.update(len(part))
     bar.close()
-    _write_rows(out / "train" / "train.csv", ["id", "gender", "race", "age", "path", "incorrect_kind", "source"], train_rows)
+    write_csv_atomic(out / "train" / "train.csv", ["id", "gender", "race", "age", "path", "incorrect_kind", "source"], train_rows)
     order = np.random.default_rng(seed + 1).permutation(len(eval_rows))
     eval_rows = [eval_rows[i] for i in order]
-    _write_rows(out / "eval" / "info.csv", ["ImageID", "ans"], ([r[0], 0] for r in eval_rows))
-    _write_rows(out / "eval" / "gt.csv", ["ImageID", "ans"], ([r[0], r[1]] for r in eval_rows))
-    _write_rows(out / "eval" / "meta.csv",
+    write_csv_atomic(out / "eval" / "info.csv", ["ImageID", "ans"], ([r[0], 0] for r in eval_rows))
+    write_csv_atomic(out / "eval" / "gt.csv", ["ImageID", "ans"], ([r[0], r[1]] for r in eval_rows))
+    write_csv_atomic(out / "eval" / "meta.csv",
                 ["ImageID", "ans", "person", "mask", "gender", "age", "race", "incorrect_kind", "source"], eval_rows)
-    _write_rows(out / "skipped.csv", ["photo", "why"], skipped)
+    write_csv_atomic(out / "skipped.csv", ["photo", "why"], skipped)
     return BuildReport(out, len(train_rows), len(eval_rows) // len(stems), skipped, unlabelled)

@@ -276,7 +276,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         best_f1, best_epoch, stale = checkpoint["best_f1"], checkpoint["best_epoch"], checkpoint["stale"]
         best_metrics = dict(checkpoint["best_metrics"])
         first_epoch = checkpoint["epoch"] + 1 if not checkpoint["finished"] else config.epochs + 1
-        _set_rng_states(checkpoint["rng"], generator, train_set.augment)
+        # under torchrun the checkpoint holds process 0's augmentation stream; the others restart theirs from their seeds
+        _set_rng_states(checkpoint["rng"], generator, train_set.augment if main_proc else None)
         # the log keeps the epochs the checkpoint covers; a killed epoch's row, if any, goes
         kept = [r for r in _read_log(log_path) if int(r["epoch"]) <= checkpoint["epoch"]]
         if main_proc:

@@ -302,7 +302,8 @@ class TrainAugment:
 
 
 class CropDataset(Dataset):
-    """Cached uint8 face crops and their targets, preprocessed for one model."""
+    """Cached uint8 face crops (rows ``indices`` of ``crops``, default all; a memory map works) and their targets,
+    preprocessed for one model."""
 
     def __init__(
         self,
@@ -312,9 +313,11 @@ class CropDataset(Dataset):
         mean: Sequence[float],
         std: Sequence[float],
         augment: TrainAugment | None = None,
+        indices: Sequence[int] | None = None,
     ) -> None:
-        if len(crops) != len(targets):
-            raise ValueError(f"{len(crops)} crops but {len(targets)} targets")
+        self.indices = np.arange(len(crops)) if indices is None else np.asarray(indices, dtype=np.int64)
+        if len(self.indices) != len(targets):
+            raise ValueError(f"{len(self.indices)} crops but {len(targets)} targets")
         self.crops, self.targets = crops, np.asarray(targets, dtype=np.int64)
         self.input_size, self.mean, self.std, self.augment = input_size, mean, std, augment
 
@@ -322,7 +325,7 @@ class CropDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        crop = self.crops[i]
+        crop = np.array(self.crops[self.indices[i]])  # a private copy: the crops may be a read-only memory map
         if self.augment is not None:
             crop = self.augment(crop)
         return preprocess(crop, self.input_size, self.mean, self.std)[0], int(self.targets[i])

@@ -208,6 +208,35 @@ class CropCache:
     def _entry(self, digest: str) -> Path:
         return self.dir / digest[:2] / f"{digest}.npz"
 
+    def stack(self, paths: Sequence[str | Path], progress: bool = True) -> CachedCrops:
+        """Crops of these photos as one memory-mapped uint8 array, stored once per list of photos.
+
+        The first call builds it from the per-photo cache (detecting what is missing); later calls with the same
+        photos (another fold, a resumed run, a new experiment) open it instantly and share it between processes
+        through the page cache instead of holding a copy in each.
+        """
+        digests = []
+        for p in paths:
+            try:
+                digests.append(hashlib.sha1(Path(p).read_bytes()).hexdigest())
+            except OSError:
+                digests.append("unreadable:" + str(p))  # never matches a stored stack
+        key = hashlib.sha1("\n".join(digests).encode()).hexdigest()[:20]
+        array, meta = self.dir / "stacks" / f"{key}.npy", self.dir / "stacks" / f"{key}.json"
+        if array.is_file() and meta.is_file():
+            info = json.loads(meta.read_text())
+            boxes = [tuple(b) if b else None for b in info["boxes"]]
+            return CachedCrops(np.load(array, mmap_mode="r"), boxes, {int(k): v for k, v in info["errors"].items()})
+        cached = self.get(paths, progress)
+        array.parent.mkdir(parents=True, exist_ok=True)
+        tmp = array.with_name(f".{array.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, cached.crops)
+        os.replace(tmp, array)
+        tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"boxes": [list(b) if b else None for b in cached.boxes], "errors": cached.errors}))
+        os.replace(tmp, meta)
+        return CachedCrops(np.load(array, mmap_mode="r"), cached.boxes, cached.errors)
+
     def get(self, paths: Sequence[str | Path], progress: bool = True) -> CachedCrops:
         """Crops of these photos, detecting only those not in the cache yet."""
         n = len(paths)

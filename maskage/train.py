@@ -198,7 +198,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     # one process fills the crop cache, the others then read it
     if not main_proc:
         dist_ctx.barrier()
-    cached = cache.get([s.path for s in samples], progress=progress)
+    cached = cache.stack([s.path for s in samples], progress=progress)
     if main_proc:
         dist_ctx.barrier()
     n_skipped = len(cached.errors)
@@ -229,9 +229,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     ).to(device)
 
     train_set = CropDataset(
-        cached.crops[tr_idx], targets[tr_idx], spec.input_size, spec.mean, spec.std,
+        cached.crops, targets[tr_idx], spec.input_size, spec.mean, spec.std,
         # each process augments with its own stream
         TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed + dist_ctx.rank),
+        indices=tr_idx,
     )
     generator = torch.Generator().manual_seed(config.seed)
     per_epoch = min(config.samples_per_epoch, len(tr_idx)) if config.samples_per_epoch else len(tr_idx)

@@ -133,3 +133,18 @@ def test_min_face_fraction_skips_faces_small_for_the_photo():
     # the cache key is unchanged while the setting is off
     assert CropCache(crop=CropSettings()).dir == CropCache(crop=CropSettings(), detector=DetectorSettings(min_face_fraction=0.0)).dir
     assert CropCache().dir != CropCache(detector=DetectorSettings(min_face_fraction=0.1)).dir
+
+
+def test_stack_is_a_memory_map_built_once(tmp_path, toy_root):
+    photos = sorted((toy_root / "train" / "images").rglob("*.jpg"))[:10]
+    cache = CropCache(tmp_path, CropSettings(crop_size=40), DetectorSettings(min_face_size=20))
+    first = cache.stack(photos, progress=False)
+    assert isinstance(first.crops, np.memmap) and first.crops.shape == (10, 40, 40, 3)
+    assert cache.detections_run == 10
+    again = CropCache(tmp_path, CropSettings(crop_size=40), DetectorSettings(min_face_size=20))
+    second = again.stack(photos, progress=False)
+    assert again.detections_run == 0 and np.array_equal(np.asarray(first.crops), np.asarray(second.crops))
+    assert second.boxes == first.boxes
+    np.testing.assert_array_equal(np.asarray(second.crops), again.get(photos, progress=False).crops)
+    other = again.stack(photos[:5], progress=False)  # another list of photos is another stack
+    assert other.crops.shape[0] == 5 and again.detections_run == 0

@@ -1,0 +1,51 @@
+"""The pipeline shipped inside maskage: it loads with no arguments, describes itself, and predicts real photos."""
+import csv
+import json
+
+import pytest
+
+from maskage import Pipeline
+from maskage.cli import main
+from maskage.pipeline import PRETRAINED_DIR
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Pipeline.from_pretrained()
+
+
+def test_shipped_pipeline_loads_with_no_arguments(shipped):
+    assert {t: m.task for t, m in shipped.models.items()} == {"mask": "mask", "gender": "gender", "age": "age"}
+    assert shipped.models["age"].spec.age_threshold == 60 and len(shipped.models["age"].spec.labels) == 11
+    meta = json.loads((PRETRAINED_DIR / "pipeline.json").read_text())
+    assert set(meta["models"]) == {"mask", "gender", "age"}
+    size = sum(p.stat().st_size for p in PRETRAINED_DIR.rglob("*") if p.is_file())
+    assert size < 40 * 2**20  # small enough to live in the repository
+
+
+def test_model_card_names_the_training_data_and_its_licences():
+    card = (PRETRAINED_DIR / "MODEL_CARD.md").read_text()
+    for needle in ("UTKFace", "MaskedFace-Net", "RMFD", "non-commercial", "CC BY-NC-SA 4.0", "macro F1",
+                   "benchmarks/real_accuracy.py"):
+        assert needle in card, needle
+
+
+def test_shipped_pipeline_reads_the_mask_state_of_the_demo_photos(shipped, tmp_path):
+    from maskage.demo import masked_variants, sample_photo
+
+    files = masked_variants(sample_photo(), tmp_path)
+    preds = shipped.predict([str(f) for f in files.values()])
+    assert all(p.face_box is not None for p in preds)
+    got = {name: p.mask for name, p in zip(files, preds)}
+    assert got["bare"] == "not_wear" and got["correct"] == "wear"
+    assert got["nose_exposed"] == "incorrect"
+
+
+def test_predict_without_pipeline_uses_the_shipped_one(shipped, tmp_path):
+    from maskage.demo import sample_photo
+
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(sample_photo()), "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    (api,) = shipped.predict([str(sample_photo())])
+    assert row["class"] == str(api.class_id) and row["mask"] == api.mask and row["error"] == ""

@@ -173,7 +173,8 @@ class TaskModel(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         if dtype == "float16":
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        torch.save(state, tmp)
+        with tmp.open("wb") as f:  # a file object, so the archive's inner name (and the bytes) never hold the pid
+            torch.save(state, f)
         os.replace(tmp, weights)
         meta = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self.spec),
                 "weights": WEIGHTS_NAME, "sha256": file_sha256(weights)}

@@ -124,3 +124,11 @@ def test_load_refuses_weights_of_another_backbone_and_says_which(tmp_path):
     (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="no_such_net"):
         TaskModel.load(tmp_path / "m", "mask")
+
+
+def test_saving_twice_gives_identical_files(tmp_path):
+    model = tiny_model("mask", seed=5)
+    model.save(tmp_path / "a", dtype="float16")
+    model.save(tmp_path / "b", dtype="float16")
+    for name in ("weights.pt", "model.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

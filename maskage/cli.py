@@ -41,7 +41,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
-    out = Pipeline.from_runs(args.mask_run, args.gender_run, args.age_run).save(args.out, dtype=args.dtype)
+    from dataclasses import replace
+
+    pipe = Pipeline.from_runs(args.mask_run, args.gender_run, args.age_run)
+    if args.min_face_fraction is not None:
+        pipe.detector_settings = replace(pipe.detector_settings, min_face_fraction=args.min_face_fraction)
+    out = pipe.save(args.out, dtype=args.dtype)
     print(f"pipeline saved in {out}")
     return 0
 
@@ -215,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="float16 halves the weight files (as the shipped pipeline)")
+    p.add_argument("--min-face-fraction", type=float, help="detector: search faces of at least this share of the "
+                   "photo's shorter side (the shipped pipeline: 0.2; default: the mask model's setting, 0)")
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("submit", help="predict a competition eval folder into ImageID,ans")

@@ -39,7 +39,7 @@ class DetectorSettings:
 
     min_face_size: int = 40
     # the smallest face searched for is also at least this share of the photo's shorter side: fewer pyramid
-    # levels on large photos (0 = off; see benchmarks/face_detection.py for its speed and accuracy)
+    # levels on large photos (0 = off; `benchmarks/speed.py --sweep` measures its speed and box overlap)
     min_face_fraction: float = 0.0
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     factor: float = 0.709
@@ -156,6 +156,14 @@ def crop_face(image: np.ndarray, box: Box | None, settings: CropSettings = CropS
     return cv2.resize(crop, (settings.crop_size, settings.crop_size), interpolation=interp)
 
 
+def _digest(path: str | Path) -> str | None:
+    """SHA-1 of a photo file's bytes (what the crop cache is keyed by); None when it cannot be read."""
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MASKAGE_CACHE") or Path.home() / ".cache" / "maskage")
 
@@ -215,19 +223,15 @@ class CropCache:
         photos (another fold, a resumed run, a new experiment) open it instantly and share it between processes
         through the page cache instead of holding a copy in each.
         """
-        digests = []
-        for p in paths:
-            try:
-                digests.append(hashlib.sha1(Path(p).read_bytes()).hexdigest())
-            except OSError:
-                digests.append("unreadable:" + str(p))  # never matches a stored stack
-        key = hashlib.sha1("\n".join(digests).encode()).hexdigest()[:20]
+        digests = [_digest(p) for p in paths]
+        # an unreadable photo's entry names its path, which no digest can equal
+        key = hashlib.sha1("\n".join(d or f"unreadable:{p}" for d, p in zip(digests, paths)).encode()).hexdigest()[:20]
         array, meta = self.dir / "stacks" / f"{key}.npy", self.dir / "stacks" / f"{key}.json"
         if array.is_file() and meta.is_file():
             info = json.loads(meta.read_text())
             boxes = [tuple(b) if b else None for b in info["boxes"]]
             return CachedCrops(np.load(array, mmap_mode="r"), boxes, {int(k): v for k, v in info["errors"].items()})
-        cached = self.get(paths, progress)
+        cached = self.get(paths, progress, digests)
         array.parent.mkdir(parents=True, exist_ok=True)
         tmp = array.with_name(f".{array.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, cached.crops)
@@ -237,8 +241,10 @@ class CropCache:
         os.replace(tmp, meta)
         return CachedCrops(np.load(array, mmap_mode="r"), cached.boxes, cached.errors)
 
-    def get(self, paths: Sequence[str | Path], progress: bool = True) -> CachedCrops:
-        """Crops of these photos, detecting only those not in the cache yet."""
+    def get(self, paths: Sequence[str | Path], progress: bool = True,
+            digests: Sequence[str | None] | None = None) -> CachedCrops:
+        """Crops of these photos, detecting only those not in the cache yet (``digests``: the photos' ``_digest``
+        when the caller has them already)."""
         n = len(paths)
         s = self.crop.crop_size
         crops = np.zeros((n, s, s, 3), dtype=np.uint8)
@@ -246,11 +252,13 @@ class CropCache:
         errors: dict[int, str] = {}
         missing: list[tuple[int, str]] = []
         for i, p in enumerate(tqdm(paths, desc="crop cache", disable=None if progress and n >= 200 else True, leave=False)):
-            try:
-                digest = hashlib.sha1(Path(p).read_bytes()).hexdigest()
-            except OSError as exc:
-                errors[i] = f"{p}: cannot read file ({exc})"
-                continue
+            digest = digests[i] if digests is not None else None
+            if digest is None:
+                try:
+                    digest = hashlib.sha1(Path(p).read_bytes()).hexdigest()
+                except OSError as exc:
+                    errors[i] = f"{p}: cannot read file ({exc})"
+                    continue
             entry = self._entry(digest)
             if entry.is_file():
                 with np.load(entry) as z:

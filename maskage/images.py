@@ -39,7 +39,7 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             raise ImageError(f"{image}: file not found") from None
         except IsADirectoryError:
             raise ImageError(f"{image}: is a folder, not an image") from None
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{image}: cannot read image ({exc})") from None
     if isinstance(image, Image.Image):
         return _pil_to_rgb(image)

@@ -144,7 +144,6 @@ class TaskModel(nn.Module):
         return preprocess(crops, self.spec.input_size, self.spec.mean, self.spec.std)
 
     @torch.inference_mode()
-    @torch.inference_mode()
     def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N x num_labels) for N x S x S x 3 uint8 crops."""
         self.eval()

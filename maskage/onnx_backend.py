@@ -11,7 +11,7 @@ import torch
 from .data import preprocess
 from .models import ModelFileError, TaskModel
 
-ONNX_NAME = "model.onnx"  # the same name pipeline.py lists
+ONNX_NAME = "model.onnx"  # beside model.json in each task folder; pipeline.json lists its hash
 OPSET = 17
 
 

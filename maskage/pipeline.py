@@ -14,12 +14,12 @@ from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode
 from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, write_json_atomic
+from .onnx_backend import ONNX_NAME
 
 PIPELINE_FORMAT = "maskage-pipeline"
 # the trained pipeline shipped inside the package (see its MODEL_CARD.md)
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 PIPELINE_NAME = "pipeline.json"
-ONNX_NAME = "model.onnx"
 TASKS = ("mask", "gender", "age")
 
 
@@ -72,8 +72,12 @@ class Pipeline:
                 raise ModelFileError(f"the {task} slot got a {model.task} model")
         self.models = {"mask": mask_model.eval(), "gender": gender_model.eval(), "age": age_model.eval()}
         self.detector_settings = detector or DetectorSettings.from_dict(mask_model.spec.detector)
-        self.backend = "torch"
         self._detector: FaceDetector | None = None
+
+    @property
+    def backend(self) -> str:
+        """``torch`` or ``onnx``: what runs the three models."""
+        return "torch" if all(isinstance(m, TaskModel) for m in self.models.values()) else "onnx"
 
     @property
     def detector(self) -> FaceDetector:
@@ -122,9 +126,7 @@ class Pipeline:
                 models[task] = OnnxTaskModel.load(sub, task)
             else:
                 models[task] = TaskModel.load(sub, task)
-        pipe = cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]))
-        pipe.backend = "onnx" if use_onnx else "torch"
-        return pipe
+        return cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]))
 
     def export_onnx(self, directory: str | Path) -> Path:
         """Add ``model.onnx`` to each task of the pipeline saved in ``directory`` and their hashes to

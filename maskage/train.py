@@ -25,6 +25,7 @@ from .data import (
     TrainAugment,
     load_train_samples,
     person_folds,
+    read_csv_rows,
     source_samples,
     subset_people,
     task_samples,
@@ -235,9 +236,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         indices=tr_idx,
     )
     generator = torch.Generator().manual_seed(config.seed)
-    per_epoch = min(config.samples_per_epoch, len(tr_idx)) if config.samples_per_epoch else len(tr_idx)
     from_sources = np.array([samples[i].gender < 0 for i in tr_idx])  # mask_sources photos carry no gender
     sampler = epoch_sampler(targets[tr_idx], from_sources, n_classes, config, generator)
+    per_epoch = len(sampler)
     if dist_ctx.world > 1:  # every process draws the same epoch (same generator), then takes its share
         sampler = ShardSampler(sampler, dist_ctx.rank, dist_ctx.world)
     loader = DataLoader(
@@ -280,7 +281,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         # under torchrun the checkpoint holds process 0's augmentation stream; the others restart theirs from their seeds
         _set_rng_states(checkpoint["rng"], generator, train_set.augment if main_proc else None)
         # the log keeps the epochs the checkpoint covers; a killed epoch's row, if any, goes
-        kept = [r for r in _read_log(log_path) if int(r["epoch"]) <= checkpoint["epoch"]]
+        logged = read_csv_rows(log_path, log_fields) if log_path.is_file() else []
+        kept = [r for r in logged if int(r["epoch"]) <= checkpoint["epoch"]]
         if main_proc:
             write_csv_atomic(log_path, log_fields, [[r[k] for k in log_fields] for r in kept])
         if progress:
@@ -409,13 +411,6 @@ def _read_checkpoint(out: Path, config: TrainConfig) -> dict[str, Any] | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"resume: cannot read {path} ({type(exc).__name__}: {exc})") from None
-
-
-def _read_log(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _write_val_predictions(path: Path, samples: list, targets: np.ndarray, probs: np.ndarray, found: np.ndarray) -> None:

@@ -135,3 +135,40 @@ def test_bad_inputs_in_one_batch_each_get_their_outcome(pipe, tmp_path):
         else:
             assert p.error is None and 0 <= p.class_id < 18, case
             assert p.face_box is None  # none of these small generated pictures holds a face
+
+
+def test_tta_hflip_averages_the_crop_and_its_mirror(photos, tmp_path):
+    from maskage.faces import crop_face
+    from maskage.images import load_image
+
+    plain = Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3))
+    tta = Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3), tta={"gender": ["hflip"]})
+    a, b = plain.predict(photos[:3]), tta.predict(photos[:3])
+    gender = tta.models["gender"]
+    for pa, pb, path in zip(a, b, photos):
+        assert pa.mask_probs == pytest.approx(pb.mask_probs, abs=1e-6)  # only gender has TTA
+        crop = crop_face(load_image(path), pb.face_box, gender.spec.crop_settings)[None]
+        mirrored = np.ascontiguousarray(crop[:, :, ::-1])
+        want = (gender.predict_proba(crop) + gender.predict_proba(mirrored)) / 2
+        assert list(pb.gender_probs.values()) == pytest.approx(want[0].tolist(), abs=1e-6)
+        assert list(pa.gender_probs.values()) != pytest.approx(want[0].tolist(), abs=1e-6)
+    # saved with the pipeline, and checked
+    loaded = Pipeline.from_pretrained(tta.save(tmp_path / "pipe"))
+    assert loaded.tta == {"gender": ("hflip",)}
+    assert [p.gender_probs for p in loaded.predict(photos[:3])] == [p.gender_probs for p in b]
+    with pytest.raises(ValueError, match="unknown transform 'rot90'"):
+        tta.tta = {"age": ["rot90"]}
+    with pytest.raises(ValueError, match="unknown task 'hair'"):
+        Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3), tta={"hair": ["hflip"]})
+
+
+def test_cli_pipeline_tta(tmp_path, capsys):
+    from maskage.cli import main
+
+    runs = []
+    for task, seed in (("mask", 1), ("gender", 2), ("age", 3)):
+        runs.append(str(tiny_model(task, seed).save(tmp_path / task)))
+    assert main(["pipeline", *runs, "--out", str(tmp_path / "p"), "--tta", "gender=hflip", "--tta", "age=hflip"]) == 0
+    assert json.loads((tmp_path / "p" / "pipeline.json").read_text())["tta"] == {"gender": ["hflip"], "age": ["hflip"]}
+    assert main(["pipeline", *runs, "--out", str(tmp_path / "q"), "--tta", "gender"]) == 2
+    assert "TASK=TRANSFORM" in capsys.readouterr().err

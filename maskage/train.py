@@ -167,6 +167,16 @@ def evaluate(model: TaskModel, crops: np.ndarray, targets: np.ndarray, batch_siz
     return out
 
 
+def _init_from(model: TaskModel, directory: str) -> None:
+    """Start from a saved model's weights (to train it further); it must be the same network for the same task."""
+    start = TaskModel.load(directory, model.spec.task)
+    for key in ("backbone", "labels", "input_size", "mean", "std"):
+        if getattr(start.spec, key) != getattr(model.spec, key):
+            raise ValueError(f"init_from: {directory} has {key} {getattr(start.spec, key)!r}, this run "
+                             f"{getattr(model.spec, key)!r}")
+    model.net.load_state_dict(start.net.state_dict())
+
+
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train one task model as the config says; the best epoch's model is saved in the output directory."""
     if not config.data_dir:
@@ -217,7 +227,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     tr_idx, va_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
     spec = make_spec(config.task, config.backbone, config.input_size, crop, detector, bins)
-    model = TaskModel(spec, pretrained=config.pretrained, drop_rate=config.drop_rate)
+    model = TaskModel(spec, pretrained=config.pretrained and not config.init_from, drop_rate=config.drop_rate)
+    if config.init_from:
+        _init_from(model, config.init_from)
     model.freeze_stages(config.freeze_stages)
     model.to(device)
     if device.type == "cpu":

@@ -237,3 +237,26 @@ def test_torchrun_two_processes_on_cpu_train_a_working_model(tiny_overrides, tmp
     assert metrics["macro_f1"] >= 0.7, metrics  # the toy mask task is learnt (one process needs 3 epochs: half the steps each)
     model = TaskModel.load(out, "mask")
     assert len(_log_rows(out)) == 5 and model.task == "mask"
+
+
+def test_init_from_starts_from_a_saved_model(tiny_overrides, tmp_path):
+    import torch
+
+    from maskage.models import ModelFileError
+
+    first = train(load_config(None, dict(tiny_overrides, epochs=1), task="gender"), progress=False).output_dir
+    # lr=0: training moves no parameter, so the new run's parameters are the saved model's (buffers such as
+    # batch-norm statistics still move)
+    cfg = load_config(None, dict(tiny_overrides, epochs=1, lr=0.0, init_from=str(first),
+                                 output_dir=str(tmp_path / "second")), task="gender")
+    second = train(cfg, progress=False).output_dir
+    a, b = TaskModel.load(first), TaskModel.load(second)
+    for (name, pa), (_, pb) in zip(a.net.named_parameters(), b.net.named_parameters()):
+        assert torch.equal(pa, pb), name
+    fresh = train(load_config(None, dict(tiny_overrides, epochs=1, lr=0.0, output_dir=str(tmp_path / "x")),
+                              task="gender"), progress=False).output_dir
+    assert not all(torch.equal(pa, pb) for pa, pb in zip(a.net.parameters(), TaskModel.load(fresh).net.parameters()))
+    with pytest.raises(ValueError, match="init_from: .* has input_size 32, this run 48"):
+        train(load_config(None, dict(tiny_overrides, input_size=48, init_from=str(first)), task="gender"), progress=False)
+    with pytest.raises(ModelFileError, match="age"):
+        train(load_config(None, dict(tiny_overrides, init_from=str(first)), task="age"), progress=False)

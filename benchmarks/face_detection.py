@@ -1,7 +1,9 @@
 """Face-detection rate and speed of maskage's MTCNN cropper on the real photos in ../shared/data.
 
-Usage: .venv/bin/python benchmarks/face_detection.py [--limit N] [--min-face 40]
-Prints, per folder: photos, faces found (%), photos/s batched and one at a time.
+Usage: .venv/bin/python benchmarks/face_detection.py [--limit N] [--min-face 40] [--compare]
+Prints, per folder: photos, faces found (%), photos/s batched and one at a time. --compare also runs
+facenet-pytorch's own MTCNN.detect (the same networks; maskage re-implements its batching) on the same photos and
+prints its rate, its faces found and how well the two agree (box IoU, landmark distance).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="photos per folder (0 = all), drawn with a fixed seed")
     ap.add_argument("--min-face", type=int, default=40)
     ap.add_argument("--single", type=int, default=100, help="photos timed one at a time per folder")
+    ap.add_argument("--compare", action="store_true", help="also facenet-pytorch's MTCNN.detect, and the agreement")
     args = ap.parse_args()
     det = FaceDetector(DetectorSettings(min_face_size=args.min_face))
     print(f"{'folder':28} {'photos':>7} {'found':>8} {'batched/s':>10} {'single/s':>9}")
@@ -43,6 +46,45 @@ def main() -> None:
         single = len(few) / (time.perf_counter() - t)
         found = np.mean([d.box is not None for d in dets])
         print(f"{name:28} {len(files):>7} {found:>8.1%} {batched:>10.1f} {single:>9.1f}", flush=True)
+        if args.compare:
+            t = time.perf_counter()
+            ref = reference(det, images)
+            ref_rate = len(images) / (time.perf_counter() - t)
+            both = [(d, r) for d, r in zip(dets, ref) if d.box is not None and r is not None]
+            ious = np.array([iou(d.box, r[0]) for d, r in both])
+            marks = np.array([np.abs(np.asarray(d.landmarks) - r[1]).max() / (d.box[2] - d.box[0]) for d, r in both])
+            print(f"  facenet-pytorch MTCNN.detect: found {np.mean([r is not None for r in ref]):.1%}, "
+                  f"{ref_rate:.1f} photos/s batched; where both found a face: box IoU mean {ious.mean():.3f}, "
+                  f"IoU > 0.5 {np.mean(ious > 0.5):.1%}, landmark max distance median {np.median(marks):.1%} "
+                  f"of the box width", flush=True)
+
+
+def reference(det: FaceDetector, images: list) -> list:
+    """facenet-pytorch's MTCNN.detect with the detector's settings and batching: (box, landmarks) or None."""
+    out: list = [None] * len(images)
+    by_shape: dict = {}
+    for i, img in enumerate(images):
+        by_shape.setdefault(img.shape, []).append(i)
+    for idx in by_shape.values():
+        for start in range(0, len(idx), det.settings.batch_size):
+            chunk = idx[start : start + det.settings.batch_size]
+            h, w = images[chunk[0]].shape[:2]
+            det.mtcnn.min_face_size = max(det.settings.min_face_size, int(det.settings.min_face_fraction * min(h, w)))
+            try:
+                boxes, _, points = det.mtcnn.detect(np.stack([images[i] for i in chunk]), landmarks=True)
+            except (ValueError, RuntimeError):  # its empty pyramid for photos smaller than the smallest face
+                continue
+            for i, b, p in zip(chunk, boxes, points):
+                if b is not None:
+                    out[i] = (b[0], p[0])  # select_largest: the largest first
+    return out
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 if __name__ == "__main__":

@@ -114,14 +114,19 @@ def main() -> int:
         crop_settings = pipe.models["mask"].spec.crop_settings
         stages["crop"] = rate(lambda: [crop_face(a, d.box, crop_settings) for a, d in zip(images, dets)], args.n)
         crops = np.stack([crop_face(a, d.box, crop_settings) for a, d in zip(images, dets)])
-        for task, model in pipe.models.items():
-            stages[task] = rate(lambda m=model: m.predict_proba(crops, batch_size=args.batch_size), args.n)
+        for task in pipe.models:
+            stages[task] = rate(lambda t=task: pipe.task_probs(t, crops), args.n)
         seconds = {k: args.n / v for k, v in stages.items()}
         total = sum(seconds.values())
         found = float(np.mean([d.box is not None for d in dets]))
         results[backend] = {"end_to_end": e2e, "stages": stages, "share": {k: v / total for k, v in seconds.items()},
                             "face_found": found}
-        print(f"maskage ({backend}): {e2e:.1f} photos/s end to end ({1000 / e2e:.1f} ms/photo), face found {found:.0%}")
+        meta = json.loads((Path(args.pipeline) / "pipeline.json").read_text())
+        if backend == "onnx":
+            results[backend]["precision"] = meta["models"]["mask"].get("onnx", {}).get("precision", "float32")
+        results[backend]["tta"] = {k: list(v) for k, v in pipe.tta.items()}
+        print(f"maskage ({backend}{' ' + results[backend].get('precision', '') if backend == 'onnx' else ''}"
+              f"{', TTA ' + str(results[backend]['tta']) if pipe.tta else ''}): {e2e:.1f} photos/s end to end ({1000 / e2e:.1f} ms/photo), face found {found:.0%}")
         for k, v in stages.items():
             print(f"    {k:7} {v:8.1f} photos/s   {seconds[k] / total:6.1%} of the stages' time")
 

@@ -267,6 +267,14 @@ class Pipeline:
             per_input[i] = [Prediction(_describe(images[i]), error=msg)]
         return per_input if all_faces else [p[0] for p in per_input]
 
+    def task_probs(self, task: str, crops: np.ndarray) -> np.ndarray:
+        """One task model's probabilities for N x S x S x 3 uint8 face crops, with the task's TTA if any."""
+        model = self.models[task]
+        probs = model.predict_proba(crops)
+        for name in self.tta.get(task, ()):
+            probs = probs + model.predict_proba(np.ascontiguousarray(TTA_TRANSFORMS[name](crops)))
+        return probs / (1 + len(self.tta.get(task, ())))
+
     def _classify(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection], sources: Sequence[str]) -> list[Prediction]:
         if not arrays:
             return []
@@ -274,10 +282,7 @@ class Pipeline:
         for task, model in self.models.items():
             settings = model.spec.crop_settings
             crops = np.stack([crop_face(a, d.box, settings) for a, d in zip(arrays, detections)])
-            probs[task] = model.predict_proba(crops)
-            for name in self.tta.get(task, ()):
-                probs[task] = probs[task] + model.predict_proba(np.ascontiguousarray(TTA_TRANSFORMS[name](crops)))
-            probs[task] = probs[task] / (1 + len(self.tta.get(task, ())))
+            probs[task] = self.task_probs(task, crops)
         age = age_group_probs(probs["age"], self.models["age"].spec.age_groups)
         ids, _ = combine(probs["mask"], probs["gender"], age)
         age_labels = age_group_labels(self.models["age"].spec.age_threshold)

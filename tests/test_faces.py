@@ -148,3 +148,27 @@ def test_stack_is_a_memory_map_built_once(tmp_path, toy_root):
     np.testing.assert_array_equal(np.asarray(second.crops), again.get(photos, progress=False).crops)
     other = again.stack(photos[:5], progress=False)  # another list of photos is another stack
     assert other.crops.shape[0] == 5 and again.detections_run == 0
+
+
+def test_batched_mtcnn_agrees_with_facenet_pytorch_on_a_real_face():
+    from maskage.demo import sample_photo
+    from maskage.images import load_image
+
+    img = load_image(sample_photo())  # one face of about 110 px
+    photos = [img, img[:, ::-1].copy(), np.asarray(Image.fromarray(img).rotate(8)), np.full_like(img, 128)]
+    det = FaceDetector(DetectorSettings())
+    ours = det.detect_all(photos)
+    boxes, probs, points = det.mtcnn.detect(np.stack(photos), landmarks=True)  # facenet-pytorch's own
+    assert ours[3] == [] and boxes[3] is None  # the grey photo: no face by either
+    for mine, b, p, pts in zip(ours[:3], boxes, probs, points):
+        assert len(mine) == len(b) >= 1
+        face = mine[0]
+        ix = max(0, min(face.box[2], b[0][2]) - max(face.box[0], b[0][0]))
+        iy = max(0, min(face.box[3], b[0][3]) - max(face.box[1], b[0][1]))
+        area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+        assert ix * iy / (area(face.box) + area(b[0]) - ix * iy) > 0.9
+        assert np.abs(np.asarray(face.landmarks) - pts[0]).max() < 0.05 * (face.box[2] - face.box[0])
+        assert face.prob == pytest.approx(p[0], abs=0.02)
+    # the mirrored photo's face is the mirror of the first
+    w = img.shape[1]
+    assert ours[1][0].box[0] == pytest.approx(w - ours[0][0].box[2], abs=6)

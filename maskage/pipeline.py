@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -23,7 +24,7 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 PIPELINE_NAME = "pipeline.json"
 TASKS = ("mask", "gender", "age")
 # test-time augmentation: a task's probabilities are the mean over the crop and these transforms of it
-TTA_TRANSFORMS = {"hflip": lambda crops: crops[:, :, ::-1]}
+TTA_TRANSFORMS = {"hflip": lambda x: x.flip(-1)}  # on the normalised N x 3 x H x W input
 
 
 def check_tta(tta: dict[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
@@ -124,8 +125,10 @@ class Pipeline:
     def from_pretrained(cls, directory: str | Path | None = None, backend: str = "auto") -> "Pipeline":
         """Load a pipeline saved with ``save`` (default: the one shipped with maskage); changed files are refused.
 
-        ``backend``: ``torch``, ``onnx`` (needs ``maskage export`` first) or ``auto`` (ONNX Runtime where the
-        pipeline has been exported, as it is the faster on CPU: see benchmarks/speed.py).
+        ``backend``: ``torch``; ``onnx`` (the pipeline's exported models: ``maskage export`` first); or ``auto``
+        (the default): ONNX Runtime, the faster on a CPU (benchmarks/speed.py), with the pipeline's exported models
+        or else an export of its PyTorch models made once into the maskage cache; PyTorch where ONNX Runtime is
+        missing or the export fails.
         """
         if backend not in ("auto", "torch", "onnx"):
             raise ValueError(f"backend must be auto, torch or onnx, got {backend!r}")
@@ -142,20 +145,22 @@ class Pipeline:
         exported = all(ONNX_NAME in meta["models"][t].get("sha256", {}) for t in TASKS)
         if backend == "onnx" and not exported:
             raise ModelFileError(f"{d}: not exported to ONNX; run `maskage export {d}` first")
-        use_onnx = backend == "onnx" or (backend == "auto" and exported and _has_onnxruntime())
-        models = {}
+        use_onnx = backend == "onnx" or (backend == "auto" and _has_onnxruntime())
+        models: dict[str, Any] = {}
         for task in TASKS:
             entry = meta["models"][task]
             sub = d / entry["dir"]
             for name, digest in entry.get("sha256", {}).items():
                 if not (sub / name).is_file() or file_sha256(sub / name) != digest:
                     raise ModelFileError(f"{sub / name}: missing or changed since the pipeline was saved (sha256 mismatch)")
-            if use_onnx:
+            if use_onnx and exported:
                 from .onnx_backend import OnnxTaskModel
 
                 models[task] = OnnxTaskModel.load(sub, task)
             else:
                 models[task] = TaskModel.load(sub, task)
+        if use_onnx and not exported:
+            models = _cached_onnx_models(models, meta)
         return cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]),
                    tta=meta.get("tta"))
 
@@ -172,11 +177,9 @@ class Pipeline:
         d = Path(directory)
         path = d / PIPELINE_NAME
         meta = json.loads(path.read_text())
-        for task, model in self.models.items():
-            if not isinstance(model, TaskModel):
-                raise ModelFileError(f"the {task} model is not a PyTorch model; load the pipeline with backend='torch'")
+        torch_models = {task: _torch_model(task, m) for task, m in self.models.items()}
         inputs = self._calibration_inputs(calibration or []) if int8 else {}
-        for task, model in self.models.items():
+        for task, model in torch_models.items():
             sub = d / meta["models"][task]["dir"]
             export_onnx(model, sub / ONNX_NAME)
             if int8:
@@ -213,10 +216,8 @@ class Pipeline:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         entries = {}
-        for task, model in self.models.items():
-            if not isinstance(model, TaskModel):
-                raise ModelFileError(f"the {task} model runs on ONNX Runtime; load the pipeline with backend='torch' to save it")
-            sub = model.save(d / task, dtype=dtype)
+        for task, m in self.models.items():
+            sub = _torch_model(task, m).save(d / task, dtype=dtype)
             entries[task] = {"dir": task, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}}
         meta = {"format": PIPELINE_FORMAT, "version": 1, "detector": self.detector_settings.to_dict(),
                 "tta": {task: list(names) for task, names in self.tta.items()}, "models": entries}
@@ -269,20 +270,29 @@ class Pipeline:
 
     def task_probs(self, task: str, crops: np.ndarray) -> np.ndarray:
         """One task model's probabilities for N x S x S x 3 uint8 face crops, with the task's TTA if any."""
+        spec = self.models[task].spec
+        return self.task_probs_inputs(task, preprocess(crops, spec.input_size, spec.mean, spec.std))
+
+    def task_probs_inputs(self, task: str, inputs) -> np.ndarray:
+        """As ``task_probs``, for inputs already made by ``maskage.data.preprocess`` (N x 3 x S x S)."""
         model = self.models[task]
-        probs = model.predict_proba(crops)
+        probs = model.predict_inputs(inputs)
         for name in self.tta.get(task, ()):
-            probs = probs + model.predict_proba(np.ascontiguousarray(TTA_TRANSFORMS[name](crops)))
+            probs = probs + model.predict_inputs(TTA_TRANSFORMS[name](inputs).contiguous())
         return probs / (1 + len(self.tta.get(task, ())))
 
     def _classify(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection], sources: Sequence[str]) -> list[Prediction]:
         if not arrays:
             return []
         probs = {}
+        inputs: dict[tuple, Any] = {}  # the three models usually share crop, size and normalisation: do it once
         for task, model in self.models.items():
-            settings = model.spec.crop_settings
-            crops = np.stack([crop_face(a, d.box, settings) for a, d in zip(arrays, detections)])
-            probs[task] = self.task_probs(task, crops)
+            spec = model.spec
+            key = (spec.crop_settings, spec.input_size, tuple(spec.mean), tuple(spec.std))
+            if key not in inputs:
+                crops = np.stack([crop_face(a, d.box, spec.crop_settings) for a, d in zip(arrays, detections)])
+                inputs[key] = preprocess(crops, spec.input_size, spec.mean, spec.std)
+            probs[task] = self.task_probs_inputs(task, inputs[key])
         age = age_group_probs(probs["age"], self.models["age"].spec.age_groups)
         ids, _ = combine(probs["mask"], probs["gender"], age)
         age_labels = age_group_labels(self.models["age"].spec.age_threshold)
@@ -297,6 +307,32 @@ class Pipeline:
                 face_box=det.box, face_prob=det.prob,
             ))
         return preds
+
+
+def _torch_model(task: str, model: Any) -> TaskModel:
+    """The PyTorch model behind a slot (an ONNX model exported on load keeps its source)."""
+    model = getattr(model, "source", None) or model
+    if not isinstance(model, TaskModel):
+        raise ModelFileError(f"the {task} model runs on ONNX Runtime from exported files; load the pipeline with "
+                             "backend='torch' to save or export it")
+    return model
+
+
+def _cached_onnx_models(models: dict[str, Any], meta: dict) -> dict[str, Any]:
+    """The three PyTorch models run by ONNX Runtime from exports cached by their files' hashes; the PyTorch models
+    themselves if exporting fails (with a warning: predictions are the same, only slower)."""
+    from .onnx_backend import cached_onnx
+
+    try:
+        out = {}
+        for task, model in models.items():
+            digests = meta["models"][task]["sha256"]
+            key = f"{task}-{digests['weights.pt'][:16]}-{digests[CONFIG_NAME][:8]}"
+            out[task] = cached_onnx(model, key)
+        return out
+    except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: keep working on PyTorch
+        warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); running the models with PyTorch")
+        return models
 
 
 def _has_onnxruntime() -> bool:

@@ -134,10 +134,12 @@ def test_predict_all_faces_cli_equals_api(tmp_path):
     rows = _rows(out)
     api = Pipeline.from_pretrained(d).predict_all_faces(inputs)
     flat = [p for faces in api for p in faces]
-    assert len(rows) == len(flat) == 3
-    assert [r["face_index"] for r in rows] == ["0", "1", "0"]
+    n_two = len(api[0])
+    assert n_two >= 2 and len(api[1]) == 1  # both faces (the detector may add a low-score third at min_face 20)
+    assert len(rows) == len(flat) == n_two + 1
+    assert [r["face_index"] for r in rows] == [str(k) for k in range(n_two)] + ["0"]
     assert [r["class"] for r in rows] == [str(p.class_id) for p in flat]
-    assert rows[2]["face_box"] == ""
+    assert rows[-1]["face_box"] == ""
     assert sorted(p.name for p in (tmp_path / "boxed").iterdir()) == ["blank.jpg", "two.jpg"]
 
 

@@ -26,7 +26,7 @@ def test_exported_pipeline_runs_on_onnx_runtime_with_the_same_predictions(tmp_pa
     d = Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3)).save(tmp_path / "pipe")
     with pytest.raises(ModelFileError, match="maskage export"):
         Pipeline.from_pretrained(d, backend="onnx")
-    assert Pipeline.from_pretrained(d).backend == "torch"  # auto: not exported yet
+    assert Pipeline.from_pretrained(d, backend="torch").backend == "torch"
     assert main(["export", str(d)]) == 0
     onnx_pipe, torch_pipe = Pipeline.from_pretrained(d), Pipeline.from_pretrained(d, backend="torch")
     assert onnx_pipe.backend == "onnx" and torch_pipe.backend == "torch"
@@ -43,7 +43,7 @@ def test_exported_pipeline_runs_on_onnx_runtime_with_the_same_predictions(tmp_pa
         f.write(b"\0")
     with pytest.raises(ModelFileError, match="model.onnx: missing or changed"):
         Pipeline.from_pretrained(d)
-    with pytest.raises(ModelFileError, match="ONNX Runtime"):
+    with pytest.raises(ModelFileError, match="backend='torch'"):
         onnx_pipe.save(tmp_path / "again")
 
 
@@ -94,3 +94,45 @@ def test_int8_export_from_the_cli(tmp_path, toy_root, capsys):
     for pa, pb in zip(onnx_pipe.predict(photos), torch_pipe.predict(photos)):
         assert pa.face_box == pb.face_box
         assert pa.gender_probs == pytest.approx(pb.gender_probs, abs=0.05)
+
+
+def test_auto_backend_exports_once_into_the_cache_when_the_pipeline_has_no_onnx(tmp_path, toy_root, monkeypatch):
+    import os
+    from pathlib import Path
+
+    import maskage.pipeline as pipeline_mod
+
+    # seeds no other test uses: weights whose export is not in the session's cache yet
+    d = Pipeline(tiny_model("mask", 21), tiny_model("gender", 22), tiny_model("age", 23)).save(tmp_path / "pipe")
+    cache = Path(os.environ["MASKAGE_CACHE"]) / "onnx"
+    before = set(cache.glob("*.onnx")) if cache.is_dir() else set()
+    auto, torch_pipe = Pipeline.from_pretrained(d), Pipeline.from_pretrained(d, backend="torch")
+    assert auto.backend == "onnx" and torch_pipe.backend == "torch"
+    made = set(cache.glob("*.onnx")) - before
+    assert len(made) == 3 and not list((tmp_path / "pipe").rglob("*.onnx"))  # the pipeline folder is untouched
+    photos = sorted(str(p) for p in (toy_root / "eval" / "images").glob("*.jpg"))[:6]
+    for pa, pb in zip(auto.predict(photos), torch_pipe.predict(photos)):
+        assert pa.class_id == pb.class_id
+        assert pa.age_probs == pytest.approx(pb.age_probs, abs=1e-5)
+    stamps = {p: p.stat().st_mtime_ns for p in made}
+    Pipeline.from_pretrained(d)  # the second load reuses the exports
+    assert {p: p.stat().st_mtime_ns for p in made} == stamps
+    # an ONNX-run pipeline still saves (from the PyTorch models it was exported from)
+    again = Pipeline.from_pretrained(auto.save(tmp_path / "again"), backend="torch")
+    assert [p.class_id for p in again.predict(photos)] == [p.class_id for p in torch_pipe.predict(photos)]
+    # no ONNX Runtime, or an export that fails: PyTorch, with a warning for the failure
+    monkeypatch.setattr(pipeline_mod, "_has_onnxruntime", lambda: False)
+    assert Pipeline.from_pretrained(d).backend == "torch"
+    monkeypatch.undo()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr("maskage.onnx_backend.export_onnx", broken)
+    with pytest.warns(UserWarning, match="exporter broke"):
+        fallback = Pipeline.from_pretrained(tiny_pipeline_dir(tmp_path / "other"))
+    assert fallback.backend == "torch"
+
+
+def tiny_pipeline_dir(path):
+    return Pipeline(tiny_model("mask", 7), tiny_model("gender", 8), tiny_model("age", 9)).save(path)

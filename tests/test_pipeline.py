@@ -59,7 +59,7 @@ def test_no_face_gives_none_box(pipe):
 
 def test_save_from_pretrained_identical_outputs(pipe, photos, tmp_path):
     pipe.save(tmp_path / "pipe")
-    loaded = Pipeline.from_pretrained(tmp_path / "pipe")
+    loaded = Pipeline.from_pretrained(tmp_path / "pipe", backend="torch")
     a, b = pipe.predict(photos), loaded.predict(photos)
     for x, y in zip(a, b):
         assert x.class_id == y.class_id
@@ -153,7 +153,7 @@ def test_tta_hflip_averages_the_crop_and_its_mirror(photos, tmp_path):
         assert list(pb.gender_probs.values()) == pytest.approx(want[0].tolist(), abs=1e-6)
         assert list(pa.gender_probs.values()) != pytest.approx(want[0].tolist(), abs=1e-6)
     # saved with the pipeline, and checked
-    loaded = Pipeline.from_pretrained(tta.save(tmp_path / "pipe"))
+    loaded = Pipeline.from_pretrained(tta.save(tmp_path / "pipe"), backend="torch")
     assert loaded.tta == {"gender": ("hflip",)}
     assert [p.gender_probs for p in loaded.predict(photos[:3])] == [p.gender_probs for p in b]
     with pytest.raises(ValueError, match="unknown transform 'rot90'"):

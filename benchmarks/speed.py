@@ -102,9 +102,12 @@ def main() -> int:
           f"{torch.get_num_threads()} threads on {os.cpu_count()} cores; pipeline {args.pipeline}")
     results: dict = {"n": args.n, "batch_size": args.batch_size}
 
-    for backend in ("torch", "onnx"):
+    for backend in ("torch", "auto"):  # auto: ONNX Runtime (the pipeline's ONNX files, or an export into the cache)
         try:
             pipe = Pipeline.from_pretrained(args.pipeline, backend=backend)
+            if backend == "auto" and pipe.backend == "torch":
+                raise RuntimeError("auto gave PyTorch: is onnxruntime installed?")
+            backend = pipe.backend
         except Exception as exc:  # e.g. not exported yet
             print(f"{backend}: skipped ({exc})")
             continue

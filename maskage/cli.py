@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
-                   help="auto: ONNX Runtime when the pipeline was exported, else PyTorch")
+                   help="auto (default): ONNX Runtime (exported files, or an export cached on first use); torch; "
+                        "onnx: the pipeline's exported files only")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("predict", help="predict images or folders of images into a CSV")
@@ -264,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
-                   help="auto: ONNX Runtime when the pipeline was exported, else PyTorch")
+                   help="auto (default): ONNX Runtime (exported files, or an export cached on first use); torch; "
+                        "onnx: the pipeline's exported files only")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a pipeline's three models to ONNX (run by ONNX Runtime afterwards)")

@@ -159,11 +159,20 @@ def _mtcnn_detect(mtcnn, images: np.ndarray, min_face: int, thresholds: Sequence
         x = torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).float()
         return (x - 127.5) * 0.0078125
 
-    # Stage 1: P-Net over the scale pyramid
+    # Stage 1: P-Net over the scale pyramid; levels of at most half the photo's size are made from one
+    # half-size copy (an exact 2x2 area reduction), which costs a quarter of resizing the photo each time
     boxes, inds = [], []
+    half = None
     for scale in scales:
         size = (int(w * scale + 1), int(h * scale + 1))
-        reg, probs = mtcnn.pnet(net_input([_area_resize(im, size) for im in images]))
+        if 2 * size[0] <= w and 2 * size[1] <= h:
+            if half is None:
+                half = [cv2.resize(im[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+                        for im in images]
+            level = [_area_resize(im, size) for im in half]
+        else:
+            level = [_area_resize(im, size) for im in images]
+        reg, probs = mtcnn.pnet(net_input(level))
         b, i = generateBoundingBox(reg, probs[:, 1], scale, thresholds[0])
         pick = batched_nms(b[:, :4], b[:, 4], i, 0.5)
         boxes.append(b[pick])

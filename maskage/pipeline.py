@@ -169,8 +169,9 @@ class Pipeline:
         """Add ``model.onnx`` to each task of the pipeline saved in ``directory`` and their hashes to
         pipeline.json; ``Pipeline.from_pretrained`` then runs them with ONNX Runtime.
 
-        ``int8=True`` writes int8 models instead (about twice as fast on a CPU with VNNI), their activation ranges
-        read from the faces in ``calibration`` photos: use a few hundred photos like the ones it will see.
+        ``int8=True`` writes int8 models instead (faster on a CPU with VNNI, at an accuracy cost to measure: see
+        ``onnx_backend.quantize_int8``), their activation ranges read from the faces in ``calibration`` photos: use a
+        few hundred photos like the ones it will see.
         """
         from .onnx_backend import export_onnx, quantize_int8
 

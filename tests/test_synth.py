@@ -50,7 +50,8 @@ def check_kind(alpha: np.ndarray, face: FaceGeometry, kind: str) -> list[str]:
     wrong = []
     for name, point in landmark_points(face).items():
         h, w = alpha.shape
-        if not (0 <= point[0] < w and 0 <= point[1] < h):
+        x, y = (int(round(v)) for v in point)  # as coverage() reads it
+        if not (0 <= x < w and 0 <= y < h):
             continue  # the chin can lie below a tight crop
         covered = coverage(alpha, point) > 0.5
         if covered != EXPECTED[kind][name]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskage.faces import DetectorSettings, FaceDetector
+from maskage.faces import DetectorSettings, FaceDetector, box_iou
 from maskage.images import load_image
 
 ROOT = Path(os.environ.get("MASKAGE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
@@ -51,7 +51,7 @@ def main() -> None:
             ref = reference(det, images)
             ref_rate = len(images) / (time.perf_counter() - t)
             both = [(d, r) for d, r in zip(dets, ref) if d.box is not None and r is not None]
-            ious = np.array([iou(d.box, r[0]) for d, r in both])
+            ious = np.array([box_iou(d.box, tuple(r[0])) for d, r in both])
             marks = np.array([np.abs(np.asarray(d.landmarks) - r[1]).max() / (d.box[2] - d.box[0]) for d, r in both])
             print(f"  facenet-pytorch MTCNN.detect: found {np.mean([r is not None for r in ref]):.1%}, "
                   f"{ref_rate:.1f} photos/s batched; where both found a face: box IoU mean {ious.mean():.3f}, "
@@ -62,29 +62,16 @@ def main() -> None:
 def reference(det: FaceDetector, images: list) -> list:
     """facenet-pytorch's MTCNN.detect with the detector's settings and batching: (box, landmarks) or None."""
     out: list = [None] * len(images)
-    by_shape: dict = {}
-    for i, img in enumerate(images):
-        by_shape.setdefault(img.shape, []).append(i)
-    for idx in by_shape.values():
-        for start in range(0, len(idx), det.settings.batch_size):
-            chunk = idx[start : start + det.settings.batch_size]
-            h, w = images[chunk[0]].shape[:2]
-            det.mtcnn.min_face_size = max(det.settings.min_face_size, int(det.settings.min_face_fraction * min(h, w)))
-            try:
-                boxes, _, points = det.mtcnn.detect(np.stack([images[i] for i in chunk]), landmarks=True)
-            except (ValueError, RuntimeError):  # its empty pyramid for photos smaller than the smallest face
-                continue
-            for i, b, p in zip(chunk, boxes, points):
-                if b is not None:
-                    out[i] = (b[0], p[0])  # select_largest: the largest first
+    for chunk in det.batches(images):
+        det.mtcnn.min_face_size = det.min_face(*images[chunk[0]].shape[:2])
+        try:
+            boxes, _, points = det.mtcnn.detect(np.stack([images[i] for i in chunk]), landmarks=True)
+        except (ValueError, RuntimeError):  # its empty pyramid for photos smaller than the smallest face
+            continue
+        for i, b, p in zip(chunk, boxes, points):
+            if b is not None:
+                out[i] = (b[0], p[0])  # select_largest: the largest first
     return out
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from maskage.data import source_samples  # noqa: E402
 from maskage.labels import age_to_group, decode  # noqa: E402
 from maskage.metrics import score  # noqa: E402
-from maskage.pipeline import Pipeline  # noqa: E402
+from maskage.pipeline import Pipeline, parse_tta  # noqa: E402
 
 MASK_SOURCES = [
     "maskedfacenet/correct=wear", "maskedfacenet/incorrect=incorrect",
@@ -92,12 +92,7 @@ def main() -> int:
 
     pipe = Pipeline.from_pretrained(args.pipeline, backend=args.backend)
     if args.tta:
-        tta: dict = {}
-        for item in args.tta:
-            if item != "none":
-                task, _, name = item.partition("=")
-                tta.setdefault(task, []).append(name)
-        pipe.tta = tta
+        pipe.tta = parse_tta([item for item in args.tta if item != "none"])
     print(f"pipeline {args.pipeline or 'shipped'}: backend {pipe.backend}, TTA {dict(pipe.tta) or 'none'}")
     threshold = pipe.models["age"].spec.age_threshold
     data, shared = Path(args.data), Path(args.shared)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from maskage.data import preprocess  # noqa: E402
-from maskage.faces import crop_face  # noqa: E402
+from maskage.faces import box_iou, crop_face  # noqa: E402
 from maskage.pipeline import PRETRAINED_DIR, Pipeline  # noqa: E402
 
 SHARED = Path(os.environ.get("MASKAGE_SHARED_DATA") or ROOT.parent / "shared" / "data")
@@ -57,15 +57,6 @@ def rate(fn, n: int, repeat: int = 2) -> float:
     return n / best
 
 
-def iou(a, b) -> float:
-    if a is None or b is None:
-        return 0.0
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def sweep(images: list[np.ndarray], batch_size: int) -> int:
     """MTCNN settings on the benchmark photos: photos/s, faces found, mean IoU with the default settings' boxes."""
     from maskage.faces import DetectorSettings, FaceDetector
@@ -80,7 +71,7 @@ def sweep(images: list[np.ndarray], batch_size: int) -> int:
         r = rate(lambda: det.detect(images), len(images))
         got = det.detect(images)
         found = np.mean([d.box is not None for d in got])
-        overlap = np.mean([iou(a.box, b.box) for a, b in zip(got, ref) if b.box is not None])
+        overlap = np.mean([box_iou(a.box, b.box) for a, b in zip(got, ref) if b.box is not None])
         print(f"{min_face:>8} {fraction:>8} {factor:>6} {r:>9.1f} {found:>6.1%} {overlap:>14.3f}")
     return 0
 

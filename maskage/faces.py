@@ -96,20 +96,25 @@ class FaceDetector:
     def detect_all(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         """Every face of each image, largest first; an empty list where none was found."""
         out: list[list[Detection] | None] = [None] * len(images)
+        for chunk in self.batches(images):
+            for i, dets in zip(chunk, self._detect_batch([images[i] for i in chunk])):
+                out[i] = dets
+        return out  # type: ignore[return-value]
+
+    def batches(self, images: Sequence[np.ndarray]) -> list[list[int]]:
+        """Indices of the images in the batches MTCNN sees: photos of one size, at most ``batch_size`` each."""
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, img in enumerate(images):
             by_shape.setdefault(img.shape, []).append(i)
         bs = self.settings.batch_size
-        for idx in by_shape.values():
-            for start in range(0, len(idx), bs):
-                chunk = idx[start : start + bs]
-                for i, dets in zip(chunk, self._detect_batch([images[i] for i in chunk])):
-                    out[i] = dets
-        return out  # type: ignore[return-value]
+        return [idx[start : start + bs] for idx in by_shape.values() for start in range(0, len(idx), bs)]
+
+    def min_face(self, height: int, width: int) -> int:
+        """The smallest face searched for in a photo of this size, in pixels."""
+        return max(self.settings.min_face_size, int(self.settings.min_face_fraction * min(height, width)))
 
     def _detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
-        h, w = images[0].shape[:2]  # a batch holds photos of one size
-        min_face = max(self.settings.min_face_size, int(self.settings.min_face_fraction * min(h, w)))
+        min_face = self.min_face(*images[0].shape[:2])  # a batch holds photos of one size
         found = _mtcnn_detect(self.mtcnn, np.stack(images), min_face, self.settings.thresholds, self.settings.factor)
         out = []
         for boxes, points in found:
@@ -120,6 +125,16 @@ class FaceDetector:
                 for k in order  # largest first
             ])
         return out
+
+
+def box_iou(a: Box | None, b: Box | None) -> float:
+    """Intersection over union of two boxes; 0 when either is missing."""
+    if a is None or b is None:
+        return 0.0
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _area_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -27,6 +27,18 @@ TASKS = ("mask", "gender", "age")
 TTA_TRANSFORMS = {"hflip": lambda x: x.flip(-1)}  # on the normalised N x 3 x H x W input
 
 
+def parse_tta(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["gender=hflip", "age=hflip"]`` (the CLI's ``--tta`` values) -> ``{"gender": ["hflip"], "age": ["hflip"]}``;
+    task and transform names are checked where it is assigned (``Pipeline.tta``)."""
+    tta: dict[str, list[str]] = {}
+    for item in items:
+        task, _, name = item.partition("=")
+        if not name:
+            raise ValueError(f"--tta takes TASK=TRANSFORM (e.g. gender=hflip), got {item!r}")
+        tta.setdefault(task, []).append(name)
+    return tta
+
+
 def check_tta(tta: dict[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
     """``{task: (transform, ...)}`` with known tasks and transforms only (a clear error otherwise)."""
     out = {}
@@ -202,12 +214,20 @@ class Pipeline:
                 raise ValueError(f"calibration photo: {exc}") from None
         if not arrays:
             raise ValueError("int8 export needs calibration photos")
-        dets = self.detector.detect(arrays)
+        return {task: x.numpy() for task, x in self._model_inputs(arrays, self.detector.detect(arrays)).items()}
+
+    def _model_inputs(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection]) -> dict[str, Any]:
+        """Each task model's preprocessed input for these photos' faces. The three models usually share crop,
+        size and normalisation: the crops and the preprocessing are then made once."""
+        made: dict[tuple, Any] = {}
         out = {}
         for task, model in self.models.items():
             spec = model.spec
-            crops = np.stack([crop_face(a, det.box, spec.crop_settings) for a, det in zip(arrays, dets)])
-            out[task] = preprocess(crops, spec.input_size, spec.mean, spec.std).numpy()
+            key = (spec.crop_settings, spec.input_size, tuple(spec.mean), tuple(spec.std))
+            if key not in made:
+                crops = np.stack([crop_face(a, d.box, spec.crop_settings) for a, d in zip(arrays, detections)])
+                made[key] = preprocess(crops, spec.input_size, spec.mean, spec.std)
+            out[task] = made[key]
         return out
 
     def save(self, directory: str | Path, dtype: str = "float32") -> Path:
@@ -285,15 +305,7 @@ class Pipeline:
     def _classify(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection], sources: Sequence[str]) -> list[Prediction]:
         if not arrays:
             return []
-        probs = {}
-        inputs: dict[tuple, Any] = {}  # the three models usually share crop, size and normalisation: do it once
-        for task, model in self.models.items():
-            spec = model.spec
-            key = (spec.crop_settings, spec.input_size, tuple(spec.mean), tuple(spec.std))
-            if key not in inputs:
-                crops = np.stack([crop_face(a, d.box, spec.crop_settings) for a, d in zip(arrays, detections)])
-                inputs[key] = preprocess(crops, spec.input_size, spec.mean, spec.std)
-            probs[task] = self.task_probs_inputs(task, inputs[key])
+        probs = {task: self.task_probs_inputs(task, x) for task, x in self._model_inputs(arrays, detections).items()}
         age = age_group_probs(probs["age"], self.models["age"].spec.age_groups)
         ids, _ = combine(probs["mask"], probs["gender"], age)
         age_labels = age_group_labels(self.models["age"].spec.age_threshold)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskage.faces import CropCache, CropSettings, DetectorSettings, FaceDetector, crop_face
+from maskage.faces import CropCache, CropSettings, DetectorSettings, FaceDetector, box_iou, crop_face
 
 from .conftest import SHARED_DATA
 
@@ -163,12 +163,16 @@ def test_batched_mtcnn_agrees_with_facenet_pytorch_on_a_real_face():
     for mine, b, p, pts in zip(ours[:3], boxes, probs, points):
         assert len(mine) == len(b) >= 1
         face = mine[0]
-        ix = max(0, min(face.box[2], b[0][2]) - max(face.box[0], b[0][0]))
-        iy = max(0, min(face.box[3], b[0][3]) - max(face.box[1], b[0][1]))
-        area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
-        assert ix * iy / (area(face.box) + area(b[0]) - ix * iy) > 0.9
+        assert box_iou(face.box, tuple(b[0])) > 0.9
         assert np.abs(np.asarray(face.landmarks) - pts[0]).max() < 0.05 * (face.box[2] - face.box[0])
         assert face.prob == pytest.approx(p[0], abs=0.02)
     # the mirrored photo's face is the mirror of the first
     w = img.shape[1]
     assert ours[1][0].box[0] == pytest.approx(w - ours[0][0].box[2], abs=6)
+
+
+def test_box_iou():
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert box_iou(None, (0, 0, 1, 1)) == 0.0

@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a pipeline's three models to ONNX (run by ONNX Runtime afterwards)")
     p.add_argument("pipeline_dir")
-    p.add_argument("--int8", action="store_true", help="quantise to int8 (1.7x faster per model here, at an accuracy cost: see the model card)")
+    p.add_argument("--int8", action="store_true",
+                   help="quantise to int8 (1.7x faster per model here, at an accuracy cost: see the model card)")
     p.add_argument("--calibration", nargs="+", metavar="PATH", help="photos or folders that set the int8 ranges")
     p.add_argument("--calibration-limit", type=int, default=300, help="use at most N calibration photos (0 = all)")
     p.set_defaults(func=cmd_export)

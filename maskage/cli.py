@@ -43,13 +43,26 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     from .pipeline import Pipeline, parse_tta
 
-    pipe = Pipeline.from_runs(args.mask_run, args.gender_run, args.age_run)
+    runs = [r.split(",") for r in (args.mask_run, args.gender_run, args.age_run)]
+    weights = {task: [float(w) for w in ws.split(",")] for task, ws in _task_values(args.weights, "--weights").items()}
+    pipe = Pipeline.from_runs(*runs, weights=weights, voting=_task_values(args.voting, "--voting"))
     pipe.tta = parse_tta(args.tta or [])
     if args.min_face_fraction is not None:
         pipe.detector_settings = replace(pipe.detector_settings, min_face_fraction=args.min_face_fraction)
     out = pipe.save(args.out, dtype=args.dtype)
     print(f"pipeline saved in {out}")
     return 0
+
+
+def _task_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    """``["age=1,2"]`` -> ``{"age": "1,2"}``: a CLI flag's TASK=VALUE items."""
+    out = {}
+    for item in items or []:
+        task, sep, value = item.partition("=")
+        if not sep or not value:
+            raise ValueError(f"{flag} takes TASK=VALUE, got {item!r}")
+        out[task] = value
+    return out
 
 
 def predict_to_csv(paths: Sequence[str], out: Path, pipeline: str | None = None, annotate_dir: Path | None = None,
@@ -227,10 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("pipeline", help="assemble three trained runs into a pipeline directory")
+    p = sub.add_parser("pipeline", help="assemble three trained runs into a pipeline directory",
+                       description="Each task takes one run, or several separated by commas (e.g. the fold runs of "
+                       "`maskage train ... folds=5`): their ensemble, soft-voted by default.")
     p.add_argument("mask_run")
     p.add_argument("gender_run")
     p.add_argument("age_run")
+    p.add_argument("--weights", action="append", metavar="TASK=W1,W2,...",
+                   help="an ensemble's voting weights, one per run (default: equal), e.g. --weights age=2,1")
+    p.add_argument("--voting", action="append", metavar="TASK=soft|hard",
+                   help="soft: weighted mean of the runs' probabilities (default); hard: weighted majority of labels")
     p.add_argument("--out", required=True)
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="float16 halves the weight files (as the shipped pipeline)")

@@ -7,7 +7,10 @@ import numpy as np
 
 from .labels import NUM_CLASSES, decode, encode
 
-__all__ = ["encode", "decode", "encode_many", "decode_many", "age_group_probs", "combine_probs", "combine"]
+__all__ = ["encode", "decode", "encode_many", "decode_many", "age_group_probs", "combine_probs", "combine",
+           "soft_vote", "hard_vote", "vote", "VOTING"]
+
+VOTING = ("soft", "hard")
 
 
 def encode_many(mask: Sequence[int], gender: Sequence[int], age_group: Sequence[int]) -> np.ndarray:
@@ -46,3 +49,49 @@ def combine(mask: np.ndarray, gender: np.ndarray, age: np.ndarray) -> tuple[np.n
     """(class ids, N x 18 probabilities) from the three task distributions."""
     joint = combine_probs(mask, gender, age)
     return joint.argmax(axis=1), joint
+
+
+def _vote_weights(n: int, weights: Sequence[float] | None) -> np.ndarray:
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"need {n} non-negative weights with a positive sum, got {None if weights is None else list(weights)}")
+    return w / w.sum()
+
+
+def _stack(probs: Sequence[np.ndarray]) -> np.ndarray:
+    if len(probs) == 0:
+        raise ValueError("voting needs at least one set of probabilities")
+    shapes = {np.shape(p) for p in probs}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise ValueError(f"voting needs N x K probabilities of one shape, got shapes {sorted(shapes)}")
+    return np.stack([np.asarray(p, dtype=np.float64) for p in probs])
+
+
+def soft_vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Soft voting: the weighted mean of M models' N x K probabilities (equal weights by default)."""
+    p = _stack(probs)
+    return np.einsum("m,mnk->nk", _vote_weights(len(p), weights), p)
+
+
+def hard_vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Hard voting: N x K weighted shares of the M models' votes (each model votes for its argmax label).
+
+    A tie between labels goes to the one with the higher soft-voted probability: the shares then carry a tiny
+    part (1e-6) of it, so their argmax is the winner and they still sum to 1."""
+    p = _stack(probs)
+    w = _vote_weights(len(p), weights)
+    votes = np.zeros(p.shape[1:])
+    rows = np.arange(p.shape[1])
+    for wi, pi in zip(w, p):
+        votes[rows, pi.argmax(1)] += wi
+    eps = 1e-6
+    return (1 - eps) * votes + eps * np.einsum("m,mnk->nk", w, p)
+
+
+def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None, voting: str = "soft") -> np.ndarray:
+    """``soft_vote`` or ``hard_vote`` by name."""
+    if voting == "soft":
+        return soft_vote(probs, weights)
+    if voting == "hard":
+        return hard_vote(probs, weights)
+    raise ValueError(f"voting must be one of {', '.join(VOTING)}, got {voting!r}")

@@ -5,13 +5,14 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 from PIL import Image
 
 from .combine import age_group_probs, combine
 from .data import preprocess
+from .ensemble import TaskEnsemble, members
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode
@@ -23,6 +24,7 @@ PIPELINE_FORMAT = "maskage-pipeline"
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 PIPELINE_NAME = "pipeline.json"
 TASKS = ("mask", "gender", "age")
+RunDirs = Union[str, Path, Sequence[Union[str, Path]]]  # one run, or several for an ensemble
 # test-time augmentation: a task's probabilities are the mean over the crop and these transforms of it
 TTA_TRANSFORMS = {"hflip": lambda x: x.flip(-1)}  # on the normalised N x 3 x H x W input
 
@@ -120,7 +122,7 @@ class Pipeline:
     @property
     def backend(self) -> str:
         """``torch`` or ``onnx``: what runs the three models."""
-        return "torch" if all(isinstance(m, TaskModel) for m in self.models.values()) else "onnx"
+        return "torch" if all(isinstance(m, TaskModel) for t in self.models.values() for m in members(t)) else "onnx"
 
     @property
     def detector(self) -> FaceDetector:
@@ -129,9 +131,23 @@ class Pipeline:
         return self._detector
 
     @classmethod
-    def from_runs(cls, mask_dir: str | Path, gender_dir: str | Path, age_dir: str | Path) -> "Pipeline":
-        """Assemble three trained runs (or saved task models)."""
-        return cls(TaskModel.load(mask_dir, "mask"), TaskModel.load(gender_dir, "gender"), TaskModel.load(age_dir, "age"))
+    def from_runs(cls, mask_dir: RunDirs, gender_dir: RunDirs, age_dir: RunDirs,
+                  weights: dict[str, Sequence[float]] | None = None, voting: dict[str, str] | None = None) -> "Pipeline":
+        """Assemble trained runs (or saved task models). A task given several runs gets their ensemble
+        (``TaskEnsemble``), voted as ``voting[task]`` says (``soft`` by default) with ``weights[task]``."""
+        weights, voting = weights or {}, voting or {}
+        for name, given in (("weights", weights), ("voting", voting)):
+            if set(given) - set(TASKS):
+                raise ValueError(f"{name}: unknown task(s) {sorted(set(given) - set(TASKS))} (tasks: {', '.join(TASKS)})")
+        models = []
+        for task, dirs in zip(TASKS, (mask_dir, gender_dir, age_dir)):
+            runs = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
+            loaded = [TaskModel.load(d, task) for d in runs]
+            if len(loaded) == 1 and task not in weights and task not in voting:
+                models.append(loaded[0])
+            else:
+                models.append(TaskEnsemble(loaded, weights.get(task), voting.get(task, "soft")))
+        return cls(*models)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, backend: str = "auto") -> "Pipeline":
@@ -154,25 +170,32 @@ class Pipeline:
             raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
         if meta.get("format") != PIPELINE_FORMAT:
             raise ModelFileError(f"{path}: not a maskage pipeline (format {meta.get('format')!r})")
-        exported = all(ONNX_NAME in meta["models"][t].get("sha256", {}) for t in TASKS)
+        entries = {task: _member_entries(meta["models"][task]) for task in TASKS}
+        exported = all(ONNX_NAME in e.get("sha256", {}) for t in TASKS for e in entries[t])
         if backend == "onnx" and not exported:
             raise ModelFileError(f"{d}: not exported to ONNX; run `maskage export {d}` first")
         use_onnx = backend == "onnx" or (backend == "auto" and _has_onnxruntime())
-        models: dict[str, Any] = {}
+        loaded: dict[str, list] = {}
+        for task in TASKS:
+            loaded[task] = []
+            for entry in entries[task]:
+                sub = d / entry["dir"]
+                for name, digest in entry.get("sha256", {}).items():
+                    if not (sub / name).is_file() or file_sha256(sub / name) != digest:
+                        raise ModelFileError(f"{sub / name}: missing or changed since the pipeline was saved (sha256 mismatch)")
+                if use_onnx and exported:
+                    from .onnx_backend import OnnxTaskModel
+
+                    loaded[task].append(OnnxTaskModel.load(sub, task))
+                else:
+                    loaded[task].append(TaskModel.load(sub, task))
+        if use_onnx and not exported:
+            loaded = _cached_onnx_models(loaded, entries)
+        models = {}
         for task in TASKS:
             entry = meta["models"][task]
-            sub = d / entry["dir"]
-            for name, digest in entry.get("sha256", {}).items():
-                if not (sub / name).is_file() or file_sha256(sub / name) != digest:
-                    raise ModelFileError(f"{sub / name}: missing or changed since the pipeline was saved (sha256 mismatch)")
-            if use_onnx and exported:
-                from .onnx_backend import OnnxTaskModel
-
-                models[task] = OnnxTaskModel.load(sub, task)
-            else:
-                models[task] = TaskModel.load(sub, task)
-        if use_onnx and not exported:
-            models = _cached_onnx_models(models, meta)
+            models[task] = (TaskEnsemble(loaded[task], entry.get("weights"), entry.get("voting", "soft"))
+                            if "members" in entry else loaded[task][0])
         return cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]),
                    tta=meta.get("tta"))
 
@@ -190,21 +213,22 @@ class Pipeline:
         d = Path(directory)
         path = d / PIPELINE_NAME
         meta = json.loads(path.read_text())
-        torch_models = {task: _torch_model(task, m) for task, m in self.models.items()}
+        torch_models = {task: [_torch_model(task, m) for m in members(model)] for task, model in self.models.items()}
         inputs = self._calibration_inputs(calibration or []) if int8 else {}
-        for task, model in torch_models.items():
-            sub = d / meta["models"][task]["dir"]
-            export_onnx(model, sub / ONNX_NAME)
-            if int8:
-                quantize_int8(sub / ONNX_NAME, sub / ONNX_NAME, inputs[task])
-            meta["models"][task]["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
-            meta["models"][task]["onnx"] = {"precision": "int8" if int8 else "float32",
-                                            "calibration_photos": len(inputs[task]) if int8 else 0}
+        for task, models in torch_models.items():
+            for i, (model, entry) in enumerate(zip(models, _member_entries(meta["models"][task]))):
+                sub = d / entry["dir"]
+                export_onnx(model, sub / ONNX_NAME)
+                if int8:
+                    quantize_int8(sub / ONNX_NAME, sub / ONNX_NAME, inputs[task][i])
+                entry["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
+                entry["onnx"] = {"precision": "int8" if int8 else "float32",
+                                 "calibration_photos": len(inputs[task][i]) if int8 else 0}
         write_json_atomic(path, meta)
         return d
 
-    def _calibration_inputs(self, images: Sequence[ImageInput]) -> dict[str, np.ndarray]:
-        """Each model's normalised input for each photo, cropped as ``predict`` crops it (largest face, else the
+    def _calibration_inputs(self, images: Sequence[ImageInput]) -> dict[str, list[np.ndarray]]:
+        """Each model's (each ensemble member's) normalised input for each photo, cropped as ``predict`` crops it (largest face, else the
         centre)."""
         arrays = []
         for img in images:
@@ -214,20 +238,27 @@ class Pipeline:
                 raise ValueError(f"calibration photo: {exc}") from None
         if not arrays:
             raise ValueError("int8 export needs calibration photos")
-        return {task: x.numpy() for task, x in self._model_inputs(arrays, self.detector.detect(arrays)).items()}
+        inputs = self.model_inputs(arrays, self.detector.detect(arrays))
+        return {task: [x.numpy() for x in xs] for task, xs in inputs.items()}
 
-    def _model_inputs(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection]) -> dict[str, Any]:
-        """Each task model's preprocessed input for these photos' faces. The three models usually share crop,
-        size and normalisation: the crops and the preprocessing are then made once."""
+    def model_inputs(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection]) -> dict[str, list]:
+        """Per task, each model's (each ensemble member's) preprocessed input for these photos' faces
+        (``task_probs_inputs`` takes them). Models usually share crop, size and normalisation: each distinct
+        crop and preprocessing is made once."""
+        crops: dict[Any, np.ndarray] = {}
         made: dict[tuple, Any] = {}
-        out = {}
+        out: dict[str, list] = {}
         for task, model in self.models.items():
-            spec = model.spec
-            key = (spec.crop_settings, spec.input_size, tuple(spec.mean), tuple(spec.std))
-            if key not in made:
-                crops = np.stack([crop_face(a, d.box, spec.crop_settings) for a, d in zip(arrays, detections)])
-                made[key] = preprocess(crops, spec.input_size, spec.mean, spec.std)
-            out[task] = made[key]
+            out[task] = []
+            for m in members(model):
+                spec = m.spec
+                if spec.crop_settings not in crops:
+                    crops[spec.crop_settings] = np.stack([crop_face(a, d.box, spec.crop_settings)
+                                                          for a, d in zip(arrays, detections)])
+                key = (spec.crop_settings, spec.input_size, tuple(spec.mean), tuple(spec.std))
+                if key not in made:
+                    made[key] = preprocess(crops[spec.crop_settings], spec.input_size, spec.mean, spec.std)
+                out[task].append(made[key])
         return out
 
     def save(self, directory: str | Path, dtype: str = "float32") -> Path:
@@ -236,10 +267,17 @@ class Pipeline:
         ``dtype="float16"`` halves the weight files (as the pipeline shipped inside maskage is stored)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        entries = {}
-        for task, m in self.models.items():
-            sub = _torch_model(task, m).save(d / task, dtype=dtype)
-            entries[task] = {"dir": task, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}}
+        entries: dict[str, Any] = {}
+        for task, model in self.models.items():
+            saved = []
+            for i, m in enumerate(members(model)):
+                rel = task if not isinstance(model, TaskEnsemble) else f"{task}/{i}"
+                sub = _torch_model(task, m).save(d / rel, dtype=dtype)
+                saved.append({"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}})
+            if isinstance(model, TaskEnsemble):
+                entries[task] = {"members": saved, "weights": model.weights, "voting": model.voting}
+            else:
+                entries[task] = saved[0]
         meta = {"format": PIPELINE_FORMAT, "version": 1, "detector": self.detector_settings.to_dict(),
                 "tta": {task: list(names) for task, names in self.tta.items()}, "models": entries}
         write_json_atomic(d / PIPELINE_NAME, meta)
@@ -290,22 +328,30 @@ class Pipeline:
         return per_input if all_faces else [p[0] for p in per_input]
 
     def task_probs(self, task: str, crops: np.ndarray) -> np.ndarray:
-        """One task model's probabilities for N x S x S x 3 uint8 face crops, with the task's TTA if any."""
-        spec = self.models[task].spec
-        return self.task_probs_inputs(task, preprocess(crops, spec.input_size, spec.mean, spec.std))
+        """One task's probabilities for N x S x S x 3 uint8 face crops, with the task's TTA if any (an ensemble:
+        each member's, voted)."""
+        inputs = [preprocess(crops, m.spec.input_size, m.spec.mean, m.spec.std) for m in members(self.models[task])]
+        return self.task_probs_inputs(task, inputs)
 
-    def task_probs_inputs(self, task: str, inputs) -> np.ndarray:
-        """As ``task_probs``, for inputs already made by ``maskage.data.preprocess`` (N x 3 x S x S)."""
+    def task_probs_inputs(self, task: str, inputs: Sequence) -> np.ndarray:
+        """As ``task_probs``, for inputs already made by ``maskage.data.preprocess`` (N x 3 x S x S): one per
+        model of the task, as ``model_inputs`` gives them."""
         model = self.models[task]
-        probs = model.predict_inputs(inputs)
-        for name in self.tta.get(task, ()):
-            probs = probs + model.predict_inputs(TTA_TRANSFORMS[name](inputs).contiguous())
-        return probs / (1 + len(self.tta.get(task, ())))
+        ms = members(model)
+        if len(inputs) != len(ms):
+            raise ValueError(f"{task}: {len(ms)} model(s) need {len(ms)} input(s), got {len(inputs)}")
+        probs = []
+        for m, x in zip(ms, inputs):
+            p = m.predict_inputs(x)
+            for name in self.tta.get(task, ()):
+                p = p + m.predict_inputs(TTA_TRANSFORMS[name](x).contiguous())
+            probs.append(p / (1 + len(self.tta.get(task, ()))))
+        return model.combine(probs) if isinstance(model, TaskEnsemble) else probs[0]
 
     def _classify(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection], sources: Sequence[str]) -> list[Prediction]:
         if not arrays:
             return []
-        probs = {task: self.task_probs_inputs(task, x) for task, x in self._model_inputs(arrays, detections).items()}
+        probs = {task: self.task_probs_inputs(task, x) for task, x in self.model_inputs(arrays, detections).items()}
         age = age_group_probs(probs["age"], self.models["age"].spec.age_groups)
         ids, _ = combine(probs["mask"], probs["gender"], age)
         age_labels = age_group_labels(self.models["age"].spec.age_threshold)
@@ -331,17 +377,24 @@ def _torch_model(task: str, model: Any) -> TaskModel:
     return model
 
 
-def _cached_onnx_models(models: dict[str, Any], meta: dict) -> dict[str, Any]:
-    """The three PyTorch models run by ONNX Runtime from exports cached by their files' hashes; the PyTorch models
+def _member_entries(entry: dict) -> list[dict]:
+    """The pipeline.json entries of a task's models: an ensemble's members, else the entry itself."""
+    return entry["members"] if "members" in entry else [entry]
+
+
+def _cached_onnx_models(models: dict[str, list], entries: dict[str, list[dict]]) -> dict[str, list]:
+    """The PyTorch models run by ONNX Runtime from exports cached by their files' hashes; the PyTorch models
     themselves if exporting fails (with a warning: predictions are the same, only slower)."""
     from .onnx_backend import cached_onnx
 
     try:
-        out = {}
-        for task, model in models.items():
-            digests = meta["models"][task]["sha256"]
-            key = f"{task}-{digests['weights.pt'][:16]}-{digests[CONFIG_NAME][:8]}"
-            out[task] = cached_onnx(model, key)
+        out: dict[str, list] = {}
+        for task, ms in models.items():
+            out[task] = []
+            for model, entry in zip(ms, entries[task]):
+                digests = entry["sha256"]
+                key = f"{task}-{digests['weights.pt'][:16]}-{digests[CONFIG_NAME][:8]}"
+                out[task].append(cached_onnx(model, key))
         return out
     except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: keep working on PyTorch
         warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); running the models with PyTorch")

@@ -34,7 +34,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides, task=args.task)
     result = train(config, progress=not args.quiet)
-    print(f"best epoch {result.best_epoch}: validation F1 {result.best_f1:.4f}; model saved in {result.output_dir}")
+    if config.folds:
+        print(f"{config.folds} fold models: out-of-fold F1 {result.best_f1:.4f}; saved in {result.output_dir}")
+    else:
+        print(f"best epoch {result.best_epoch}: validation F1 {result.best_f1:.4f}; model saved in {result.output_dir}")
     return 0
 
 
@@ -323,7 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``maskage`` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `train TASK CONFIG --quiet k=v`: argparse leaves key=value items after an option unparsed; they are overrides
+    if args.func is cmd_train and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .data import DatasetError
     from .models import ModelFileError
 

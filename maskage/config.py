@@ -43,6 +43,7 @@ class TrainConfig:
     corrections: str = ""  # optional CSV keyed by id: gender, age, swap_normal_incorrect columns
     n_folds: int = 5
     fold: int = 0
+    folds: int = 0  # k-fold: train one model per person-disjoint fold (n_folds=folds) into output_dir/fold<k>
     skip_bad_images: bool = False  # train without unreadable photos (listed) instead of stopping
     max_people: int = 0  # 0 = all; else a stratified subset for quick runs
     weighted_sampler: bool = False
@@ -89,6 +90,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_folds < 2:
             raise ValueError(f"n_folds must be >= 2 to hold out a validation fold, got {self.n_folds}")
+        if self.folds and self.folds < 2:
+            raise ValueError(f"folds must be 0 (one run) or >= 2, got {self.folds}")
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"fold must be in 0..{self.n_folds - 1}, got {self.fold}")
         choices = {

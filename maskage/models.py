@@ -20,6 +20,7 @@ from .labels import GENDER_LABELS, MASK_LABELS, AgeBins
 FORMAT = "maskage-task-model"
 FORMAT_VERSION = 1
 CONFIG_NAME = "model.json"
+FOLDS_NAME = "folds.json"  # in a k-fold run directory: its fold models
 WEIGHTS_NAME = "weights.pt"
 PRETRAINED_BACKBONE = "tf_efficientnet_lite0"
 
@@ -214,6 +215,19 @@ class TaskModel(nn.Module):
         except RuntimeError as exc:
             raise ModelFileError(f"{weights}: weights do not fit backbone {spec.backbone!r}: {exc}") from None
         return model.eval()
+
+
+def fold_dirs(directory: str | Path) -> list[Path] | None:
+    """The fold models of a k-fold run directory (``maskage train ... folds=K``), or None when it is not one."""
+    d = Path(directory)
+    path = d / FOLDS_NAME
+    if not path.is_file():
+        return None
+    try:
+        names = json.loads(path.read_text())["folds"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{path}: not a k-fold run listing ({exc})") from None
+    return [d / str(name) for name in names]
 
 
 def read_model_json(d: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from .ensemble import TaskEnsemble, members
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode
-from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, write_json_atomic
+from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, fold_dirs, write_json_atomic
 from .onnx_backend import ONNX_NAME
 
 PIPELINE_FORMAT = "maskage-pipeline"
@@ -133,15 +133,18 @@ class Pipeline:
     @classmethod
     def from_runs(cls, mask_dir: RunDirs, gender_dir: RunDirs, age_dir: RunDirs,
                   weights: dict[str, Sequence[float]] | None = None, voting: dict[str, str] | None = None) -> "Pipeline":
-        """Assemble trained runs (or saved task models). A task given several runs gets their ensemble
-        (``TaskEnsemble``), voted as ``voting[task]`` says (``soft`` by default) with ``weights[task]``."""
+        """Assemble trained runs (or saved task models). A task given several runs, or a k-fold run (``folds=K``),
+        gets their ensemble (``TaskEnsemble``), voted as ``voting[task]`` says (``soft`` by default) with
+        ``weights[task]`` (one per model, a k-fold run counting its K)."""
         weights, voting = weights or {}, voting or {}
         for name, given in (("weights", weights), ("voting", voting)):
             if set(given) - set(TASKS):
                 raise ValueError(f"{name}: unknown task(s) {sorted(set(given) - set(TASKS))} (tasks: {', '.join(TASKS)})")
         models = []
         for task, dirs in zip(TASKS, (mask_dir, gender_dir, age_dir)):
-            runs = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
+            runs = []
+            for run in [dirs] if isinstance(dirs, (str, Path)) else list(dirs):
+                runs.extend(fold_dirs(run) or [run])  # a k-fold run gives its fold models
             loaded = [TaskModel.load(d, task) for d in runs]
             if len(loaded) == 1 and task not in weights and task not in voting:
                 models.append(loaded[0])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import random
@@ -34,7 +35,7 @@ from .data import (
 from .faces import CachedCrops, CropCache, CropSettings, DetectorSettings
 from .labels import AgeBins
 from .losses import balanced_weights, build_loss
-from .models import TaskModel, make_spec
+from .models import FOLDS_NAME, TaskModel, make_spec, write_json_atomic
 
 
 @dataclass
@@ -146,7 +147,11 @@ def evaluate(model: TaskModel, crops: np.ndarray, targets: np.ndarray, batch_siz
     ``selection_f1`` is the score a run keeps its best checkpoint by: the class macro F1, or for the age
     task the age-group macro F1, since the groups are what the 18 classes use.
     """
-    probs = model.predict_proba(crops, batch_size)
+    return score_probs(model.predict_proba(crops, batch_size), targets, model.spec.age_groups)
+
+
+def score_probs(probs: np.ndarray, targets: np.ndarray, age_groups: list[int] | None = None) -> dict[str, Any]:
+    """``evaluate``'s scores for given probabilities (``age_groups``: each age bin's group, age task only)."""
     targets = np.asarray(targets)
     pred = probs.argmax(1)
     # macro F1 over the classes present in truth or prediction, as scikit-learn (and the competition) do
@@ -156,8 +161,8 @@ def evaluate(model: TaskModel, crops: np.ndarray, targets: np.ndarray, batch_siz
         "macro_f1": float(f1_score(targets, pred, average="macro", zero_division=0)),
     }
     out["selection_f1"] = out["macro_f1"]
-    if model.spec.age_groups is not None:
-        groups = np.asarray(model.spec.age_groups)
+    if age_groups is not None:
+        groups = np.asarray(age_groups)
         gpred = age_group_probs(probs, groups).argmax(1)
         gtrue = groups[targets]
         out["group_accuracy"] = float((gpred == gtrue).mean()) if len(targets) else 0.0
@@ -177,10 +182,16 @@ def _init_from(model: TaskModel, directory: str) -> None:
     model.net.load_state_dict(start.net.state_dict())
 
 
+OOF_NAME = "oof_predictions.csv"
+
+
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train one task model as the config says; the best epoch's model is saved in the output directory."""
+    """Train one task model as the config says; the best epoch's model is saved in the output directory.
+    With ``folds=K``, K models instead (``train_folds``)."""
     if not config.data_dir:
         raise ValueError("data_dir is not set: pass data_dir=FOLDER (holding train.csv and images/)")
+    if config.folds:
+        return train_folds(config, progress)
     dist_ctx = DistContext.from_env(config.device)
     seed_everything(config.seed)
     device = dist_ctx.device if dist_ctx.world > 1 else resolve_device(config.device)
@@ -432,3 +443,50 @@ def _write_val_predictions(path: Path, samples: list, targets: np.ndarray, probs
         w.writerow(["path", "person", "face_found", "target", "pred", *[f"p{i}" for i in range(probs.shape[1])]])
         for s, t, p, ff in zip(samples, targets, probs, found):
             w.writerow([s.path, s.person, int(ff), int(t), int(p.argmax()), *[f"{v:.5f}" for v in p]])
+
+
+def train_folds(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """K-fold training: one model per person-disjoint fold (``n_folds = folds``), each validated on the people
+    the others train on, into ``output_dir/fold<k>``. Their validation predictions together are out-of-fold
+    predictions for every training photo, written to ``oof_predictions.csv`` and scored in ``metrics.json``;
+    ``folds.json`` lists the fold models, which ``Pipeline.from_runs`` loads as one soft-voted ensemble.
+    A killed run continues with ``resume=true``: finished folds are kept."""
+    out = config.resolved_output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    results = []
+    for k in range(config.folds):
+        fold_config = dataclasses.replace(config, folds=0, n_folds=config.folds, fold=k,
+                                          output_dir=str(out / f"fold{k}"))
+        done = (out / f"fold{k}" / "metrics.json").is_file() and config.resume
+        if progress:
+            print(f"fold {k + 1}/{config.folds}" + (": done before, kept" if done else ""), flush=True)
+        if done:
+            metrics = json.loads((out / f"fold{k}" / "metrics.json").read_text())
+            results.append(TrainResult(out / f"fold{k}", metrics["best_epoch"], metrics["selection_f1"], metrics))
+        else:
+            results.append(train(fold_config, progress))
+    rows, header = [], None
+    for k, r in enumerate(results):
+        with (r.output_dir / "val_predictions.csv").open(newline="") as f:
+            reader = csv.reader(f)
+            header = ["fold", *next(reader)]
+            rows.extend([k, *row] for row in reader)
+    write_csv_atomic(out / OOF_NAME, header, rows)
+    pcols = [i for i, name in enumerate(header) if name.startswith("p") and name[1:].isdigit()]
+    probs = np.array([[float(row[i]) for i in pcols] for row in rows], dtype=np.float64)
+    targets = np.array([int(row[header.index("target")]) for row in rows])
+    spec = TaskModel.load(results[0].output_dir, config.task).spec
+    oof = {k: v for k, v in score_probs(probs, targets, spec.age_groups).items() if k != "probs"}
+    summary = {
+        "task": config.task, "folds": config.folds, "oof": oof,
+        "n_people": len({row[header.index("person")] for row in rows}),
+        "per_fold": [{"fold": k, "best_epoch": r.best_epoch, "selection_f1": r.best_f1} for k, r in enumerate(results)],
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(out / FOLDS_NAME, {"format": "maskage-folds", "task": config.task,
+                                         "folds": [f"fold{k}" for k in range(config.folds)]})
+    if progress:
+        print(f"out-of-fold {config.task}: macro F1 {oof['macro_f1']:.4f}, selection F1 {oof['selection_f1']:.4f} "
+              f"({oof['n']} photos of {summary['n_people']} people)", flush=True)
+    return TrainResult(out, 0, oof["selection_f1"], summary)

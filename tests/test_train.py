@@ -260,3 +260,49 @@ def test_init_from_starts_from_a_saved_model(tiny_overrides, tmp_path):
         train(load_config(None, dict(tiny_overrides, input_size=48, init_from=str(first)), task="gender"), progress=False)
     with pytest.raises(ModelFileError, match="age"):
         train(load_config(None, dict(tiny_overrides, init_from=str(first)), task="age"), progress=False)
+
+
+def test_kfold_trains_every_fold_with_out_of_fold_predictions_for_every_person(tiny_overrides, tmp_path, capsys):
+    from maskage.cli import main
+    from maskage.ensemble import TaskEnsemble
+    from maskage.pipeline import Pipeline
+    from maskage.train import score_probs
+
+    from .conftest import tiny_model
+
+    cfg = load_config(None, dict(tiny_overrides, folds=3), task="age")
+    result = train(cfg, progress=False)
+    out = result.output_dir
+    oof = list(csv.DictReader((out / "oof_predictions.csv").open()))
+    # every training person's correctly-masked photos exactly once, each predicted by the fold that did not train on it
+    people = {s.person for s in load_train_samples(cfg.data_dir)}
+    assert {r["person"] for r in oof} == people
+    assert len(oof) == 5 * len(people) and len({r["path"] for r in oof}) == len(oof)
+    for k in range(3):
+        fold_cfg = load_config(out / f"fold{k}" / "config.yaml")
+        assert (fold_cfg.fold, fold_cfg.n_folds, fold_cfg.folds) == (k, 3, 0)
+        trained_on = {p for p, f in person_folds(load_train_samples(cfg.data_dir), 3, cfg.seed, 60).items() if f != k}
+        assert {r["person"] for r in oof if r["fold"] == str(k)}.isdisjoint(trained_on)
+    # the reported out-of-fold score is the score of those predictions
+    metrics = json.loads((out / "metrics.json").read_text())
+    probs = np.array([[float(r[f"p{i}"]) for i in range(11)] for r in oof])
+    want = score_probs(probs, np.array([int(r["target"]) for r in oof]), TaskModel.load(out / "fold0").spec.age_groups)
+    assert metrics["oof"]["selection_f1"] == pytest.approx(want["selection_f1"], abs=1e-4)
+    assert result.best_f1 == metrics["oof"]["selection_f1"] and len(metrics["per_fold"]) == 3
+    # the fold models load as one ensemble, from the API and the CLI
+    mask, gender = (str(tiny_model(t, s).save(tmp_path / t)) for t, s in (("mask", 1), ("gender", 2)))
+    pipe = Pipeline.from_runs(mask, gender, out)
+    assert isinstance(pipe.models["age"], TaskEnsemble) and len(pipe.models["age"].members) == 3
+    assert main(["pipeline", mask, gender, str(out), "--out", str(tmp_path / "p")]) == 0
+    assert len(json.loads((tmp_path / "p" / "pipeline.json").read_text())["models"]["age"]["members"]) == 3
+    # resume keeps finished folds
+    stamp = (out / "fold1" / "weights.pt").stat().st_mtime_ns
+    train(load_config(None, dict(tiny_overrides, folds=3, resume=True), task="age"), progress=False)
+    assert (out / "fold1" / "weights.pt").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    (tmp_path / "kfold.yaml").write_text("folds: 2\n")
+    assert main(["train", "gender", str(tmp_path / "kfold.yaml"), "--quiet",  # overrides may follow options
+                 *[f"{k}={v}" for k, v in tiny_overrides.items()], f"output_dir={tmp_path / 'g'}"]) == 0
+    assert "2 fold models: out-of-fold F1" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="folds must be 0"):
+        load_config(None, {"folds": 1})

@@ -54,8 +54,11 @@ class TrainConfig:
     source_holdout: float = 0.2  # share of mask_sources people never trained on (kept for benchmarks)
     source_weight: float = 1.0  # how much more often a mask_sources photo is drawn than a dataset photo
     hflip: bool = True
-    color_jitter: float = 0.2
+    color_jitter: float = 0.2  # brightness and contrast
     scale_jitter: float = 0.1
+    clahe: float = 0.0  # probability of CLAHE on a training crop
+    mixup_alpha: float = 0.0  # MixUp's Beta(alpha, alpha); 0 = off
+    cutmix_alpha: float = 0.0  # CutMix's Beta(alpha, alpha); 0 = off (both set: one or the other per batch)
     num_workers: int = 0
     # optimisation
     optimizer: str = "adamw"  # adam | adamw | sgd
@@ -111,6 +114,12 @@ class TrainConfig:
             raise ValueError(f"source_weight must be > 0, got {self.source_weight}")
         if self.samples_per_epoch < 0:
             raise ValueError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
+        for name in ("clahe",):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+        for name in ("mixup_alpha", "cutmix_alpha", "color_jitter", "scale_jitter"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
 

@@ -269,10 +269,12 @@ def preprocess(crops: np.ndarray | torch.Tensor, input_size: int, mean: Sequence
 
 
 class TrainAugment:
-    """Random scale/shift crop, horizontal flip and brightness/contrast jitter on a uint8 crop."""
+    """Random scale/shift crop, horizontal flip, brightness/contrast jitter and CLAHE on a uint8 crop."""
 
-    def __init__(self, hflip: bool = True, color_jitter: float = 0.2, scale_jitter: float = 0.1, seed: int = 0) -> None:
-        self.hflip, self.color_jitter, self.scale_jitter = hflip, color_jitter, scale_jitter
+    def __init__(self, hflip: bool = True, color_jitter: float = 0.2, scale_jitter: float = 0.1, seed: int = 0,
+                 clahe: float = 0.0) -> None:
+        """``clahe``: the probability of contrast-limited adaptive histogram equalisation of the lightness."""
+        self.hflip, self.color_jitter, self.scale_jitter, self.clahe = hflip, color_jitter, scale_jitter, clahe
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._worker_seeded = False
@@ -298,7 +300,45 @@ class TrainAugment:
             b = 255 * self.rng.uniform(-self.color_jitter, self.color_jitter) / 2  # brightness
             mean = out.mean()
             out = np.clip((out.astype(np.float32) - mean) * a + mean + b, 0, 255).astype(np.uint8)
+        if self.clahe > 0 and self.rng.random() < self.clahe:
+            out = clahe(out)
         return np.ascontiguousarray(out)
+
+
+def clahe(crop: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
+    """CLAHE on the L channel of an RGB uint8 image (colours kept), as the competition's teams applied it."""
+    import cv2
+
+    lab = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(grid, grid)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, mixup_alpha: float, cutmix_alpha: float,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """MixUp or CutMix of a batch with a shuffled copy of itself: ``(x, y, y_other, lam)``, the loss being
+    ``lam * loss(out, y) + (1 - lam) * loss(out, y_other)``. With both alphas set, each batch takes one of the two
+    at random (as timm's Mixup). CutMix pastes a box of the other images; ``lam`` is then the share of each image
+    left unpasted, so the labels mix exactly by area."""
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        return x, y, y, 1.0
+    r = torch.rand(3, generator=generator)
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or bool(r[0] < 0.5))
+    alpha = cutmix_alpha if use_cutmix else mixup_alpha
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(len(x), generator=generator)
+    if not use_cutmix:
+        return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+    h, w = x.shape[-2:]
+    cut_h, cut_w = int(round(h * (1 - lam) ** 0.5)), int(round(w * (1 - lam) ** 0.5))
+    cy, cx = int(r[1] * h), int(r[2] * w)
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + (cut_h - cut_h // 2), h)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + (cut_w - cut_w // 2), w)
+    out = x.clone()
+    out[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the box as clipped at the border
+    return out, y, y[perm], lam
 
 
 class CropDataset(Dataset):

@@ -25,6 +25,7 @@ from .data import (
     DatasetError,
     TrainAugment,
     load_train_samples,
+    mix_batch,
     person_folds,
     read_csv_rows,
     source_samples,
@@ -255,7 +256,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     train_set = CropDataset(
         cached.crops, targets[tr_idx], spec.input_size, spec.mean, spec.std,
         # each process augments with its own stream
-        TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed + dist_ctx.rank),
+        TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed + dist_ctx.rank,
+                     clahe=config.clahe),
         indices=tr_idx,
     )
     generator = torch.Generator().manual_seed(config.seed)
@@ -321,8 +323,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             x, y = x.to(device), y.to(device)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
+            x, y, y_other, lam = mix_batch(x, y, config.mixup_alpha, config.cutmix_alpha, generator)
             with torch.autocast(device.type, enabled=use_amp):
-                loss = criterion(net(x), y)
+                logits = net(x)
+                loss = criterion(logits, y) if lam == 1.0 else lam * criterion(logits, y) + (1 - lam) * criterion(logits, y_other)
             scaler.scale(loss / config.grad_accum).backward()
             if step % config.grad_accum == 0 or step == len(loader):
                 scaler.step(optimizer)

@@ -200,3 +200,60 @@ def test_bad_person_folders_name_the_row_and_the_files(toy_root, tmp_path):
     (root / "train.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetError, match="line 2.*age -4 is outside"):
         load_train_samples(root)
+
+
+def _constant_batch(n: int = 6, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image i is filled with the value i, so every pixel tells which image it came from."""
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, size, size).clone()
+    return x, torch.arange(n) * 10
+
+
+def test_cutmix_pastes_a_box_and_mixes_labels_by_its_area():
+    from maskage.data import mix_batch
+
+    x, y = _constant_batch()
+    for seed in range(20):
+        out, ya, yb, lam = mix_batch(x, y, 0.0, 1.0, torch.Generator().manual_seed(seed))
+        assert torch.equal(ya, y) and sorted(yb.tolist()) == sorted(y.tolist())
+        for i in range(len(x)):
+            own = (out[i] == i).float().mean().item()
+            other = yb[i].item() // 10
+            assert torch.all((out[i] == i) | (out[i] == other))
+            if other != i:  # an image pasted onto itself shows no box
+                assert own == pytest.approx(lam, abs=1e-6)
+        assert 0.0 <= lam <= 1.0
+
+
+def test_mixup_blends_images_and_labels_with_one_weight():
+    from maskage.data import mix_batch
+
+    x, y = _constant_batch()
+    out, ya, yb, lam = mix_batch(x, y, 0.4, 0.0, torch.Generator().manual_seed(3))
+    assert 0 < lam < 1
+    for i in range(len(x)):
+        j = yb[i].item() // 10
+        assert torch.allclose(out[i], torch.full_like(out[i], lam * i + (1 - lam) * j))
+    same = mix_batch(x, y, 0.0, 0.0, torch.Generator().manual_seed(3))
+    assert same[0] is x and same[3] == 1.0 and torch.equal(same[2], y)
+    # both set: some batches MixUp (no pixel keeps its own value exactly), some CutMix
+    kinds = set()
+    for seed in range(30):
+        out, _, yb, lam = mix_batch(x, y, 0.4, 1.0, torch.Generator().manual_seed(seed))
+        moved = [i for i in range(len(x)) if yb[i].item() // 10 != i]
+        if moved:
+            i = moved[0]
+            kinds.add("cutmix" if torch.any(out[i] == i) and torch.all((out[i] == i) | (out[i] == yb[i] // 10)) else "mixup")
+    assert kinds == {"cutmix", "mixup"}
+
+
+def test_clahe_raises_local_contrast_and_keeps_the_image_shape():
+    from maskage.data import TrainAugment, clahe
+
+    rng = np.random.default_rng(0)
+    flat = (120 + rng.integers(0, 12, (64, 64, 3))).astype(np.uint8)  # a dull, low-contrast crop
+    out = clahe(flat)
+    assert out.shape == flat.shape and out.dtype == np.uint8
+    assert out.std() > 2 * flat.std()
+    aug = TrainAugment(hflip=False, color_jitter=0, scale_jitter=0, clahe=1.0)
+    np.testing.assert_array_equal(aug(flat), out)
+    assert np.array_equal(TrainAugment(hflip=False, color_jitter=0, scale_jitter=0)(flat), flat)

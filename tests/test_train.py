@@ -42,6 +42,7 @@ def test_train_writes_a_loadable_run_with_person_disjoint_validation(tiny_overri
         {"optimizer": "adam", "grad_accum": 2, "weighted_sampler": True},
         {"loss": "0.4*f1+0.6*focal", "class_weights": "balanced", "label_smoothing": 0.1},
         {"freeze_stages": 1, "scheduler": "none"},
+        {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "clahe": 0.5},
     ],
 )
 def test_training_options_run(tiny_overrides, extra):

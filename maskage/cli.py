@@ -104,6 +104,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pseudo(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+    from .pseudo import pseudo_label
+
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        print("error: no images found in the given paths", file=sys.stderr)
+        return 2
+    out = pseudo_label(Pipeline.from_pretrained(args.pipeline), paths, args.out, args.batch_size)
+    n = sum(1 for _ in out.open()) - 1
+    print(f"{n} of {len(paths)} photo(s) pseudo-labelled -> {out} (unreadable ones left out)")
+    return 0
+
+
 def write_annotated(paths: Sequence[str], preds: Sequence, folder: Path) -> list[Path]:
     """Each readable photo with its face boxed and labelled, as ``folder/<name>.jpg`` (numbered when names repeat)."""
     from .visualize import annotate
@@ -283,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default): ONNX Runtime (exported files, or an export cached on first use); torch; "
                         "onnx: the pipeline's exported files only")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("pseudo", help="pseudo-label unlabelled photos with a pipeline, for training "
+                       "(pseudo_labels=CSV pseudo_threshold=P)")
+    p.add_argument("inputs", nargs="+", help="photos or folders of photos")
+    p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
+    p.add_argument("--out", required=True, help="CSV of labels and their confidences")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_pseudo)
 
     p = sub.add_parser("export", help="export a pipeline's three models to ONNX (run by ONNX Runtime afterwards)")
     p.add_argument("pipeline_dir")

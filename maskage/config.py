@@ -52,6 +52,8 @@ class TrainConfig:
     # mask task: extra folders of real photos, "DIR=wear|incorrect|not_wear" (people split by file-name id)
     mask_sources: list = field(default_factory=list)
     source_holdout: float = 0.2  # share of mask_sources people never trained on (kept for benchmarks)
+    pseudo_labels: str = ""  # a CSV from `maskage pseudo`: its confident photos join training (never validation)
+    pseudo_threshold: float = 0.9  # the task's top probability a pseudo-labelled photo needs
     source_weight: float = 1.0  # how much more often a mask_sources photo is drawn than a dataset photo
     hflip: bool = True
     color_jitter: float = 0.2  # brightness and contrast
@@ -114,9 +116,9 @@ class TrainConfig:
             raise ValueError(f"source_weight must be > 0, got {self.source_weight}")
         if self.samples_per_epoch < 0:
             raise ValueError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
-        for name in ("clahe",):
+        for name in ("clahe", "pseudo_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("mixup_alpha", "cutmix_alpha", "color_jitter", "scale_jitter"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -214,6 +214,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             folds.setdefault(s.person, int.from_bytes(s.person.encode(), "little") % config.n_folds)
         samples = samples + extra
     samples = task_samples(samples, config.task, config.gender_age_photos)
+    n_pseudo = 0
+    if config.pseudo_labels:
+        from .pseudo import pseudo_samples
+
+        known = {s.path for s in samples}
+        pseudo = [s for s in pseudo_samples(config.pseudo_labels, config.task, config.pseudo_threshold,
+                                            config.gender_age_photos) if s.path not in known]
+        for s in pseudo:
+            folds[s.person] = -1  # in no fold: pseudo-labelled photos train, never validate
+        samples, n_pseudo = samples + pseudo, len(pseudo)
 
     crop = CropSettings(config.crop_size, config.margin)
     detector = DetectorSettings(config.min_face_size, batch_size=config.detect_batch_size)
@@ -377,7 +387,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     summary = {k: v for k, v in best_metrics.items() if k != "probs"}
     seen = seen if first_epoch <= config.epochs else 0
     summary.update(
-        best_epoch=best_epoch, n_skipped=n_skipped, task=config.task, fold=config.fold, n_folds=config.n_folds,
+        best_epoch=best_epoch, n_skipped=n_skipped, n_pseudo=n_pseudo, task=config.task, fold=config.fold,
+        n_folds=config.n_folds,
         n_train=int(len(tr_idx)), n_val=int(len(va_idx)), n_seen_per_epoch=seen,
         n_people_val=len({samples[i].person for i in va_idx}),
         face_found_rate=float(cached.found.mean()) if len(samples) else 0.0,

@@ -47,7 +47,7 @@ def test_bad_values_and_forms():
         load_config(None, ["fold=5", "n_folds=5"])
     with pytest.raises(FileNotFoundError):
         load_config("no/such.yaml")
-    with pytest.raises(ValueError, match="clahe is a probability"):
+    with pytest.raises(ValueError, match="clahe must be in"):
         load_config(None, ["clahe=1.5"])
     with pytest.raises(ValueError, match="cutmix_alpha must be >= 0"):
         load_config(None, ["cutmix_alpha=-1"])

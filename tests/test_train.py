@@ -307,3 +307,54 @@ def test_kfold_trains_every_fold_with_out_of_fold_predictions_for_every_person(t
     assert "2 fold models: out-of-fold F1" in capsys.readouterr().out
     with pytest.raises(ValueError, match="folds must be 0"):
         load_config(None, {"folds": 1})
+
+
+def test_pseudo_labels_train_but_never_validate(tiny_overrides, toy_root, tmp_path, capsys):
+    from maskage.cli import main
+    from maskage.pipeline import Pipeline
+    from maskage.pseudo import pseudo_label, pseudo_samples
+
+    from .conftest import tiny_model
+
+    pipe = Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3))
+    unlabelled = sorted(str(p) for p in (toy_root / "eval" / "images").glob("*.jpg"))
+    csv_path = pseudo_label(pipe, unlabelled, tmp_path / "pseudo.csv")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["path"] for r in rows] == unlabelled
+    preds = pipe.predict(unlabelled)
+    assert [r["mask"] for r in rows] == [p.mask for p in preds]
+    assert [float(r["p_gender"]) for r in rows] == pytest.approx([max(p.gender_probs.values()) for p in preds], abs=1e-4)
+    # the CLI writes the same file
+    pipe.save(tmp_path / "pipe")
+    assert main(["pseudo", str(toy_root / "eval" / "images"), "--pipeline", str(tmp_path / "pipe"),
+                 "--out", str(tmp_path / "cli.csv")]) == 0
+    cli_rows = list(csv.DictReader((tmp_path / "cli.csv").open()))
+    assert [(r["path"], r["mask"], r["gender"], r["age_bin"]) for r in cli_rows] == \
+        [(r["path"], r["mask"], r["gender"], r["age_bin"]) for r in rows]
+    # a threshold keeps only the confident photos
+    confs = [float(r["p_mask"]) for r in rows]
+    cut = sorted(confs)[len(confs) // 2]
+    assert len(pseudo_samples(csv_path, "mask", cut)) == sum(c >= cut for c in confs)
+    assert pseudo_samples(csv_path, "mask", 1.01) == []
+    # an age pseudo-label is its predicted fine bin; gender and age keep correctly-masked photos only by default
+    from maskage.labels import AgeBins
+
+    bins, by_path = AgeBins(), {r["path"]: r for r in rows}
+    ages = pseudo_samples(csv_path, "age", 0.0, "all")
+    assert len(ages) == len(rows)
+    assert all(bins.bin_of(s.age) == int(by_path[s.path]["age_bin"]) for s in ages)
+    assert len(pseudo_samples(csv_path, "age", 0.0)) == sum(r["mask"] == "wear" for r in rows)
+    # training adds them to the training photos only
+    base = train(load_config(None, tiny_overrides, task="mask"), progress=False).metrics
+    cfg = load_config(None, dict(tiny_overrides, output_dir=str(tmp_path / "student"), pseudo_labels=str(csv_path),
+                                 pseudo_threshold=0.0), task="mask")
+    student = train(cfg, progress=False).metrics
+    assert student["n_pseudo"] == len(rows) and base["n_pseudo"] == 0
+    assert student["n_train"] == base["n_train"] + len(rows) and student["n_val"] == base["n_val"]
+    val_paths = {r["path"] for r in csv.DictReader((tmp_path / "student" / "val_predictions.csv").open())}
+    assert val_paths.isdisjoint(unlabelled)
+    # with k-fold training too: out-of-fold predictions hold no pseudo-labelled photo
+    kf = train(load_config(None, dict(tiny_overrides, output_dir=str(tmp_path / "kf"), pseudo_labels=str(csv_path),
+                                      pseudo_threshold=0.0, folds=2), task="mask"), progress=False)
+    oof_paths = {r["path"] for r in csv.DictReader((kf.output_dir / "oof_predictions.csv").open())}
+    assert oof_paths.isdisjoint(unlabelled) and len(oof_paths) == base["n_train"] + base["n_val"]

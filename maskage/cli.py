@@ -250,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskage", description="Mask state, gender and age group from face photos.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one task model")
-    p.add_argument("task", choices=["mask", "gender", "age"])
+    p = sub.add_parser("train", help="train one task model (or a baseline: joint = one 18-class model, "
+                       "multihead = one backbone with three heads)")
+    p.add_argument("task", choices=["mask", "gender", "age", "joint", "multihead"])
     p.add_argument("config", help="YAML file of config changes (e.g. experiments/base.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value settings, e.g. data_dir=data/train epochs=5")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

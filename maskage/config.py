@@ -11,7 +11,8 @@ import yaml
 
 from .labels import DEFAULT_AGE_BIN_EDGES, DEFAULT_AGE_THRESHOLD
 
-TASKS = ("mask", "gender", "age")
+# mask, gender, age: the three task models; joint: the single 18-class baseline; multihead: one backbone, three heads
+TASKS = ("mask", "gender", "age", "joint", "multihead")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .images import IMAGE_EXTENSIONS
-from .labels import MASK_FILE_STEMS, AgeBins, Mask, age_to_group, gender_from_text, mask_from_filename
+from .labels import MASK_FILE_STEMS, AgeBins, Mask, age_to_group, encode, gender_from_text, mask_from_filename
 
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 
@@ -131,6 +131,8 @@ def task_samples(samples: Sequence[Sample], task: str, gender_age_photos: str = 
     if task == "mask":
         return [s for s in samples if s.mask >= 0]
     keep = [s for s in samples if s.gender >= 0 and s.age >= 0]
+    if task in ("joint", "multihead"):  # every photo, as the mask task: these models learn the mask state too
+        return [s for s in keep if s.mask >= 0]
     if gender_age_photos == "all":
         return keep
     return [s for s in keep if s.mask == Mask.WEAR]
@@ -201,6 +203,10 @@ def task_target(sample: Sample, task: str, bins: AgeBins) -> int:
         return sample.gender
     if task == "age":
         return bins.bin_of(sample.age)
+    if task == "joint":
+        return encode(sample.mask, sample.gender, sample.age_group(bins.threshold))
+    if task == "multihead":  # the three heads' targets in one number (losses.MultiHeadLoss splits it)
+        return (sample.mask * 2 + sample.gender) * len(bins) + bins.bin_of(sample.age)
     raise ValueError(f"unknown task {task!r}")
 
 

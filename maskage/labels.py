@@ -67,6 +67,11 @@ def age_group_labels(threshold: int = DEFAULT_AGE_THRESHOLD) -> tuple[str, str, 
     return (f"<{YOUNG_LIMIT}", f"{YOUNG_LIMIT}-{threshold - 1}", f"{threshold}+")
 
 
+def class_labels(threshold: int = DEFAULT_AGE_THRESHOLD) -> tuple[str, ...]:
+    """Names of the 18 classes in id order, e.g. 'wear/male/<30' for class 0."""
+    return tuple(f"{m}/{g}/{a}" for m in MASK_LABELS for g in GENDER_LABELS for a in age_group_labels(threshold))
+
+
 def gender_from_text(value: str | int) -> int:
     """Gender id from a CSV cell: 'male'/'female' (any case) or 0/1."""
     text = str(value).strip().lower()

@@ -91,6 +91,22 @@ class AgeBinLoss(nn.Module):
         return loss
 
 
+class MultiHeadLoss(nn.Module):
+    """The multi-head model's loss: the sum of each head's loss on its own outputs. The target packs the three
+    labels as ``(mask * 2 + gender) * n_bins + age_bin`` (``data.task_target``)."""
+
+    def __init__(self, mask_loss: nn.Module, gender_loss: nn.Module, age_loss: nn.Module, n_bins: int) -> None:
+        super().__init__()
+        self.mask_loss, self.gender_loss, self.age_loss, self.n_bins = mask_loss, gender_loss, age_loss, n_bins
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask_logits, gender_logits, age_logits = torch.split(logits, [3, 2, self.n_bins], dim=1)
+        age = target % self.n_bins
+        gender = (target // self.n_bins) % 2
+        mask = target // (2 * self.n_bins)
+        return self.mask_loss(mask_logits, mask) + self.gender_loss(gender_logits, gender) + self.age_loss(age_logits, age)
+
+
 def balanced_weights(targets: Sequence[int], num_classes: int) -> torch.Tensor:
     """Class weights n / (k * count), as scikit-learn's 'balanced'; absent classes get weight 0."""
     counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes).astype(np.float64)

@@ -15,7 +15,7 @@ from torch import nn
 
 from .data import preprocess
 from .faces import CropSettings, DetectorSettings
-from .labels import GENDER_LABELS, MASK_LABELS, AgeBins
+from .labels import GENDER_LABELS, MASK_LABELS, AgeBins, class_labels
 
 FORMAT = "maskage-task-model"
 FORMAT_VERSION = 1
@@ -49,6 +49,14 @@ class ModelSpec:
     def crop_settings(self) -> CropSettings:
         return CropSettings(**self.crop)
 
+    @property
+    def heads(self) -> tuple[int, ...] | None:
+        """Output sizes of the multi-head model's heads (mask, gender, age bins), each softmaxed on its own;
+        None for one-head models."""
+        if self.task != "multihead":
+            return None
+        return (len(MASK_LABELS), len(GENDER_LABELS), len(self.age_bin_edges or ()))
+
 
 def task_labels(task: str, bins: AgeBins | None = None) -> list[str]:
     """Output labels of a task model."""
@@ -58,7 +66,12 @@ def task_labels(task: str, bins: AgeBins | None = None) -> list[str]:
         return list(GENDER_LABELS)
     if task == "age":
         return list((bins or AgeBins()).labels)
-    raise ValueError(f"unknown task {task!r}; expected mask, gender or age")
+    if task == "joint":  # the single 18-class baseline
+        return list(class_labels((bins or AgeBins()).threshold))
+    if task == "multihead":  # three heads on one backbone, their outputs side by side
+        return ([f"mask:{x}" for x in MASK_LABELS] + [f"gender:{x}" for x in GENDER_LABELS]
+                + [f"age:{x}" for x in (bins or AgeBins()).labels])
+    raise ValueError(f"unknown task {task!r}; expected mask, gender, age, joint or multihead")
 
 
 def make_spec(
@@ -74,7 +87,7 @@ def make_spec(
     mean = list(cfg.mean) if cfg is not None else [0.485, 0.456, 0.406]
     std = list(cfg.std) if cfg is not None else [0.229, 0.224, 0.225]
     spec = ModelSpec(task, backbone, task_labels(task, bins), input_size, mean, std, crop.to_dict(), detector.to_dict())
-    if task == "age":
+    if task in ("age", "joint", "multihead"):
         bins = bins or AgeBins()
         spec.age_bin_edges, spec.age_threshold, spec.age_groups = list(bins.edges), bins.threshold, list(bins.groups)
     return spec
@@ -99,6 +112,13 @@ def pretrained_lite0_state_dict() -> dict[str, torch.Tensor]:
             raise ModelFileError(f"EfficientNet-Lite0 tensor {sk} {tuple(sv.shape)} does not fit timm's {rk} {tuple(rv.shape)}")
         out[rk] = sv
     return out
+
+
+def head_softmax(logits: torch.Tensor, heads: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Softmax over the outputs, or over each head's own outputs (``heads``: their sizes, in order)."""
+    if heads is None:
+        return torch.softmax(logits, dim=1)
+    return torch.cat([torch.softmax(part, dim=1) for part in torch.split(logits, list(heads), dim=1)], dim=1)
 
 
 class TaskModel(nn.Module):
@@ -158,7 +178,7 @@ class TaskModel(nn.Module):
             x = inputs[start : start + batch_size].to(device)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
-            out.append(torch.softmax(self(x).float(), dim=1).cpu().numpy())
+            out.append(head_softmax(self(x).float(), self.spec.heads).cpu().numpy())
         if not out:
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
         return np.concatenate(out)
@@ -193,7 +213,7 @@ class TaskModel(nn.Module):
         if task is not None and meta["task"] != task:
             raise ModelFileError(f"{d}: expected a {task} model, found a {meta['task']} model")
         spec = ModelSpec(**{k: meta[k] for k in ModelSpec.__dataclass_fields__ if k in meta})
-        expected = task_labels(spec.task, AgeBins(spec.age_bin_edges, spec.age_threshold) if spec.task == "age" else None)
+        expected = task_labels(spec.task, AgeBins(spec.age_bin_edges, spec.age_threshold) if spec.age_bin_edges else None)
         if list(spec.labels) != expected:
             raise ModelFileError(f"{d}: {spec.task} model labels {spec.labels} differ from maskage's {expected}")
         weights = d / meta.get("weights", WEIGHTS_NAME)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .data import preprocess
-from .models import ModelFileError, TaskModel
+from .models import ModelFileError, TaskModel, head_softmax
 
 ONNX_NAME = "model.onnx"  # beside model.json in each task folder; pipeline.json lists its hash
 OPSET = 17
@@ -76,8 +76,7 @@ class OnnxTaskModel:
         x_all = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs, dtype=np.float32)
         for start in range(0, len(x_all), batch_size):
             logits = self.session.run(None, {"input": np.ascontiguousarray(x_all[start : start + batch_size])})[0]
-            e = np.exp(logits - logits.max(1, keepdims=True))
-            out.append((e / e.sum(1, keepdims=True)).astype(np.float32))
+            out.append(head_softmax(torch.from_numpy(logits).float(), self.spec.heads).numpy())
         if not out:
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
         return np.concatenate(out)

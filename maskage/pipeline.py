@@ -13,6 +13,7 @@ from PIL import Image
 from .combine import age_group_probs, combine
 from .data import preprocess
 from .ensemble import TaskEnsemble, members
+from .joint import JOINT_TASKS, SharedModel, TaskView
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode
@@ -122,7 +123,7 @@ class Pipeline:
     @property
     def backend(self) -> str:
         """``torch`` or ``onnx``: what runs the three models."""
-        return "torch" if all(isinstance(m, TaskModel) for t in self.models.values() for m in members(t)) else "onnx"
+        return "torch" if all(isinstance(_base(m), TaskModel) for t in self.models.values() for m in members(t)) else "onnx"
 
     @property
     def detector(self) -> FaceDetector:
@@ -141,11 +142,12 @@ class Pipeline:
             if set(given) - set(TASKS):
                 raise ValueError(f"{name}: unknown task(s) {sorted(set(given) - set(TASKS))} (tasks: {', '.join(TASKS)})")
         models = []
+        shared: dict[Any, SharedModel] = {}
         for task, dirs in zip(TASKS, (mask_dir, gender_dir, age_dir)):
             runs = []
             for run in [dirs] if isinstance(dirs, (str, Path)) else list(dirs):
                 runs.extend(fold_dirs(run) or [run])  # a k-fold run gives its fold models
-            loaded = [TaskModel.load(d, task) for d in runs]
+            loaded = [_slot_model(d, TaskModel.load(d), task, shared) for d in runs]
             if len(loaded) == 1 and task not in weights and task not in voting:
                 models.append(loaded[0])
             else:
@@ -178,27 +180,29 @@ class Pipeline:
         if backend == "onnx" and not exported:
             raise ModelFileError(f"{d}: not exported to ONNX; run `maskage export {d}` first")
         use_onnx = backend == "onnx" or (backend == "auto" and _has_onnxruntime())
-        loaded: dict[str, list] = {}
-        for task in TASKS:
-            loaded[task] = []
-            for entry in entries[task]:
-                sub = d / entry["dir"]
-                for name, digest in entry.get("sha256", {}).items():
-                    if not (sub / name).is_file() or file_sha256(sub / name) != digest:
-                        raise ModelFileError(f"{sub / name}: missing or changed since the pipeline was saved (sha256 mismatch)")
-                if use_onnx and exported:
-                    from .onnx_backend import OnnxTaskModel
+        # each model directory loads once: a joint or multi-head model's serves all three tasks
+        loaded: dict[str, Any] = {}
+        by_dir = {e["dir"]: e for t in TASKS for e in entries[t]}
+        for rel, entry in by_dir.items():
+            sub = d / rel
+            for name, digest in entry.get("sha256", {}).items():
+                if not (sub / name).is_file() or file_sha256(sub / name) != digest:
+                    raise ModelFileError(f"{sub / name}: missing or changed since the pipeline was saved (sha256 mismatch)")
+            if use_onnx and exported:
+                from .onnx_backend import OnnxTaskModel
 
-                    loaded[task].append(OnnxTaskModel.load(sub, task))
-                else:
-                    loaded[task].append(TaskModel.load(sub, task))
+                loaded[rel] = OnnxTaskModel.load(sub)
+            else:
+                loaded[rel] = TaskModel.load(sub)
         if use_onnx and not exported:
-            loaded = _cached_onnx_models(loaded, entries)
+            loaded = _cached_onnx_models(loaded, by_dir)
         models = {}
+        shared: dict[Any, SharedModel] = {}
         for task in TASKS:
             entry = meta["models"][task]
-            models[task] = (TaskEnsemble(loaded[task], entry.get("weights"), entry.get("voting", "soft"))
-                            if "members" in entry else loaded[task][0])
+            ms = [_slot_model(d / e["dir"], loaded[e["dir"]], task, shared) for e in entries[task]]
+            models[task] = (TaskEnsemble(ms, entry.get("weights"), entry.get("voting", "soft"))
+                            if "members" in entry else ms[0])
         return cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]),
                    tta=meta.get("tta"))
 
@@ -218,12 +222,15 @@ class Pipeline:
         meta = json.loads(path.read_text())
         torch_models = {task: [_torch_model(task, m) for m in members(model)] for task, model in self.models.items()}
         inputs = self._calibration_inputs(calibration or []) if int8 else {}
+        exported: set[str] = set()  # a joint or multi-head model's directory serves three tasks: export it once
         for task, models in torch_models.items():
             for i, (model, entry) in enumerate(zip(models, _member_entries(meta["models"][task]))):
                 sub = d / entry["dir"]
-                export_onnx(model, sub / ONNX_NAME)
-                if int8:
-                    quantize_int8(sub / ONNX_NAME, sub / ONNX_NAME, inputs[task][i])
+                if entry["dir"] not in exported:
+                    export_onnx(model, sub / ONNX_NAME)
+                    if int8:
+                        quantize_int8(sub / ONNX_NAME, sub / ONNX_NAME, inputs[task][i])
+                    exported.add(entry["dir"])
                 entry["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
                 entry["onnx"] = {"precision": "int8" if int8 else "float32",
                                  "calibration_photos": len(inputs[task][i]) if int8 else 0}
@@ -271,12 +278,16 @@ class Pipeline:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         entries: dict[str, Any] = {}
+        done: dict[int, dict] = {}  # a joint or multi-head model is saved once, in a folder named by its task
         for task, model in self.models.items():
             saved = []
             for i, m in enumerate(members(model)):
-                rel = task if not isinstance(model, TaskEnsemble) else f"{task}/{i}"
-                sub = _torch_model(task, m).save(d / rel, dtype=dtype)
-                saved.append({"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}})
+                torch_model = _torch_model(task, m)
+                if id(torch_model) not in done:
+                    rel = torch_model.task if isinstance(m, TaskView) else task if not isinstance(model, TaskEnsemble) else f"{task}/{i}"
+                    sub = torch_model.save(d / rel, dtype=dtype)
+                    done[id(torch_model)] = {"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}}
+                saved.append(dict(done[id(torch_model)]))
             if isinstance(model, TaskEnsemble):
                 entries[task] = {"members": saved, "weights": model.weights, "voting": model.voting}
             else:
@@ -371,8 +382,26 @@ class Pipeline:
         return preds
 
 
+def _base(model: Any) -> Any:
+    """The model that runs for a slot: a view's joint or multi-head model, else the model itself."""
+    return model.model if isinstance(model, TaskView) else model
+
+
+def _slot_model(where: Any, model: Any, task: str, shared: dict[Any, SharedModel]) -> Any:
+    """``model`` for the ``task`` slot: itself when it is that task's model; a view of it when it is a joint or
+    multi-head model (one ``SharedModel`` per loaded model, so its three views share each forward pass)."""
+    if model.task == task:
+        return model
+    if model.task in JOINT_TASKS:
+        if id(model) not in shared:
+            shared[id(model)] = SharedModel(model)
+        return TaskView(shared[id(model)], task)
+    raise ModelFileError(f"{where}: expected a {task} model (or a joint or multihead one), found a {model.task} model")
+
+
 def _torch_model(task: str, model: Any) -> TaskModel:
     """The PyTorch model behind a slot (an ONNX model exported on load keeps its source)."""
+    model = _base(model)
     model = getattr(model, "source", None) or model
     if not isinstance(model, TaskModel):
         raise ModelFileError(f"the {task} model runs on ONNX Runtime from exported files; load the pipeline with "
@@ -385,19 +414,16 @@ def _member_entries(entry: dict) -> list[dict]:
     return entry["members"] if "members" in entry else [entry]
 
 
-def _cached_onnx_models(models: dict[str, list], entries: dict[str, list[dict]]) -> dict[str, list]:
-    """The PyTorch models run by ONNX Runtime from exports cached by their files' hashes; the PyTorch models
-    themselves if exporting fails (with a warning: predictions are the same, only slower)."""
+def _cached_onnx_models(models: dict[str, Any], entries: dict[str, dict]) -> dict[str, Any]:
+    """The PyTorch models (by directory) run by ONNX Runtime from exports cached by their files' hashes; the
+    PyTorch models themselves if exporting fails (with a warning: predictions are the same, only slower)."""
     from .onnx_backend import cached_onnx
 
     try:
-        out: dict[str, list] = {}
-        for task, ms in models.items():
-            out[task] = []
-            for model, entry in zip(ms, entries[task]):
-                digests = entry["sha256"]
-                key = f"{task}-{digests['weights.pt'][:16]}-{digests[CONFIG_NAME][:8]}"
-                out[task].append(cached_onnx(model, key))
+        out: dict[str, Any] = {}
+        for rel, model in models.items():
+            digests = entries[rel]["sha256"]
+            out[rel] = cached_onnx(model, f"{model.task}-{digests['weights.pt'][:16]}-{digests[CONFIG_NAME][:8]}")
         return out
     except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: keep working on PyTorch
         warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); running the models with PyTorch")

@@ -35,7 +35,7 @@ from .data import (
 )
 from .faces import CachedCrops, CropCache, CropSettings, DetectorSettings
 from .labels import AgeBins
-from .losses import balanced_weights, build_loss
+from .losses import MultiHeadLoss, balanced_weights, build_loss
 from .models import FOLDS_NAME, TaskModel, make_spec, write_json_atomic
 
 
@@ -148,12 +148,34 @@ def evaluate(model: TaskModel, crops: np.ndarray, targets: np.ndarray, batch_siz
     ``selection_f1`` is the score a run keeps its best checkpoint by: the class macro F1, or for the age
     task the age-group macro F1, since the groups are what the 18 classes use.
     """
-    return score_probs(model.predict_proba(crops, batch_size), targets, model.spec.age_groups)
+    return score_probs(model.predict_proba(crops, batch_size), targets, model.spec)
 
 
-def score_probs(probs: np.ndarray, targets: np.ndarray, age_groups: list[int] | None = None) -> dict[str, Any]:
-    """``evaluate``'s scores for given probabilities (``age_groups``: each age bin's group, age task only)."""
+def score_probs(probs: np.ndarray, targets: np.ndarray, spec) -> dict[str, Any]:
+    """``evaluate``'s scores for given probabilities of a model with this ``ModelSpec``. The joint and
+    multi-head baselines are scored on the 18 classes (and each task), as the pipeline is."""
     targets = np.asarray(targets)
+    if spec.task in ("joint", "multihead"):
+        from .joint import view_probs
+        from .metrics import score
+
+        if spec.task == "joint":
+            true_ids = targets
+        else:
+            n_bins = spec.heads[2]
+            groups = np.asarray(spec.age_groups)
+            true_ids = (targets // n_bins) * 3 + groups[targets % n_bins]  # (mask*2 + gender)*3 + age group
+        age = view_probs(probs, spec, "age")
+        if spec.task == "multihead":
+            age = age_group_probs(age, spec.age_groups)
+        pred = [view_probs(probs, spec, "mask").argmax(1), view_probs(probs, spec, "gender").argmax(1), age.argmax(1)]
+        pred_ids = pred[0] * 6 + pred[1] * 3 + pred[2]
+        out = {k: v for k, v in score(true_ids, pred_ids).items() if k != "confusion"} if len(targets) else {
+            "n": 0, "accuracy": 0.0, "macro_f1": 0.0}
+        out["selection_f1"] = out["macro_f1"]
+        out["probs"] = probs
+        return out
+    age_groups = spec.age_groups if spec.task == "age" else None
     pred = probs.argmax(1)
     # macro F1 over the classes present in truth or prediction, as scikit-learn (and the competition) do
     out: dict[str, Any] = {
@@ -171,6 +193,20 @@ def score_probs(probs: np.ndarray, targets: np.ndarray, age_groups: list[int] | 
         out["selection_f1"] = out["group_macro_f1"]
     out["probs"] = probs
     return out
+
+
+def _criterion(config: TrainConfig, spec, targets: np.ndarray) -> torch.nn.Module:
+    """The loss the config asks for; the multi-head model gets it on each head (summed)."""
+    def one(y: np.ndarray, n: int, groups) -> torch.nn.Module:
+        weight = balanced_weights(y, n) if config.class_weights == "balanced" else None
+        return build_loss(config.loss, n, weight, config.label_smoothing, config.focal_gamma, groups,
+                          config.age_group_loss_weight)
+
+    if spec.heads is None:
+        return one(targets, len(spec.labels), spec.age_groups if spec.task == "age" else None)
+    n_mask, n_gender, n_bins = spec.heads
+    return MultiHeadLoss(one(targets // (n_gender * n_bins), n_mask, None), one((targets // n_bins) % n_gender, n_gender, None),
+                         one(targets % n_bins, n_bins, spec.age_groups), n_bins)
 
 
 def _init_from(model: TaskModel, directory: str) -> None:
@@ -257,11 +293,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
     n_classes = len(spec.labels)
-    weight = balanced_weights(targets[tr_idx], n_classes) if config.class_weights == "balanced" else None
-    criterion = build_loss(
-        config.loss, n_classes, weight, config.label_smoothing, config.focal_gamma,
-        spec.age_groups if config.task == "age" else None, config.age_group_loss_weight,
-    ).to(device)
+    criterion = _criterion(config, spec, targets[tr_idx]).to(device)
 
     train_set = CropDataset(
         cached.crops, targets[tr_idx], spec.input_size, spec.mean, spec.std,
@@ -492,7 +524,7 @@ def train_folds(config: TrainConfig, progress: bool = True) -> TrainResult:
     probs = np.array([[float(row[i]) for i in pcols] for row in rows], dtype=np.float64)
     targets = np.array([int(row[header.index("target")]) for row in rows])
     spec = TaskModel.load(results[0].output_dir, config.task).spec
-    oof = {k: v for k, v in score_probs(probs, targets, spec.age_groups).items() if k != "probs"}
+    oof = {k: v for k, v in score_probs(probs, targets, spec).items() if k != "probs"}
     summary = {
         "task": config.task, "folds": config.folds, "oof": oof,
         "n_people": len({row[header.index("person")] for row in rows}),

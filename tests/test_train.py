@@ -287,7 +287,7 @@ def test_kfold_trains_every_fold_with_out_of_fold_predictions_for_every_person(t
     # the reported out-of-fold score is the score of those predictions
     metrics = json.loads((out / "metrics.json").read_text())
     probs = np.array([[float(r[f"p{i}"]) for i in range(11)] for r in oof])
-    want = score_probs(probs, np.array([int(r["target"]) for r in oof]), TaskModel.load(out / "fold0").spec.age_groups)
+    want = score_probs(probs, np.array([int(r["target"]) for r in oof]), TaskModel.load(out / "fold0").spec)
     assert metrics["oof"]["selection_f1"] == pytest.approx(want["selection_f1"], abs=1e-4)
     assert result.best_f1 == metrics["oof"]["selection_f1"] and len(metrics["per_fold"]) == 3
     # the fold models load as one ensemble, from the API and the CLI

@@ -1,0 +1,94 @@
+"""The single-model baselines seen as the three task models: the 18-class ``joint`` model and the ``multihead``
+model (one backbone, three heads). A ``TaskView`` gives one task's probabilities from such a model, so the
+pipeline, ensembles and benchmarks use them as they use the separate models."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .labels import GENDER_LABELS, MASK_LABELS, NUM_CLASSES, age_group_labels
+
+JOINT_TASKS = ("joint", "multihead")
+
+
+def view_probs(probs: np.ndarray, spec, task: str) -> np.ndarray:
+    """One task's probabilities from a joint or multi-head model's: mask N x 3, gender N x 2, and for age the
+    age groups (joint, N x 3) or the fine bins (multi-head). The joint model's are sums over its 18 classes."""
+    probs = np.asarray(probs)
+    if spec.task == "joint":
+        p = probs.reshape(len(probs), 3, 2, 3)  # class = mask*6 + gender*3 + age group
+        axes = {"mask": (2, 3), "gender": (1, 3), "age": (1, 2)}[task]
+        return p.sum(axis=axes)
+    if spec.task == "multihead":
+        n_mask, n_gender, n_bins = spec.heads
+        start = {"mask": 0, "gender": n_mask, "age": n_mask + n_gender}[task]
+        size = {"mask": n_mask, "gender": n_gender, "age": n_bins}[task]
+        return probs[:, start : start + size]
+    raise ValueError(f"{spec.task} is not a joint or multi-head model")
+
+
+def view_spec(spec, task: str):
+    """The spec a task model would have: the joint or multi-head model's crop, size and normalisation, the
+    task's labels; the joint model's age 'bins' are the three age groups."""
+    if task == "mask":
+        return dataclasses.replace(spec, task=task, labels=list(MASK_LABELS), age_bin_edges=None, age_threshold=None,
+                                   age_groups=None)
+    if task == "gender":
+        return dataclasses.replace(spec, task=task, labels=list(GENDER_LABELS), age_bin_edges=None,
+                                   age_threshold=None, age_groups=None)
+    if spec.task == "joint":
+        return dataclasses.replace(spec, task=task, labels=list(age_group_labels(spec.age_threshold)),
+                                   age_bin_edges=None, age_groups=[0, 1, 2])
+    return dataclasses.replace(spec, task=task, labels=[x.split(":", 1)[1] for x in spec.labels[5:]])
+
+
+class SharedModel:
+    """A joint or multi-head model shared by its three views: one forward pass serves all three when they get
+    the same input tensor (the pipeline gives models with the same settings the same one)."""
+
+    def __init__(self, model: Any) -> None:
+        if model.task not in JOINT_TASKS:
+            raise ValueError(f"a shared model is a joint or multihead model, got a {model.task} model")
+        if len(model.spec.labels) != (NUM_CLASSES if model.task == "joint" else sum(model.spec.heads)):
+            raise ValueError(f"{model.task} model with {len(model.spec.labels)} outputs")
+        self.model = model
+        self._last: tuple[Any, np.ndarray] | None = None
+
+    def predict_inputs(self, inputs, batch_size: int = 64) -> np.ndarray:
+        if self._last is not None and self._last[0] is inputs:
+            return self._last[1]
+        probs = self.model.predict_inputs(inputs, batch_size)
+        self._last = (inputs, probs)  # holding the input keeps its identity from being reused
+        return probs
+
+    def views(self) -> dict[str, "TaskView"]:
+        return {task: TaskView(self, task) for task in ("mask", "gender", "age")}
+
+
+class TaskView:
+    """One task of a joint or multi-head model, with a ``TaskModel``'s ``task``, ``spec``, ``predict_proba``
+    and ``predict_inputs``."""
+
+    def __init__(self, shared: SharedModel, task: str) -> None:
+        self.shared, self.spec = shared, view_spec(shared.model.spec, task)
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def model(self) -> Any:
+        """The joint or multi-head model behind the view."""
+        return self.shared.model
+
+    def eval(self) -> "TaskView":
+        self.shared.model.eval()
+        return self
+
+    def predict_inputs(self, inputs, batch_size: int = 64) -> np.ndarray:
+        return view_probs(self.shared.predict_inputs(inputs, batch_size), self.shared.model.spec, self.task)
+
+    def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        return view_probs(self.shared.model.predict_proba(crops, batch_size), self.shared.model.spec, self.task)

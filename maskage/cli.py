@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .atomic import write_csv_atomic
 from .images import IMAGE_EXTENSIONS
@@ -68,13 +68,14 @@ def _task_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
-def predict_to_csv(paths: Sequence[str], out: Path, pipeline: str | None = None, annotate_dir: Path | None = None,
+def predict_to_csv(paths: Sequence[str], out: Path, pipeline: Any = None, annotate_dir: Path | None = None,
                    batch_size: int = 32, all_faces: bool = False, backend: str = "auto") -> list:
-    """Predict photos into a CSV (and boxed pictures). Returns one ``Prediction`` per path, or with ``all_faces``
-    one list per path (every face; the CSV then has a row per face and a ``face_index`` column)."""
+    """Predict photos into a CSV (and boxed pictures). ``pipeline``: a directory (None: the shipped pipeline) or
+    a loaded ``Pipeline``/``PipelineEnsemble``. Returns one ``Prediction`` per path, or with ``all_faces`` one
+    list per path (every face; the CSV then has a row per face and a ``face_index`` column)."""
     from .pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(pipeline, backend=backend)
+    pipe = pipeline if hasattr(pipeline, "predict") else Pipeline.from_pretrained(pipeline, backend=backend)
     if all_faces:
         per_path = pipe.predict_all_faces(paths, batch_size=batch_size)
         rows = [dict(p.to_row(), face_index=k) for faces in per_path for k, p in enumerate(faces)]
@@ -94,8 +95,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         print("error: no images found in the given paths", file=sys.stderr)
         return 2
-    preds = predict_to_csv(paths, Path(args.out), args.pipeline, Path(args.annotate) if args.annotate else None,
-                           args.batch_size, args.all_faces, args.backend)
+    if args.all_faces and len(args.pipeline or []) > 1:
+        raise ValueError("--all-faces works with one pipeline, not an ensemble")
+    preds = predict_to_csv(paths, Path(args.out), _predictor(args), Path(args.annotate) if args.annotate else None,
+                           args.batch_size, args.all_faces)
     if args.all_faces:
         preds = [faces[0] for faces in preds]
     n_err = sum(1 for p in preds if p.error)
@@ -138,7 +141,6 @@ def write_annotated(paths: Sequence[str], preds: Sequence, folder: Path) -> list
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from .data import read_csv_rows
-    from .pipeline import Pipeline
 
     eval_dir = Path(args.eval_dir)
     rows = read_csv_rows(eval_dir / "info.csv", ["ImageID"])
@@ -155,7 +157,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"error: {eval_dir / 'info.csv'}: {len(problems)} problem(s):\n  {listing}", file=sys.stderr)
         return 2
     paths = [str(eval_dir / "images" / r["ImageID"].strip()) for r in rows]
-    preds = Pipeline.from_pretrained(args.pipeline, backend=args.backend).predict(paths, batch_size=args.batch_size)
+    preds = _predictor(args).predict(paths, batch_size=args.batch_size)
     bad = [p for p in preds if p.error]
     if bad:
         listing = "\n  ".join(p.error for p in bad[:20])
@@ -246,6 +248,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pipelines_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pipeline", action="append", metavar="DIR",
+                   help="pipeline directory (default: the one shipped with maskage); give it several times for an "
+                        "ensemble voting at the 18-class level")
+    p.add_argument("--voting", choices=["soft", "hard"], default="soft",
+                   help="several pipelines: soft = weighted mean of their 18-class probabilities (default), "
+                        "hard = weighted majority of their classes")
+    p.add_argument("--weights", help="several pipelines: their voting weights, e.g. 2,1 (default: equal)")
+
+
+def _predictor(args: argparse.Namespace):
+    from .pipeline import load_predictor
+
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    return load_predictor(args.pipeline or [None], backend=args.backend, voting=args.voting, weights=weights)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskage", description="Mask state, gender and age group from face photos.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -279,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("submit", help="predict a competition eval folder into ImageID,ans")
     p.add_argument("eval_dir", help="folder holding info.csv and images/")
-    p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
+    _add_pipelines_args(p)
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
@@ -289,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict images or folders of images into a CSV")
     p.add_argument("inputs", nargs="+")
-    p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
+    _add_pipelines_args(p)
     p.add_argument("--out", required=True)
     p.add_argument("--annotate", metavar="DIR", help="also write each photo with its face boxed and labelled here")
     p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")

@@ -10,13 +10,13 @@ from typing import Any, Iterable, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from .combine import age_group_probs, combine
+from .combine import age_group_probs, combine, combine_probs, vote
 from .data import preprocess
 from .ensemble import TaskEnsemble, members
 from .joint import JOINT_TASKS, SharedModel, TaskView
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
-from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode
+from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode, encode
 from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, fold_dirs, write_json_atomic
 from .onnx_backend import ONNX_NAME
 
@@ -380,6 +380,59 @@ class Pipeline:
                 face_box=det.box, face_prob=det.prob,
             ))
         return preds
+
+
+class PipelineEnsemble:
+    """Several pipelines voting at the 18-class level: each pipeline's 18-class distribution (the product of
+    its task probabilities) is soft- or hard-voted (``combine.vote``); the class is the vote's winner and the
+    task probabilities are the voted distribution's marginals. (A task-level ensemble, which votes each task's
+    models before the combiner, is a ``TaskEnsemble`` inside one pipeline.)"""
+
+    def __init__(self, pipelines: Sequence[Pipeline], weights: Sequence[float] | None = None,
+                 voting: str = "soft") -> None:
+        if not pipelines:
+            raise ValueError("a pipeline ensemble needs at least one pipeline")
+        thresholds = {p.models["age"].spec.age_threshold for p in pipelines}
+        if len(thresholds) > 1:
+            raise ValueError(f"the pipelines' age groups differ (age thresholds {sorted(thresholds)})")
+        self.pipelines, self.voting = list(pipelines), voting
+        self.weights = [1.0] * len(self.pipelines) if weights is None else [float(w) for w in weights]
+        vote([np.full((1, 1), 1.0)] * len(self.pipelines), self.weights, voting)  # checks weights and voting now
+
+    def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[Prediction]:
+        """One ``Prediction`` per input, in order, as ``Pipeline.predict``; the face box is the first pipeline's."""
+        if isinstance(images, (str, Path, np.ndarray, Image.Image)):
+            images = [images]
+        images = list(images)
+        runs = [p.predict(images, batch_size) for p in self.pipelines]
+        out = []
+        labels = age_group_labels(self.pipelines[0].models["age"].spec.age_threshold)
+        for i, first in enumerate(runs[0]):
+            if first.error:
+                out.append(first)
+                continue
+            joint = [combine_probs(np.array([list(r[i].mask_probs.values())]), np.array([list(r[i].gender_probs.values())]),
+                                   np.array([list(r[i].age_probs.values())])) for r in runs]
+            voted = vote(joint, self.weights, self.voting)[0].reshape(3, 2, 3)
+            m, g, a = np.unravel_index(int(voted.argmax()), voted.shape)
+            out.append(Prediction(
+                first.source, int(encode(m, g, a)), MASK_LABELS[m], GENDER_LABELS[g], labels[a],
+                mask_probs=dict(zip(MASK_LABELS, map(float, voted.sum((1, 2))))),
+                gender_probs=dict(zip(GENDER_LABELS, map(float, voted.sum((0, 2))))),
+                age_probs=dict(zip(labels, map(float, voted.sum((0, 1))))),
+                face_box=first.face_box, face_prob=first.face_prob,
+            ))
+        return out
+
+
+def load_predictor(pipelines: Sequence[str | Path | None], backend: str = "auto", voting: str = "soft",
+                   weights: Sequence[float] | None = None) -> "Pipeline | PipelineEnsemble":
+    """One pipeline (``None``: the shipped one), or several as a ``PipelineEnsemble``."""
+    if len(pipelines) <= 1:
+        if weights is not None and len(weights) != 1:
+            raise ValueError(f"{len(weights)} weights for one pipeline")
+        return Pipeline.from_pretrained(pipelines[0] if pipelines else None, backend=backend)
+    return PipelineEnsemble([Pipeline.from_pretrained(p, backend=backend) for p in pipelines], weights, voting)
 
 
 def _base(model: Any) -> Any:

@@ -143,3 +143,40 @@ def test_cli_pipeline_ensembles_comma_separated_runs(photos, tmp_path, capsys):
     assert "weights" in capsys.readouterr().err
     assert main(["pipeline", mask, gender, ages[0], "--out", str(tmp_path / "r"), "--voting", "hair=soft"]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+def test_pipeline_ensemble_votes_at_the_18_class_level(photos, tmp_path):
+    from maskage.combine import combine_probs
+    from maskage.pipeline import PipelineEnsemble
+
+    pipes = [Pipeline(tiny_model("mask", s), tiny_model("gender", s + 1), tiny_model("age", s + 2)) for s in (1, 4, 7)]
+    runs = [p.predict(photos) for p in pipes]
+
+    def joint(pred):
+        return combine_probs(np.array([list(pred.mask_probs.values())]), np.array([list(pred.gender_probs.values())]),
+                             np.array([list(pred.age_probs.values())]))[0]
+
+    soft = PipelineEnsemble(pipes, weights=[1, 1, 2]).predict(photos)
+    hard = PipelineEnsemble(pipes, voting="hard").predict(photos)
+    for i, (s, h) in enumerate(zip(soft, hard)):
+        want = (joint(runs[0][i]) + joint(runs[1][i]) + 2 * joint(runs[2][i])) / 4
+        assert s.class_id == int(want.argmax())
+        assert list(s.mask_probs.values()) == pytest.approx(want.reshape(3, 6).sum(1).tolist(), abs=1e-6)
+        assert sum(s.age_probs.values()) == pytest.approx(1, abs=1e-6)
+        ids = [r[i].class_id for r in runs]
+        if len(set(ids)) < 3:  # a majority exists
+            assert h.class_id == max(set(ids), key=ids.count)
+        assert s.face_box == runs[0][i].face_box
+    # the CLI's repeated --pipeline gives the same ensemble
+    from maskage.cli import main
+
+    dirs = [str(p.save(tmp_path / f"p{k}")) for k, p in enumerate(pipes)]
+    out = tmp_path / "preds.csv"
+    assert main(["predict", *photos, "--out", str(out), "--backend", "torch", "--weights", "1,1,2",
+                 *[x for d in dirs for x in ("--pipeline", d)]]) == 0
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert [int(r["class"]) for r in rows] == [p.class_id for p in soft]
+    with pytest.raises(ValueError, match="weights"):
+        PipelineEnsemble(pipes, weights=[1, 2])

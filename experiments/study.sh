@@ -6,7 +6,8 @@
 #   experiments/study.sh ROW [key=value | TASK:key=value ...]
 #
 # ROW names runs/study/ROW. key=value applies to every model, TASK:key=value to one (e.g. age:folds=5). TASKS
-# (default "mask gender age") picks the models: TASKS=joint or TASKS=multihead trains the one-model baselines.
+# (default "mask gender age") picks the models to train; the others come from BASE (default runs/study/baseline),
+# e.g. TASKS=age trains only the age model. TASKS=joint or TASKS=multihead trains the one-model baselines.
 # Each model starts from its recipe experiments/real_<task>.yaml (joint and multihead: real_age.yaml) with
 # STUDY's budget on top. Prints the 18-class and per-task macro F1 and the training minutes; writes
 # runs/study/ROW/score.json.
@@ -19,7 +20,6 @@ row=$1; shift
 out=runs/study/$row
 mkdir -p "$out"
 start=$(date +%s)
-runs=()
 for task in $TASKS; do
   args=()
   for a in "$@"; do
@@ -32,11 +32,21 @@ for task in $TASKS; do
   [ -f "$recipe" ] || recipe=experiments/real_age.yaml
   # shellcheck disable=SC2086
   $PY -m maskage train "$task" "$recipe" $STUDY output_dir="$out/$task" "${args[@]}" --quiet
-  runs+=("$out/$task")
 done
 minutes=$(( ($(date +%s) - start + 30) / 60 ))
-if [ ${#runs[@]} -eq 1 ]; then runs=("${runs[0]}" "${runs[0]}" "${runs[0]}"); fi
+case $TASKS in
+  joint|multihead) runs=("$out/$TASKS" "$out/$TASKS" "$out/$TASKS") ;;
+  *)
+    runs=()
+    for task in mask gender age; do
+      case " $TASKS " in
+        *" $task "*) runs+=("$out/$task") ;;
+        *) runs+=("${BASE:-runs/study/baseline}/$task") ;;
+      esac
+    done ;;
+esac
 $PY -m maskage pipeline "${runs[@]}" --out "$out/pipeline" --min-face-fraction 0.2 ${PIPELINE_ARGS:-}
 $PY -m maskage submit data/synth/eval --pipeline "$out/pipeline" --out "$out/submission.csv"
-$PY -m maskage evaluate "$out/submission.csv" data/synth/eval/gt.csv --json "$out/score.json" | head -3
+$PY -m maskage evaluate "$out/submission.csv" data/synth/eval/gt.csv --json "$out/score.json" > "$out/score.txt"
+head -3 "$out/score.txt"
 echo "$row: training $minutes min"

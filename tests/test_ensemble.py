@@ -57,11 +57,11 @@ def test_voting_refuses_nothing_or_mismatched_shapes_and_unknown_methods():
         vote([P1], voting="median")
 
 
-def _age_model(seed: int, input_size: int = 32, threshold: int = 60) -> TaskModel:
+def _age_model(seed: int, input_size: int = 32, threshold: int = 60, backbone: str = "test_efficientnet") -> TaskModel:
     import torch
 
     torch.manual_seed(seed)
-    spec = make_spec("age", "test_efficientnet", input_size, CropSettings(crop_size=40), DetectorSettings(min_face_size=20),
+    spec = make_spec("age", backbone, input_size, CropSettings(crop_size=40), DetectorSettings(min_face_size=20),
                      AgeBins(threshold=threshold))
     return TaskModel(spec).eval()
 
@@ -72,6 +72,11 @@ def test_task_ensemble_votes_its_members_and_refuses_mixed_outputs():
     ens = TaskEnsemble([a, b], weights=[1, 3])
     assert ens.task == "age" and ens.spec is a.spec
     np.testing.assert_allclose(ens.predict_proba(crops), (a.predict_proba(crops) + 3 * b.predict_proba(crops)) / 4,
+                               atol=1e-6)
+    # across backbones too
+    c = _age_model(6, backbone="test_resnet")
+    both = TaskEnsemble([a, c], voting="hard")
+    np.testing.assert_allclose(both.predict_proba(crops), hard_vote([a.predict_proba(crops), c.predict_proba(crops)]),
                                atol=1e-6)
     with pytest.raises(ModelFileError, match="age_threshold"):
         TaskEnsemble([a, _age_model(5, threshold=58)])

@@ -257,3 +257,19 @@ def test_clahe_raises_local_contrast_and_keeps_the_image_shape():
     aug = TrainAugment(hflip=False, color_jitter=0, scale_jitter=0, clahe=1.0)
     np.testing.assert_array_equal(aug(flat), out)
     assert np.array_equal(TrainAugment(hflip=False, color_jitter=0, scale_jitter=0)(flat), flat)
+
+
+def test_brightness_contrast_and_flip_settings_do_what_they_say():
+    from maskage.data import TrainAugment
+
+    ramp = np.tile(np.linspace(60, 190, 32).astype(np.uint8)[None, :, None], (32, 1, 3))
+    flipped = TrainAugment(hflip=True, color_jitter=0, scale_jitter=0, seed=0)
+    outs = [flipped(ramp) for _ in range(20)]
+    assert any(np.array_equal(o, ramp[:, ::-1]) for o in outs) and any(np.array_equal(o, ramp) for o in outs)
+    jitter = TrainAugment(hflip=False, color_jitter=0.4, scale_jitter=0, seed=1)
+    for _ in range(20):
+        out = jitter(ramp).astype(np.float32)
+        # brightness moves the mean by at most 0.2 x 255; contrast scales the spread by 0.6..1.4
+        assert abs(out.mean() - ramp.mean()) <= 0.2 * 255 + 1
+        assert 0.6 * ramp.std() - 1 <= out.std() <= 1.4 * ramp.std() + 1
+    assert len({round(float(jitter(ramp).mean()), 2) for _ in range(5)}) > 1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the pipeline maskage ships, on a 2-core CPU: build the dataset from UTKFace, train the three recipes,
 # assemble a float16 pipeline. Run from the project root with ../shared/data beside it. Extra arguments are
-# key=value overrides for all three trainings (e.g. device=cuda). Measured times are in experiments/README.md.
+# key=value overrides for all three trainings (e.g. device=cuda). Measured times: README.md, "Training on real faces".
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 if [ ! -f data/synth/train/train.csv ]; then

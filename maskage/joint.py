@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .combine import age_group_probs
 from .labels import GENDER_LABELS, MASK_LABELS, NUM_CLASSES, age_group_labels
 
 JOINT_TASKS = ("joint", "multihead")
@@ -27,6 +28,15 @@ def view_probs(probs: np.ndarray, spec, task: str) -> np.ndarray:
         size = {"mask": n_mask, "gender": n_gender, "age": n_bins}[task]
         return probs[:, start : start + size]
     raise ValueError(f"{spec.task} is not a joint or multi-head model")
+
+
+def class_ids(probs: np.ndarray, spec) -> np.ndarray:
+    """The class ids (0..17) a pipeline gives from a joint or multi-head model's probabilities: each task's most
+    likely label (the multi-head age bins summed into groups first)."""
+    age = view_probs(probs, spec, "age")
+    if spec.task == "multihead":
+        age = age_group_probs(age, spec.age_groups)
+    return view_probs(probs, spec, "mask").argmax(1) * 6 + view_probs(probs, spec, "gender").argmax(1) * 3 + age.argmax(1)
 
 
 def view_spec(spec, task: str):

@@ -13,9 +13,9 @@ from PIL import Image
 from .combine import age_group_probs, combine, combine_probs, vote
 from .data import preprocess
 from .ensemble import TaskEnsemble, members
-from .joint import JOINT_TASKS, SharedModel, TaskView
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
+from .joint import JOINT_TASKS, SharedModel, TaskView
 from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode, encode
 from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, fold_dirs, write_json_atomic
 from .onnx_backend import ONNX_NAME
@@ -238,8 +238,8 @@ class Pipeline:
         return d
 
     def _calibration_inputs(self, images: Sequence[ImageInput]) -> dict[str, list[np.ndarray]]:
-        """Each model's (each ensemble member's) normalised input for each photo, cropped as ``predict`` crops it (largest face, else the
-        centre)."""
+        """Each model's (each ensemble member's) normalised input for each photo, cropped as ``predict`` crops it
+        (largest face, else the centre)."""
         arrays = []
         for img in images:
             try:
@@ -284,7 +284,10 @@ class Pipeline:
             for i, m in enumerate(members(model)):
                 torch_model = _torch_model(task, m)
                 if id(torch_model) not in done:
-                    rel = torch_model.task if isinstance(m, TaskView) else task if not isinstance(model, TaskEnsemble) else f"{task}/{i}"
+                    if isinstance(m, TaskView):
+                        rel = torch_model.task  # "joint" or "multihead", shared by the three slots
+                    else:
+                        rel = f"{task}/{i}" if isinstance(model, TaskEnsemble) else task
                     sub = torch_model.save(d / rel, dtype=dtype)
                     done[id(torch_model)] = {"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}}
                 saved.append(dict(done[id(torch_model)]))

@@ -155,26 +155,17 @@ def score_probs(probs: np.ndarray, targets: np.ndarray, spec) -> dict[str, Any]:
     """``evaluate``'s scores for given probabilities of a model with this ``ModelSpec``. The joint and
     multi-head baselines are scored on the 18 classes (and each task), as the pipeline is."""
     targets = np.asarray(targets)
-    if spec.task in ("joint", "multihead"):
-        from .joint import view_probs
+    if spec.task in ("joint", "multihead") and len(targets):
+        from .joint import class_ids
         from .metrics import score
 
         if spec.task == "joint":
             true_ids = targets
-        else:
+        else:  # the packed (mask*2 + gender)*n_bins + bin target -> (mask*2 + gender)*3 + age group
             n_bins = spec.heads[2]
-            groups = np.asarray(spec.age_groups)
-            true_ids = (targets // n_bins) * 3 + groups[targets % n_bins]  # (mask*2 + gender)*3 + age group
-        age = view_probs(probs, spec, "age")
-        if spec.task == "multihead":
-            age = age_group_probs(age, spec.age_groups)
-        pred = [view_probs(probs, spec, "mask").argmax(1), view_probs(probs, spec, "gender").argmax(1), age.argmax(1)]
-        pred_ids = pred[0] * 6 + pred[1] * 3 + pred[2]
-        out = {k: v for k, v in score(true_ids, pred_ids).items() if k != "confusion"} if len(targets) else {
-            "n": 0, "accuracy": 0.0, "macro_f1": 0.0}
-        out["selection_f1"] = out["macro_f1"]
-        out["probs"] = probs
-        return out
+            true_ids = (targets // n_bins) * 3 + np.asarray(spec.age_groups)[targets % n_bins]
+        out = {k: v for k, v in score(true_ids, class_ids(probs, spec)).items() if k != "confusion"}
+        return dict(out, selection_f1=out["macro_f1"], probs=probs)
     age_groups = spec.age_groups if spec.task == "age" else None
     pred = probs.argmax(1)
     # macro F1 over the classes present in truth or prediction, as scikit-learn (and the competition) do

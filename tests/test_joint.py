@@ -29,6 +29,12 @@ def test_joint_views_are_the_marginals_of_the_18_classes():
                 want["age"][:, a] += p[:, c]
     for task, w in want.items():
         np.testing.assert_allclose(view_probs(p, spec, task), w)
+    # the class a pipeline gives: each task's most likely label
+    from maskage.joint import class_ids
+
+    ids = class_ids(p, spec)
+    assert ids.tolist() == [encode(want["mask"][i].argmax(), want["gender"][i].argmax(), want["age"][i].argmax())
+                            for i in range(4)]
 
 
 def test_multihead_outputs_softmax_per_head_and_its_loss_is_the_sum_of_the_heads():

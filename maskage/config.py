@@ -53,9 +53,9 @@ class TrainConfig:
     # mask task: extra folders of real photos, "DIR=wear|incorrect|not_wear" (people split by file-name id)
     mask_sources: list = field(default_factory=list)
     source_holdout: float = 0.2  # share of mask_sources people never trained on (kept for benchmarks)
+    source_weight: float = 1.0  # how much more often a mask_sources photo is drawn than a dataset photo
     pseudo_labels: str = ""  # a CSV from `maskage pseudo`: its confident photos join training (never validation)
     pseudo_threshold: float = 0.9  # the task's top probability a pseudo-labelled photo needs
-    source_weight: float = 1.0  # how much more often a mask_sources photo is drawn than a dataset photo
     hflip: bool = True
     color_jitter: float = 0.2  # brightness and contrast
     scale_jitter: float = 0.1

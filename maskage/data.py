@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .images import IMAGE_EXTENSIONS
-from .labels import MASK_FILE_STEMS, AgeBins, Mask, age_to_group, encode, gender_from_text, mask_from_filename
+from .labels import (MASK_FILE_STEMS, AgeBins, Mask, age_to_group, encode, gender_from_text, mask_from_filename,
+                     pack_heads)
 
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 
@@ -206,7 +207,7 @@ def task_target(sample: Sample, task: str, bins: AgeBins) -> int:
     if task == "joint":
         return encode(sample.mask, sample.gender, sample.age_group(bins.threshold))
     if task == "multihead":  # the three heads' targets in one number (losses.MultiHeadLoss splits it)
-        return (sample.mask * 2 + sample.gender) * len(bins) + bins.bin_of(sample.age)
+        return pack_heads(sample.mask, sample.gender, bins.bin_of(sample.age), len(bins))
     raise ValueError(f"unknown task {task!r}")
 
 

@@ -72,6 +72,17 @@ def class_labels(threshold: int = DEFAULT_AGE_THRESHOLD) -> tuple[str, ...]:
     return tuple(f"{m}/{g}/{a}" for m in MASK_LABELS for g in GENDER_LABELS for a in age_group_labels(threshold))
 
 
+def pack_heads(mask, gender, age_bin, n_bins: int):
+    """The multi-head model's three targets as one class-index-like number: ``(mask*2 + gender)*n_bins + age_bin``
+    (ints, numpy arrays or tensors)."""
+    return (mask * 2 + gender) * n_bins + age_bin
+
+
+def unpack_heads(target, n_bins: int):
+    """``(mask, gender, age_bin)`` of ``pack_heads``'s number (ints, numpy arrays or tensors)."""
+    return target // (2 * n_bins), (target // n_bins) % 2, target % n_bins
+
+
 def gender_from_text(value: str | int) -> int:
     """Gender id from a CSV cell: 'male'/'female' (any case) or 0/1."""
     text = str(value).strip().lower()

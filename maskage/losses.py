@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .labels import unpack_heads
+
 LOSS_TERMS = ("ce", "focal", "f1")
 
 
@@ -93,7 +95,7 @@ class AgeBinLoss(nn.Module):
 
 class MultiHeadLoss(nn.Module):
     """The multi-head model's loss: the sum of each head's loss on its own outputs. The target packs the three
-    labels as ``(mask * 2 + gender) * n_bins + age_bin`` (``data.task_target``)."""
+    labels as ``labels.pack_heads`` does (``data.task_target``)."""
 
     def __init__(self, mask_loss: nn.Module, gender_loss: nn.Module, age_loss: nn.Module, n_bins: int) -> None:
         super().__init__()
@@ -101,9 +103,7 @@ class MultiHeadLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mask_logits, gender_logits, age_logits = torch.split(logits, [3, 2, self.n_bins], dim=1)
-        age = target % self.n_bins
-        gender = (target // self.n_bins) % 2
-        mask = target // (2 * self.n_bins)
+        mask, gender, age = unpack_heads(target, self.n_bins)
         return self.mask_loss(mask_logits, mask) + self.gender_loss(gender_logits, gender) + self.age_loss(age_logits, age)
 
 

@@ -34,7 +34,7 @@ from .data import (
     task_target,
 )
 from .faces import CachedCrops, CropCache, CropSettings, DetectorSettings
-from .labels import AgeBins
+from .labels import AgeBins, unpack_heads
 from .losses import MultiHeadLoss, balanced_weights, build_loss
 from .models import FOLDS_NAME, TaskModel, make_spec, write_json_atomic
 
@@ -161,9 +161,9 @@ def score_probs(probs: np.ndarray, targets: np.ndarray, spec) -> dict[str, Any]:
 
         if spec.task == "joint":
             true_ids = targets
-        else:  # the packed (mask*2 + gender)*n_bins + bin target -> (mask*2 + gender)*3 + age group
-            n_bins = spec.heads[2]
-            true_ids = (targets // n_bins) * 3 + np.asarray(spec.age_groups)[targets % n_bins]
+        else:
+            mask, gender, age_bin = unpack_heads(targets, spec.heads[2])
+            true_ids = mask * 6 + gender * 3 + np.asarray(spec.age_groups)[age_bin]
         out = {k: v for k, v in score(true_ids, class_ids(probs, spec)).items() if k != "confusion"}
         return dict(out, selection_f1=out["macro_f1"], probs=probs)
     age_groups = spec.age_groups if spec.task == "age" else None
@@ -196,8 +196,8 @@ def _criterion(config: TrainConfig, spec, targets: np.ndarray) -> torch.nn.Modul
     if spec.heads is None:
         return one(targets, len(spec.labels), spec.age_groups if spec.task == "age" else None)
     n_mask, n_gender, n_bins = spec.heads
-    return MultiHeadLoss(one(targets // (n_gender * n_bins), n_mask, None), one((targets // n_bins) % n_gender, n_gender, None),
-                         one(targets % n_bins, n_bins, spec.age_groups), n_bins)
+    mask, gender, age_bin = unpack_heads(targets, n_bins)
+    return MultiHeadLoss(one(mask, n_mask, None), one(gender, n_gender, None), one(age_bin, n_bins, spec.age_groups), n_bins)
 
 
 def _init_from(model: TaskModel, directory: str) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 from .labels import NUM_CLASSES, decode, encode
 
 __all__ = ["encode", "decode", "encode_many", "decode_many", "age_group_probs", "combine_probs", "combine",
-           "soft_vote", "hard_vote", "vote", "VOTING"]
+           "soft_vote", "hard_vote", "vote", "check_voting", "VOTING"]
 
 VOTING = ("soft", "hard")
 
@@ -86,6 +86,14 @@ def hard_vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = Non
         votes[rows, pi.argmax(1)] += wi
     eps = 1e-6
     return (1 - eps) * votes + eps * np.einsum("m,mnk->nk", w, p)
+
+
+def check_voting(n: int, weights: Sequence[float] | None = None, voting: str = "soft") -> list[float]:
+    """The weights (equal by default) of an n-model vote, as floats; a ValueError for bad weights or voting."""
+    if voting not in VOTING:
+        raise ValueError(f"voting must be one of {', '.join(VOTING)}, got {voting!r}")
+    _vote_weights(n, weights)
+    return [1.0] * n if weights is None else [float(w) for w in weights]
 
 
 def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None, voting: str = "soft") -> np.ndarray:

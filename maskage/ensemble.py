@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .combine import VOTING, vote
+from .combine import check_voting, vote
 from .models import ModelFileError
 
 # what every member of an ensemble must share: its outputs mean the same thing
@@ -20,18 +20,14 @@ class TaskEnsemble:
     def __init__(self, members: Sequence[Any], weights: Sequence[float] | None = None, voting: str = "soft") -> None:
         if not members:
             raise ValueError("an ensemble needs at least one model")
-        if voting not in VOTING:
-            raise ValueError(f"voting must be one of {', '.join(VOTING)}, got {voting!r}")
         first = members[0].spec
         for i, m in enumerate(members[1:], 1):
             for key in _SHARED:
                 if getattr(m.spec, key) != getattr(first, key):
                     raise ModelFileError(f"ensemble member {i} differs from member 0 in {key}: "
                                          f"{getattr(m.spec, key)!r} vs {getattr(first, key)!r}")
-        self.members = list(members)
-        self.voting = voting
-        self.weights = [1.0] * len(members) if weights is None else [float(w) for w in weights]
-        vote([np.full((1, 1), 1.0)] * len(self.members), self.weights)  # checks the weights now, not at predict
+        self.members, self.voting = list(members), voting
+        self.weights = check_voting(len(self.members), weights, voting)
 
     @property
     def spec(self):

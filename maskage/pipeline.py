@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from .combine import age_group_probs, combine, combine_probs, vote
+from .combine import age_group_probs, check_voting, combine, combine_probs, vote
 from .data import preprocess
 from .ensemble import TaskEnsemble, members
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
@@ -399,8 +399,7 @@ class PipelineEnsemble:
         if len(thresholds) > 1:
             raise ValueError(f"the pipelines' age groups differ (age thresholds {sorted(thresholds)})")
         self.pipelines, self.voting = list(pipelines), voting
-        self.weights = [1.0] * len(self.pipelines) if weights is None else [float(w) for w in weights]
-        vote([np.full((1, 1), 1.0)] * len(self.pipelines), self.weights, voting)  # checks weights and voting now
+        self.weights = check_voting(len(self.pipelines), weights, voting)
 
     def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[Prediction]:
         """One ``Prediction`` per input, in order, as ``Pipeline.predict``; the face box is the first pipeline's."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from .atomic import write_csv_atomic
+from .combine import age_group_probs
 from .data import DatasetError, Sample, read_csv_rows, task_samples
+from .images import ImageError, load_image
 from .labels import GENDER_LABELS, MASK_LABELS
 
 PSEUDO_COLUMNS = ("path", "mask", "gender", "age_bin", "age", "p_mask", "p_gender", "p_age_group")
@@ -17,36 +18,29 @@ PSEUDO_COLUMNS = ("path", "mask", "gender", "age_bin", "age", "p_mask", "p_gende
 def pseudo_label(pipeline, paths: Sequence[str], out: str | Path, batch_size: int = 32) -> Path:
     """Write each photo's predicted labels and their confidences to ``out`` (CSV): mask state, gender, the most
     likely fine age bin (and an age inside it), each task's top probability (age: of the predicted age group).
-    Unreadable photos are left out. The confidence threshold is applied when training reads the file."""
+    Faces are found and classified as ``Pipeline.predict`` does; unreadable photos are left out. The confidence
+    threshold is applied when training reads the file."""
     rows = []
-    model = pipeline.models["age"]
-    edges, groups = model.spec.age_bin_edges, model.spec.age_groups
+    spec = pipeline.models["age"].spec
     for start in range(0, len(paths), batch_size):
-        chunk = list(paths[start : start + batch_size])
-        preds = pipeline.predict(chunk, batch_size=batch_size)
-        # fine-bin probabilities are not in a Prediction: compute them from the same crops
-        bins = _age_bin_probs(pipeline, chunk, preds)
-        for path, p, b in zip(chunk, preds, bins):
-            if p.error:
+        arrays, kept = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                arrays.append(load_image(path))
+                kept.append(path)
+            except ImageError:
                 continue
-            k = int(np.argmax(b))
-            group_p = list(p.age_probs.values())[groups[k]]
-            rows.append([str(path), p.mask, p.gender, k, edges[k], f"{max(p.mask_probs.values()):.5f}",
-                         f"{max(p.gender_probs.values()):.5f}", f"{group_p:.5f}"])
+        if not arrays:
+            continue
+        inputs = pipeline.model_inputs(arrays, pipeline.detector.detect(arrays))
+        probs = {task: pipeline.task_probs_inputs(task, x) for task, x in inputs.items()}
+        groups = age_group_probs(probs["age"], spec.age_groups)
+        for path, pm, pg, pa, pgroup in zip(kept, probs["mask"], probs["gender"], probs["age"], groups):
+            k = int(pa.argmax())  # the fine bin: Prediction only carries the age groups
+            rows.append([str(path), MASK_LABELS[int(pm.argmax())], GENDER_LABELS[int(pg.argmax())], k,
+                         spec.age_bin_edges[k], f"{pm.max():.5f}", f"{pg.max():.5f}",
+                         f"{pgroup[spec.age_groups[k]]:.5f}"])
     return write_csv_atomic(out, PSEUDO_COLUMNS, rows)
-
-
-def _age_bin_probs(pipeline, paths: Sequence[str], preds) -> np.ndarray:
-    from .faces import Detection
-    from .images import load_image
-
-    ok = [i for i, p in enumerate(preds) if not p.error]
-    out = np.zeros((len(paths), len(pipeline.models["age"].spec.labels)), dtype=np.float32)
-    if ok:
-        arrays = [load_image(paths[i]) for i in ok]
-        inputs = pipeline.model_inputs(arrays, [Detection(preds[i].face_box) for i in ok])
-        out[ok] = pipeline.task_probs_inputs("age", inputs["age"])
-    return out
 
 
 def pseudo_samples(csv_path: str | Path, task: str, threshold: float, gender_age_photos: str = "wear") -> list[Sample]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-
 from .atomic import write_csv_atomic
 from .combine import age_group_probs
 from .data import DatasetError, Sample, read_csv_rows, task_samples

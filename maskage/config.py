@@ -27,7 +27,7 @@ class TrainConfig:
     seed: int = 42
     # model
     backbone: str = "tf_efficientnet_lite0"
-    pretrained: bool = True  # ImageNet weights exist offline for tf_efficientnet_lite0 only
+    pretrained: bool = True  # ImageNet weights exist offline for tf_efficientnet_lite0 and tf_efficientnet_lite2 only
     init_from: str = ""  # a saved model of this task to start from (train it further) instead of ImageNet weights
     input_size: int = 224
     freeze_stages: int = 0  # freeze the stem and the first N backbone stages

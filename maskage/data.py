@@ -33,6 +33,7 @@ class Sample:
     mask: int
     gender: int
     age: int
+    race: str = ""  # train.csv's race column; "" for photos from elsewhere
 
     def age_group(self, threshold: int) -> int:
         return int(age_to_group(self.age, threshold))
@@ -98,10 +99,23 @@ def load_train_samples(data_dir: str | Path, corrections: str | Path | None = No
             mask = mask_from_filename(p.name)
             if swap and mask != Mask.WEAR:
                 mask = Mask.NOT_WEAR if mask == Mask.INCORRECT else Mask.INCORRECT
-            samples.append(Sample(str(p), pid, int(mask), gender, age))
+            samples.append(Sample(str(p), pid, int(mask), gender, age, row["race"].strip()))
     if not samples:
         raise DatasetError(f"{root / 'train.csv'}: no people listed")
     return samples
+
+
+def filter_races(samples: Sequence[Sample], races: Sequence[str]) -> list[Sample]:
+    """The samples of people whose race (train.csv's column, any case) is one of ``races``; all when it is empty."""
+    if not races:
+        return list(samples)
+    wanted = {r.strip().lower() for r in races}
+    present = {s.race.lower() for s in samples}
+    missing = sorted(wanted - present)
+    if missing:
+        raise DatasetError(f"races={list(races)}: no one in train.csv is {', '.join(missing)} "
+                           f"(its races: {', '.join(sorted({s.race for s in samples}))})")
+    return [s for s in samples if s.race.lower() in wanted]
 
 
 def _person_photos(folder: Path, where: str) -> list[Path]:

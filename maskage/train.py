@@ -24,6 +24,7 @@ from .data import (
     CropDataset,
     DatasetError,
     TrainAugment,
+    filter_races,
     load_train_samples,
     mix_batch,
     person_folds,
@@ -232,7 +233,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         save_config(config, out / "config.yaml")
     bins = AgeBins(tuple(config.age_bin_edges), config.age_threshold)
 
-    samples = load_train_samples(config.data_dir, config.corrections or None)
+    samples = filter_races(load_train_samples(config.data_dir, config.corrections or None), config.races)
     samples = subset_people(samples, config.max_people, config.seed, config.age_threshold)
     folds = person_folds(samples, config.n_folds, config.seed, config.age_threshold)
     if config.task == "mask" and config.mask_sources:

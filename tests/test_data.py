@@ -273,3 +273,14 @@ def test_brightness_contrast_and_flip_settings_do_what_they_say():
         assert abs(out.mean() - ramp.mean()) <= 0.2 * 255 + 1
         assert 0.6 * ramp.std() - 1 <= out.std() <= 1.4 * ramp.std() + 1
     assert len({round(float(jitter(ramp).mean()), 2) for _ in range(5)}) > 1
+
+
+def test_filter_races_keeps_the_named_races_in_any_case(toy_root):
+    from maskage.data import filter_races
+
+    samples = load_train_samples(toy_root / "train")
+    assert {s.race for s in samples} == {"Asian"}
+    assert filter_races(samples, []) == samples
+    assert filter_races(samples, ["asian"]) == samples
+    with pytest.raises(DatasetError, match="no one in train.csv is indian"):
+        filter_races(samples, ["Asian", "Indian"])

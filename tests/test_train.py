@@ -358,3 +358,25 @@ def test_pseudo_labels_train_but_never_validate(tiny_overrides, toy_root, tmp_pa
                                       pseudo_threshold=0.0, folds=2), task="mask"), progress=False)
     oof_paths = {r["path"] for r in csv.DictReader((kf.output_dir / "oof_predictions.csv").open())}
     assert oof_paths.isdisjoint(unlabelled) and len(oof_paths) == base["n_train"] + base["n_val"]
+
+
+def test_races_trains_and_validates_on_those_people_only(tiny_overrides, toy_root, tmp_path):
+    data = tmp_path / "mixed"
+    data.mkdir()
+    (data / "images").symlink_to(toy_root / "train" / "images")
+    rows = list(csv.DictReader((toy_root / "train" / "train.csv").open()))
+    for k, r in enumerate(rows):
+        r["race"] = "White" if k % 3 == 0 else "Asian"
+    with (data / "train.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    white = {r["id"] for r in rows if r["race"] == "White"}
+    cfg = load_config(None, dict(tiny_overrides, data_dir=str(data), races="white", n_folds=2), task="mask")
+    assert cfg.races == ["white"]
+    metrics = train(cfg, progress=False).metrics
+    assert metrics["n_train"] + metrics["n_val"] == 7 * len(white)
+    val_people = {r["person"] for r in csv.DictReader((cfg.resolved_output_dir() / "val_predictions.csv").open())}
+    assert val_people and val_people <= white
+    with pytest.raises(DatasetError, match="no one in train.csv is black"):
+        train(load_config(None, dict(tiny_overrides, data_dir=str(data), races=["Black", "White"])), progress=False)

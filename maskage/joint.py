@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .combine import age_group_probs
+from .combine import age_group_probs, encode_many
 from .labels import GENDER_LABELS, MASK_LABELS, NUM_CLASSES, age_group_labels
 
 JOINT_TASKS = ("joint", "multihead")
@@ -36,7 +36,8 @@ def class_ids(probs: np.ndarray, spec) -> np.ndarray:
     age = view_probs(probs, spec, "age")
     if spec.task == "multihead":
         age = age_group_probs(age, spec.age_groups)
-    return view_probs(probs, spec, "mask").argmax(1) * 6 + view_probs(probs, spec, "gender").argmax(1) * 3 + age.argmax(1)
+    return encode_many(view_probs(probs, spec, "mask").argmax(1), view_probs(probs, spec, "gender").argmax(1),
+                       age.argmax(1))
 
 
 def view_spec(spec, task: str):

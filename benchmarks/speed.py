@@ -24,6 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from canvas import on_canvas  # noqa: E402
 from maskage.faces import box_iou  # noqa: E402
 from maskage.pipeline import PRETRAINED_DIR, Pipeline  # noqa: E402
 
@@ -36,14 +37,7 @@ def photos(n: int, seed: int = 0) -> list[np.ndarray]:
     if not files:
         raise SystemExit(f"no UTKFace photos in {SHARED / 'utkface'}")
     rng = np.random.default_rng(seed)
-    out = []
-    for i in rng.choice(len(files), n, replace=False):
-        side = int(rng.integers(180, 301))
-        canvas = Image.new("RGB", (384, 512), tuple(int(v) for v in rng.integers(60, 200, 3)))
-        face = Image.open(files[i]).convert("RGB").resize((side, side))
-        canvas.paste(face, (int(rng.integers(0, 384 - side + 1)), int(rng.integers(0, 512 - side + 1))))
-        out.append(np.asarray(canvas))
-    return out
+    return [on_canvas(files[i], rng) for i in rng.choice(len(files), n, replace=False)]
 
 
 def rate(fn, n: int, repeat: int = 2) -> float:

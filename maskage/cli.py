@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .pipeline import Pipeline, parse_tta
+    from .pipeline import Pipeline, parse_tta, set_frame
 
     runs = [r.split(",") for r in (args.mask_run, args.gender_run, args.age_run)]
     weights = {task: [float(w) for w in ws.split(",")] for task, ws in _task_values(args.weights, "--weights").items()}
@@ -52,6 +52,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     pipe.tta = parse_tta(args.tta or [])
     if args.min_face_fraction is not None:
         pipe.detector_settings = replace(pipe.detector_settings, min_face_fraction=args.min_face_fraction)
+    for task, value in _task_values(args.frame, "--frame").items():
+        frame, _, shift = value.partition(":")
+        set_frame(pipe, task, float(frame), float(shift or 0.0))
     out = pipe.save(args.out, dtype=args.dtype)
     print(f"pipeline saved in {out}")
     return 0
@@ -294,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "photo's shorter side (the shipped pipeline: 0.2; default: the mask model's setting, 0)")
     p.add_argument("--tta", action="append", metavar="TASK=TRANSFORM",
                    help="test-time augmentation, repeatable: e.g. --tta gender=hflip (transforms: hflip)")
+    p.add_argument("--frame", action="append", metavar="TASK=FRAME[:SHIFT]",
+                   help="crop that task's faces with UTKFace framing (see README), e.g. --frame gender=0.79:0.12")
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("submit", help="predict a competition eval folder into ImageID,ans")

@@ -35,6 +35,8 @@ class TrainConfig:
     # face crops
     crop_size: int = 256  # crops are cached at this size, then resized to input_size
     margin: float = 0.2  # fraction of the face box added on each side
+    frame: float = 0.0  # UTKFace framing of the crop (faces.CropSettings.frame); 0 = off
+    frame_shift: float = 0.0
     min_face_size: int = 40
     detect_batch_size: int = 16
     cache_dir: str = ""  # default: $MASKAGE_CACHE or ~/.cache/maskage
@@ -126,6 +128,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if self.frame < 0:
+            raise ValueError(f"frame must be >= 0 (0 = off), got {self.frame}")
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or f"runs/{self.task}")

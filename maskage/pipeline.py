@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
@@ -383,6 +383,17 @@ class Pipeline:
                 face_box=det.box, face_prob=det.prob,
             ))
         return preds
+
+
+def set_frame(pipe: Pipeline, task: str, frame: float, shift: float = 0.0) -> None:
+    """Crop ``task``'s faces with UTKFace framing (``CropSettings.frame``/``frame_shift``; frame 0 = off) in every
+    model of the task (a joint or multi-head model: its other tasks too); saved with the pipeline in each model's crop
+    settings."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r} (tasks: {', '.join(TASKS)})")
+    for m in members(pipe.models[task]):
+        spec = _base(m).spec
+        spec.crop = replace(spec.crop_settings, frame=frame, frame_shift=shift).to_dict()
 
 
 class PipelineEnsemble:

@@ -253,7 +253,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             folds[s.person] = -1  # in no fold: pseudo-labelled photos train, never validate
         samples, n_pseudo = samples + pseudo, len(pseudo)
 
-    crop = CropSettings(config.crop_size, config.margin)
+    crop = CropSettings(config.crop_size, config.margin, frame=config.frame, frame_shift=config.frame_shift)
     detector = DetectorSettings(config.min_face_size, batch_size=config.detect_batch_size)
     cache = CropCache(config.cache_dir or None, crop, detector)
     # one process fills the crop cache, the others then read it

@@ -1,6 +1,7 @@
 import csv
 
 import numpy as np
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,27 @@ def test_evaluate_names_bad_rows(tmp_path, capsys):
         pred.write_text("ImageID,ans\n" + body + "\n")
         assert main(["evaluate", str(pred), str(gt)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_pipeline_frame_option_sets_that_tasks_crops_as_the_api_does(toy_root, tmp_path, capsys):
+    from maskage.pipeline import set_frame
+
+    runs = {}
+    for i, task in enumerate(("mask", "gender", "age")):
+        runs[task] = tiny_model(task, i).save(tmp_path / task)
+    out = tmp_path / "pipe"
+    assert main(["pipeline", str(runs["mask"]), str(runs["gender"]), str(runs["age"]), "--out", str(out),
+                 "--frame", "gender=0.8:0.1"]) == 0
+    cli = Pipeline.from_pretrained(out, backend="torch")
+    assert cli.models["gender"].spec.crop_settings.frame == 0.8
+    assert cli.models["gender"].spec.crop_settings.frame_shift == 0.1
+    assert cli.models["mask"].spec.crop_settings.frame == 0 and cli.models["age"].spec.crop_settings.frame == 0
+    api = Pipeline.from_runs(runs["mask"], runs["gender"], runs["age"])
+    set_frame(api, "gender", 0.8, 0.1)
+    photos = sorted((toy_root / "eval" / "images").iterdir())[:6]
+    for a, b in zip(api.predict(photos), cli.predict(photos)):
+        assert a.class_id == b.class_id and a.gender_probs == pytest.approx(b.gender_probs, abs=1e-6)
+    capsys.readouterr()
+    assert main(["pipeline", str(runs["mask"]), str(runs["gender"]), str(runs["age"]), "--out", str(out),
+                 "--frame", "0.8"]) != 0
+    assert "--frame takes TASK=VALUE" in capsys.readouterr().err

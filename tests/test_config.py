@@ -64,3 +64,10 @@ def test_experiment_files_load():
 
     for y in sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml")):
         load_config(y, task="age")  # every shipped recipe uses only known keys and valid values
+
+
+def test_frame_keys_are_checked():
+    c = load_config(None, ["frame=0.79", "frame_shift=0.12"])
+    assert (c.frame, c.frame_shift) == (0.79, 0.12)
+    with pytest.raises(ValueError, match="frame must be >= 0"):
+        load_config(None, ["frame=-1"])

@@ -176,3 +176,32 @@ def test_box_iou():
     assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
     assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
     assert box_iou(None, (0, 0, 1, 1)) == 0.0
+
+
+def test_frame_keeps_only_the_utkface_square_and_repeats_its_border():
+    # a "face" box of 100 px: frame 0.8 keeps the 80 px square centred 12 px below the box centre; outside it, blue
+    img = np.zeros((400, 400, 3), dtype=np.uint8)
+    img[:] = (0, 0, 255)
+    img[172:252, 160:240] = (255, 0, 0)
+    img[172:252, 160] = (0, 255, 0)  # the square's left column: repeated leftwards
+    box = (150, 150, 250, 250)
+    plain = crop_face(img, box, CropSettings(crop_size=80, margin=0.2))
+    framed = crop_face(img, box, CropSettings(crop_size=80, margin=0.2, frame=0.8, frame_shift=0.12))
+    assert (plain[..., 2] > 200).any()  # the plain crop sees the surroundings
+    assert not (framed[..., 2] > 200).any()  # the framed one only the square, its border repeated
+    assert (framed[40, :5] == (0, 255, 0)).all() and (framed[40, 40] == (255, 0, 0)).all()
+    # the face keeps its place and size in the crop: the box is 100 px of the 140 px crop either way
+    assert (framed[20:60, 20:60] == (255, 0, 0)).all()
+
+
+def test_frame_off_leaves_settings_crops_and_cache_keys_as_before(tmp_path):
+    img = np.random.default_rng(0).integers(0, 255, (120, 100, 3), dtype=np.uint8)
+    off = CropSettings(crop_size=48, margin=0.2)
+    assert off.to_dict() == {"crop_size": 48, "margin": 0.2, "fallback_fraction": 0.7}
+    assert np.array_equal(crop_face(img, (20, 30, 80, 90), off),
+                          crop_face(img, (20, 30, 80, 90), CropSettings(crop_size=48, margin=0.2, frame=0)))
+    on = CropSettings(crop_size=48, margin=0.2, frame=0.8, frame_shift=0.1)
+    assert on.to_dict()["frame"] == 0.8 and CropSettings(**on.to_dict()) == on
+    assert CropCache(tmp_path, on, DetectorSettings()).dir != CropCache(tmp_path, off, DetectorSettings()).dir
+    with pytest.raises(ValueError, match="frame"):
+        CropSettings(frame=-0.5)

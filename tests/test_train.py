@@ -120,6 +120,15 @@ def test_device_choice(tiny_overrides):
             train(load_config(None, dict(tiny_overrides, device="cuda"), task="mask"), progress=False)
 
 
+def test_framed_crops_train_and_the_model_describes_them(tiny_overrides):
+    from maskage.faces import CropSettings
+
+    result = train(load_config(None, dict(tiny_overrides, frame=0.8, frame_shift=0.1), task="gender"), progress=False)
+    spec = TaskModel.load(result.output_dir, "gender").spec
+    assert spec.crop_settings == CropSettings(crop_size=spec.crop_settings.crop_size, margin=0.2, frame=0.8,
+                                              frame_shift=0.1)
+
+
 def test_same_seed_same_model_with_fresh_or_cached_crops(tiny_overrides, tmp_path):
     import torch
 

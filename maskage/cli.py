@@ -233,7 +233,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     report = build_dataset(
         args.faces_dir, args.out, eval_fraction=args.eval_fraction, seed=args.seed, races=_races(args.race),
         eval_races=_races(args.eval_race), min_age=args.min_age, max_age=args.max_age, labels_csv=args.labels_csv,
-        limit=args.limit, progress=not args.quiet,
+        limit=args.limit, train_scenes=args.train_scenes, progress=not args.quiet,
     )
     print(f"{report.n_train_people} train people -> {report.out / 'train'}, {report.n_eval_people} eval people -> "
           f"{report.out / 'eval'}; {len(report.skipped)} photo(s) skipped (listed in {report.out / 'skipped.csv'}), "
@@ -356,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-age", type=int, default=200)
     p.add_argument("--labels-csv", help="CSV with path,age,gender[,race] for faces not named like UTKFace")
     p.add_argument("--limit", type=int, default=0, help="use only the first N faces (0 = all)")
+    p.add_argument("--train-scenes", type=float, default=0.0, metavar="F",
+                   help="share of training people whose photos are pasted into 384x512 scenes with a background "
+                        "(the competition's framing; eval people keep the faces' own framing). Default 0")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
 

@@ -282,6 +282,42 @@ def read_faces(faces_dir: str | Path, labels_csv: str | Path | None = None) -> t
     return records, unlabelled
 
 
+SCENE_SIZE = (384, 512)  # (width, height) of the competition's photos
+SCENE_SIDES = (150, 320)  # side in pixels the face photo is resized to in a scene
+SCENE_KINDS = ("plain", "gradient", "blotches", "noise")
+
+
+def in_scene(image: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = SCENE_SIZE,
+             sides: tuple[int, int] = SCENE_SIDES) -> tuple[np.ndarray, str]:
+    """The face photo resized to a random side in ``sides`` and pasted at a random place on a ``size`` (width,
+    height) background of a random kind (``SCENE_KINDS``): the competition's framing, where a face crop's margin
+    shows background instead of UTKFace's repeated border. Returns the scene and the background's kind."""
+    width, height = size
+    if not 0 < sides[0] <= sides[1] <= min(width, height):
+        raise ValueError(f"face sides {sides} must be positive and fit in a {width}x{height} scene")
+    kind = SCENE_KINDS[int(rng.integers(len(SCENE_KINDS)))]
+    a, b = rng.uniform(20, 235, 3), rng.uniform(20, 235, 3)
+    if kind == "plain":
+        bg = np.broadcast_to(a, (height, width, 3)).astype(np.float32)
+    elif kind == "gradient":
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        t = xx / width * np.cos(angle) + yy / height * np.sin(angle)
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+        bg = a + (b - a) * t[..., None]
+    elif kind == "blotches":  # a smooth random colour field: walls, curtains, out-of-focus rooms
+        coarse = rng.uniform(20, 235, (int(rng.integers(2, 6)), int(rng.integers(2, 6)), 3)).astype(np.float32)
+        bg = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    else:
+        bg = np.broadcast_to(a, (height, width, 3)) + rng.normal(0, rng.uniform(5, 25), (height, width, 1))
+    scene = np.clip(bg, 0, 255).astype(np.uint8)
+    side = int(rng.integers(sides[0], sides[1] + 1))
+    face = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA if side < image.shape[0] else cv2.INTER_LINEAR)
+    x, y = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+    scene[y : y + side, x : x + side] = face
+    return scene, kind
+
+
 def _person_seed(seed: int, path: str) -> int:
     return int.from_bytes(hashlib.sha1(f"{seed}:{Path(path).name}".encode()).digest()[:8], "little")
 
@@ -306,6 +342,7 @@ def build_dataset(
     max_age: int = 200,
     labels_csv: str | Path | None = None,
     limit: int = 0,
+    train_scenes: float = 0.0,
     progress: bool = True,
 ) -> BuildReport:
     """Write a competition-style dataset: ``out/train`` (train.csv, images/PERSON/{mask1..5,incorrect_mask,normal})
@@ -315,11 +352,18 @@ def build_dataset(
     under the chin), and the photo itself unmasked. People go to eval with probability ``eval_fraction`` (only
     people of ``eval_races`` when given), decided per person by the seed. Faces without landmarks are listed in
     ``out/skipped.csv`` and left out.
+
+    ``train_scenes``: the share of training people whose seven photos are pasted into a competition-sized scene
+    (``in_scene``), so that models learn both UTKFace's tight framing and a face with background around it. Eval
+    people keep the faces' own framing, so eval scores compare across builds. 0 (the default) writes the same
+    photos as before the option existed.
     """
     from .faces import DetectorSettings, FaceDetector
 
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    if not 0.0 <= train_scenes <= 1.0:
+        raise ValueError(f"train_scenes must be in [0, 1], got {train_scenes}")
     records, unlabelled = read_faces(faces_dir, labels_csv)
     records = [r for r in records if min_age <= r.age <= max_age and (not races or r.race in races)]
     if limit:
@@ -368,14 +412,24 @@ def build_dataset(
                     eval_rows.append([name, encode(mask, r.gender, age_to_group(r.age)), pid, int(mask), r.gender, r.age,
                                       race, kind if stem == "incorrect_mask" else "", Path(r.path).name])
             else:
+                scene = ""
+                if train_scenes:
+                    # its own stream, so that the option leaves the masks and the split as they were
+                    srng = np.random.default_rng([pseed, 1])
+                    if srng.random() < train_scenes:
+                        state = srng.bit_generator.state  # one placement and background for all seven photos
+                        for stem in stems:
+                            srng.bit_generator.state = state
+                            photos[stem], scene = in_scene(photos[stem], srng)
                 folder = f"{pid}_{GENDERS[r.gender]}_{race}_{r.age}"
                 (out / "train" / "images" / folder).mkdir(exist_ok=True)
                 for stem in stems:
                     Image.fromarray(photos[stem]).save(out / "train" / "images" / folder / f"{stem}.jpg", quality=95)
-                train_rows.append([pid, GENDERS[r.gender], race, r.age, folder, kind, Path(r.path).name])
+                train_rows.append([pid, GENDERS[r.gender], race, r.age, folder, kind, Path(r.path).name, scene])
         bar.update(len(part))
     bar.close()
-    write_csv_atomic(out / "train" / "train.csv", ["id", "gender", "race", "age", "path", "incorrect_kind", "source"], train_rows)
+    write_csv_atomic(out / "train" / "train.csv", ["id", "gender", "race", "age", "path", "incorrect_kind", "source", "scene"],
+                     train_rows)
     order = np.random.default_rng(seed + 1).permutation(len(eval_rows))
     eval_rows = [eval_rows[i] for i in order]
     write_csv_atomic(out / "eval" / "info.csv", ["ImageID", "ans"], ([r[0], 0] for r in eval_rows))

@@ -15,8 +15,11 @@ from maskage.synth import (
     NOSE_EXPOSED,
     UNDER_CHIN,
     FaceGeometry,
+    SCENE_KINDS,
+    SCENE_SIDES,
     build_dataset,
     draw_mask,
+    in_scene,
     landmark_points,
     parse_utkface_name,
 )
@@ -169,6 +172,67 @@ def test_build_dataset_is_deterministic(tmp_path, monkeypatch):
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)
 
 
+def test_in_scene_pastes_the_face_whole_on_a_background():
+    face = face_photo(1)
+    seen = set()
+    for seed in range(12):
+        scene, kind = in_scene(face, np.random.default_rng(seed), size=(384, 512), sides=(200, 200))
+        seen.add(kind)
+        assert scene.shape == (512, 384, 3) and scene.dtype == np.uint8
+        # side 200 = the photo's own size, so the photo appears unchanged somewhere in the scene
+        hits = [(y, x) for y in range(0, 313) for x in range(0, 185)
+                if scene[y, x, 0] == face[0, 0, 0] and np.array_equal(scene[y:y + 200, x:x + 200], face)]
+        assert len(hits) == 1
+        y, x = hits[0]
+        outside = np.ones(scene.shape[:2], bool)
+        outside[y:y + 200, x:x + 200] = False
+        assert outside.any()
+    assert seen == set(SCENE_KINDS)  # every background kind turns up
+    with pytest.raises(ValueError, match="fit"):
+        in_scene(face, np.random.default_rng(0), size=(100, 100), sides=(150, 200))
+
+
+def test_build_dataset_train_scenes(tmp_path, monkeypatch):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    write_faces(tmp_path / "faces", 12)
+    build_dataset(tmp_path / "faces", tmp_path / "plain", eval_fraction=0.3, seed=2)
+    build_dataset(tmp_path / "faces", tmp_path / "half", eval_fraction=0.3, seed=2, train_scenes=0.5)
+    build_dataset(tmp_path / "faces", tmp_path / "all", eval_fraction=0.3, seed=2, train_scenes=1.0)
+
+    def rows(out):
+        with (tmp_path / out / "train" / "train.csv").open() as f:
+            return list(csv.DictReader(f))
+
+    plain, half, every = rows("plain"), rows("half"), rows("all")
+    assert [r["id"] for r in plain] == [r["id"] for r in half] == [r["id"] for r in every]  # same split
+    assert all(r["scene"] == "" for r in plain) and all(r["scene"] in SCENE_KINDS for r in every)
+    assert 0 < sum(r["scene"] != "" for r in half) < len(half)
+    for p_row, h_row in zip(plain, half):
+        folder_p = tmp_path / "plain" / "train" / "images" / p_row["path"]
+        folder_h = tmp_path / "half" / "train" / "images" / h_row["path"]
+        for stem in MASK_FILE_STEMS:
+            a = np.asarray(Image.open(folder_p / f"{stem}.jpg"))
+            b = np.asarray(Image.open(folder_h / f"{stem}.jpg"))
+            if h_row["scene"]:
+                assert a.shape == (200, 200, 3) and b.shape == (512, 384, 3)
+            else:
+                assert np.array_equal(a, b)  # people left in their own framing are unchanged
+        if h_row["scene"]:
+            # one placement and background for a person's seven photos: the unmasked and the incorrectly masked
+            # photo differ only inside the pasted face
+            normal = np.asarray(Image.open(folder_h / "normal.jpg")).astype(int)
+            wrong = np.asarray(Image.open(folder_h / "incorrect_mask.jpg")).astype(int)
+            ys, xs = np.nonzero(np.abs(normal - wrong).max(axis=2) > 40)
+            assert ys.size and np.ptp(ys) <= SCENE_SIDES[1] and np.ptp(xs) <= SCENE_SIDES[1]
+    # eval photos keep the faces' own framing, byte for byte
+    ev = sorted(p.name for p in (tmp_path / "plain" / "eval" / "images").iterdir())
+    assert ev == sorted(p.name for p in (tmp_path / "all" / "eval" / "images").iterdir()) and ev
+    assert all((tmp_path / "plain" / "eval" / "images" / n).read_bytes()
+               == (tmp_path / "all" / "eval" / "images" / n).read_bytes() for n in ev)
+    with pytest.raises(ValueError, match="train_scenes"):
+        build_dataset(tmp_path / "faces", tmp_path / "bad", train_scenes=1.5)
+
+
 def test_build_dataset_filters_and_labels_csv(tmp_path, monkeypatch):
     monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
     names = write_faces(tmp_path / "faces", 6)
@@ -189,6 +253,10 @@ def test_synth_cli(tmp_path, monkeypatch, capsys):
                  "--race", "Asian", "--quiet"]) == 0
     assert "train people" in capsys.readouterr().out
     assert len(load_train_samples(tmp_path / "out" / "train")) == 7 * sum(1 for i in range(5) if i % 3)
+    assert main(["synth", str(tmp_path / "faces"), "--out", str(tmp_path / "s"), "--eval-fraction", "0",
+                 "--train-scenes", "1", "--quiet"]) == 0
+    with (tmp_path / "s" / "train" / "train.csv").open() as f:
+        assert all(r["scene"] in SCENE_KINDS for r in csv.DictReader(f))
     assert main(["synth", str(tmp_path / "faces"), "--out", str(tmp_path / "x"), "--race", "Martian"]) == 2
     assert "unknown race" in capsys.readouterr().err
 

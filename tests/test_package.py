@@ -1,0 +1,41 @@
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import maskage  # noqa: F401  (sets the environment under test)
+
+
+def run(code: str, **env: str) -> str:
+    base = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_import_asks_torch_for_huge_pages_unless_the_user_said_otherwise():
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] in ("0", "1")
+    code = "import os, torch, maskage; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    assert run(code) == "1"
+    assert run(code, THP_MEM_ALLOC_ENABLE="0") == "0"
+
+
+def test_huge_pages_cut_page_faults_of_large_tensors():
+    # the setting must reach PyTorch's allocator: large buffers reused step after step fault far less
+    code = """
+import resource, torch, maskage
+x = torch.ones(64, 32, 64, 64)
+for _ in range(2):
+    (x * 2).sum()
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    (x * 2).sum()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
+"""
+    with_thp, without = int(run(code)), int(run(code, THP_MEM_ALLOC_ENABLE="0"))
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    chosen = re.search(r"\[(\w+)\]", mode.read_text()).group(1) if mode.exists() else "unknown"
+    if chosen == "madvise":  # the case the setting is for: only asked-for huge pages are given
+        assert with_thp * 4 < without, (with_thp, without)
+    else:  # "always" gives huge pages anyway, "never" never does: the setting must then change nothing much
+        assert with_thp <= without * 1.5 + 100, (chosen, with_thp, without)

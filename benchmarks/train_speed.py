@@ -2,6 +2,7 @@
 with 0, 1 and 2 DataLoader workers.
 
     .venv/bin/python benchmarks/train_speed.py [--steps 30] [--recipes experiments/real_mask.yaml ...]
+    THP_MEM_ALLOC_ENABLE=0 .venv/bin/python benchmarks/train_speed.py ...   # without huge pages (maskage/__init__.py)
 
 Crops are random uint8 arrays of the recipe's crop size (speed does not depend on the pixels); the model, input
 size, frozen stages, batch size, optimiser and augmentation are the recipe's.
@@ -9,6 +10,8 @@ size, frozen stages, batch size, optimiser and augmentation are the recipe's.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -27,7 +30,8 @@ from maskage.labels import AgeBins  # noqa: E402
 from maskage.models import TaskModel, make_spec  # noqa: E402
 
 
-def throughput(recipe: str, steps: int, workers: int) -> float:
+def throughput(recipe: str, steps: int, workers: int) -> tuple[float, float]:
+    """Images per second, and the process's minor page faults per image, of the timed steps."""
     cfg = load_config(ROOT / recipe)
     task = Path(recipe).stem.split("_")[-1]
     spec = make_spec(task, cfg.backbone, cfg.input_size, CropSettings(cfg.crop_size, cfg.margin), DetectorSettings(),
@@ -45,12 +49,14 @@ def throughput(recipe: str, steps: int, workers: int) -> float:
     for step, (x, y) in enumerate(loader):
         if step == 2:  # after warm-up (worker start, first allocations)
             start, seen = time.perf_counter(), 0
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         loss = torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         seen += len(y)
-    return seen / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    return seen / elapsed, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / seen
 
 
 def main() -> int:
@@ -59,10 +65,13 @@ def main() -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--recipes", nargs="+", default=[f"experiments/real_{t}.yaml" for t in ("mask", "gender", "age")])
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, THP_MEM_ALLOC_ENABLE="
+          f"{os.environ.get('THP_MEM_ALLOC_ENABLE')}, kernel THP {thp.read_text().strip() if thp.exists() else '?'}")
     for recipe in args.recipes:
         rates = {w: throughput(recipe, args.steps, w) for w in args.workers}
-        print(f"{recipe}: " + ", ".join(f"{w} workers {r:.1f} images/s" for w, r in rates.items()))
+        print(f"{recipe}: " + ", ".join(f"{w} workers {r:.1f} images/s ({f:.0f} page faults/image)"
+                                        for w, (r, f) in rates.items()))
     return 0
 
 

@@ -1,10 +1,11 @@
+import importlib
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import maskage  # noqa: F401  (sets the environment under test)
+import maskage
 
 
 def run(code: str, **env: str) -> str:
@@ -13,8 +14,13 @@ def run(code: str, **env: str) -> str:
                           check=True).stdout.strip()
 
 
-def test_import_asks_torch_for_huge_pages_unless_the_user_said_otherwise():
-    assert os.environ["THP_MEM_ALLOC_ENABLE"] in ("0", "1")
+def test_import_asks_torch_for_huge_pages_unless_the_user_said_otherwise(monkeypatch):
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE")
+    importlib.reload(maskage)
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    importlib.reload(maskage)
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
     code = "import os, torch, maskage; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
     assert run(code) == "1"
     assert run(code, THP_MEM_ALLOC_ENABLE="0") == "0"

@@ -287,11 +287,12 @@ SCENE_SIDES = (150, 320)  # side in pixels the face photo is resized to in a sce
 SCENE_KINDS = ("plain", "gradient", "blotches", "noise")
 
 
-def in_scene(image: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = SCENE_SIZE,
-             sides: tuple[int, int] = SCENE_SIDES) -> tuple[np.ndarray, str]:
-    """The face photo resized to a random side in ``sides`` and pasted at a random place on a ``size`` (width,
-    height) background of a random kind (``SCENE_KINDS``): the competition's framing, where a face crop's margin
-    shows background instead of UTKFace's repeated border. Returns the scene and the background's kind."""
+def in_scene(images: Sequence[np.ndarray], rng: np.random.Generator, size: tuple[int, int] = SCENE_SIZE,
+             sides: tuple[int, int] = SCENE_SIDES) -> tuple[list[np.ndarray], str]:
+    """Square face photos of one size (one person's photos) resized to a random side in ``sides`` and pasted at
+    one random place on one ``size`` (width, height) background of a random kind (``SCENE_KINDS``): the
+    competition's framing, where a face crop's margin shows background instead of UTKFace's repeated border.
+    Returns a scene per photo and the background's kind."""
     width, height = size
     if not 0 < sides[0] <= sides[1] <= min(width, height):
         raise ValueError(f"face sides {sides} must be positive and fit in a {width}x{height} scene")
@@ -310,12 +311,16 @@ def in_scene(image: np.ndarray, rng: np.random.Generator, size: tuple[int, int] 
         bg = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
     else:
         bg = np.broadcast_to(a, (height, width, 3)) + rng.normal(0, rng.uniform(5, 25), (height, width, 1))
-    scene = np.clip(bg, 0, 255).astype(np.uint8)
+    background = np.clip(bg, 0, 255).astype(np.uint8)
     side = int(rng.integers(sides[0], sides[1] + 1))
-    face = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA if side < image.shape[0] else cv2.INTER_LINEAR)
     x, y = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
-    scene[y : y + side, x : x + side] = face
-    return scene, kind
+    scenes = []
+    for image in images:
+        scene = background.copy()
+        scene[y : y + side, x : x + side] = cv2.resize(
+            image, (side, side), interpolation=cv2.INTER_AREA if side < image.shape[0] else cv2.INTER_LINEAR)
+        scenes.append(scene)
+    return scenes, kind
 
 
 def _person_seed(seed: int, path: str) -> int:
@@ -416,11 +421,9 @@ def build_dataset(
                 if train_scenes:
                     # its own stream, so that the option leaves the masks and the split as they were
                     srng = np.random.default_rng([pseed, 1])
-                    if srng.random() < train_scenes:
-                        state = srng.bit_generator.state  # one placement and background for all seven photos
-                        for stem in stems:
-                            srng.bit_generator.state = state
-                            photos[stem], scene = in_scene(photos[stem], srng)
+                    if srng.random() < train_scenes:  # one placement and background for all seven photos
+                        scenes, scene = in_scene([photos[stem] for stem in stems], srng)
+                        photos = dict(zip(stems, scenes))
                 folder = f"{pid}_{GENDERS[r.gender]}_{race}_{r.age}"
                 (out / "train" / "images" / folder).mkdir(exist_ok=True)
                 for stem in stems:

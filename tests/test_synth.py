@@ -176,7 +176,7 @@ def test_in_scene_pastes_the_face_whole_on_a_background():
     face = face_photo(1)
     seen = set()
     for seed in range(12):
-        scene, kind = in_scene(face, np.random.default_rng(seed), size=(384, 512), sides=(200, 200))
+        (scene,), kind = in_scene([face], np.random.default_rng(seed), size=(384, 512), sides=(200, 200))
         seen.add(kind)
         assert scene.shape == (512, 384, 3) and scene.dtype == np.uint8
         # side 200 = the photo's own size, so the photo appears unchanged somewhere in the scene
@@ -189,7 +189,7 @@ def test_in_scene_pastes_the_face_whole_on_a_background():
         assert outside.any()
     assert seen == set(SCENE_KINDS)  # every background kind turns up
     with pytest.raises(ValueError, match="fit"):
-        in_scene(face, np.random.default_rng(0), size=(100, 100), sides=(150, 200))
+        in_scene([face], np.random.default_rng(0), size=(100, 100), sides=(150, 200))
 
 
 def test_build_dataset_train_scenes(tmp_path, monkeypatch):

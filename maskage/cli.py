@@ -230,8 +230,12 @@ def _races(text: str | None) -> list[int] | None:
 def cmd_synth(args: argparse.Namespace) -> int:
     from .synth import build_dataset
 
+    sourced = [f for f in args.faces_dir if "=" in f]
+    if sourced and len(sourced) != len(args.faces_dir) or not sourced and len(args.faces_dir) != 1:
+        raise ValueError("give one FACES_DIR, or one or more NAME=DIR sources (utkface=..., aaf=..., lfw=...)")
+    photos = [x.strip() for x in args.photos.split(",") if x.strip()] if args.photos else None
     report = build_dataset(
-        args.faces_dir, args.out, eval_fraction=args.eval_fraction, seed=args.seed, races=_races(args.race),
+        sourced or args.faces_dir[0], args.out, photos=photos, eval_fraction=args.eval_fraction, seed=args.seed, races=_races(args.race),
         eval_races=_races(args.eval_race), min_age=args.min_age, max_age=args.max_age, labels_csv=args.labels_csv,
         limit=args.limit, train_scenes=args.train_scenes, progress=not args.quiet,
     )
@@ -346,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("synth", help="draw masks on unmasked faces and write a competition-style dataset")
-    p.add_argument("faces_dir", help="unmasked face photos named AGE_GENDER_RACE_*.jpg (UTKFace), or see --labels-csv")
+    p.add_argument("faces_dir", nargs="+", metavar="FACES_DIR",
+                   help="unmasked face photos named AGE_GENDER_RACE_*.jpg (UTKFace), or see --labels-csv; or one or "
+                        "more NAME=DIR sources read by their adapter (utkface, aaf, lfw), held out by person")
+    p.add_argument("--photos", help="write only these of each person's photos, e.g. normal,mask1,incorrect_mask "
+                                    "(default: all seven)")
     p.add_argument("--out", required=True)
     p.add_argument("--eval-fraction", type=float, default=0.2, help="share of people held out in eval/ (default 0.2)")
     p.add_argument("--seed", type=int, default=0)

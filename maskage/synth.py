@@ -232,9 +232,11 @@ class FaceRecord:
     """One unmasked face photo with its labels; each record is one person of the built dataset."""
 
     path: str
-    age: int
+    age: int  # -1: unknown (a gender-only source)
     gender: int
     race: int | None = None
+    person: str = ""  # who is in the photo, from a source adapter (maskage.sources); "" = the photo itself
+    source: str = ""  # the adapter's name
 
 
 _UTK = re.compile(r"^(\d+)_([01])_(\d)_")
@@ -337,7 +339,7 @@ class BuildReport:
 
 
 def build_dataset(
-    faces_dir: str | Path,
+    faces_dir: str | Path | Sequence[str],
     out: str | Path,
     eval_fraction: float = 0.2,
     seed: int = 0,
@@ -349,6 +351,7 @@ def build_dataset(
     limit: int = 0,
     train_scenes: float = 0.0,
     progress: bool = True,
+    photos: Sequence[str] | None = None,
 ) -> BuildReport:
     """Write a competition-style dataset: ``out/train`` (train.csv, images/PERSON/{mask1..5,incorrect_mask,normal})
     and ``out/eval`` (images/, info.csv, gt.csv and meta.csv with each eval photo's person and labels).
@@ -362,6 +365,12 @@ def build_dataset(
     (``in_scene``), so that models learn both UTKFace's tight framing and a face with background around it. Eval
     people keep the faces' own framing, so eval scores compare across builds. 0 (the default) writes the same
     photos as before the option existed.
+
+    ``faces_dir`` may instead be a list of ``NAME=DIR`` sources (``maskage.sources``: utkface, aaf, lfw). Then each
+    record keeps its source and person (train.csv's ``dataset`` and ``person`` columns, meta.csv's ``dataset`` and
+    ``source_person``), ages may be unknown (-1, kept whatever ``min_age``), and a person goes to eval by a fixed hash
+    of their key (``sources.held_out``), so builds with fewer sources hold out the same people.
+    ``photos``: the subset of the seven photo names to write per person (train.csv's ``photos`` column lists them).
     """
     from .faces import DetectorSettings, FaceDetector
 
@@ -369,8 +378,18 @@ def build_dataset(
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     if not 0.0 <= train_scenes <= 1.0:
         raise ValueError(f"train_scenes must be in [0, 1], got {train_scenes}")
-    records, unlabelled = read_faces(faces_dir, labels_csv)
-    records = [r for r in records if min_age <= r.age <= max_age and (not races or r.race in races)]
+    sourced = not isinstance(faces_dir, (str, Path))
+    if sourced:
+        from .sources import read_sources
+
+        records, unlabelled = read_sources(faces_dir)
+    else:
+        records, unlabelled = read_faces(faces_dir, labels_csv)
+    records = [r for r in records if (min_age <= r.age <= max_age or (sourced and r.age < 0))
+               and (not races or r.race in races)]
+    stems = list(MASK_FILE_STEMS) if photos is None else [s for s in MASK_FILE_STEMS if s in set(photos)]
+    if photos is not None and (not stems or len(stems) != len(set(photos))):
+        raise ValueError(f"photos must name some of {', '.join(MASK_FILE_STEMS)}; got {list(photos)}")
     if limit:
         records = records[:limit]
     if not records:
@@ -382,7 +401,6 @@ def build_dataset(
     split = rng.random(len(records))
     detector = FaceDetector(DetectorSettings(min_face_size=20, batch_size=32))
     train_rows, eval_rows, skipped = [], [], []
-    stems = list(MASK_FILE_STEMS)
     chunk = 128
     bar = tqdm(total=len(records), desc="drawing masks", disable=None if progress else True)
     for start in range(0, len(records), chunk):
@@ -401,43 +419,53 @@ def build_dataset(
             pseed = _person_seed(seed, r.path)
             prng = np.random.default_rng(pseed)
             pid = f"{index:06d}"
-            to_eval = split[index] < eval_fraction and (not eval_races or r.race in eval_races)
-            photos: dict[str, np.ndarray] = {}
+            if sourced:
+                from .sources import held_out
+
+                to_eval = held_out(r.person, eval_fraction) and (not eval_races or r.race in eval_races)
+            else:
+                to_eval = split[index] < eval_fraction and (not eval_races or r.race in eval_races)
+            drawn: dict[str, np.ndarray] = {}
             for j in range(1, 6):
-                photos[f"mask{j}"] = draw_mask(img, det.landmarks, det.box, CORRECT, pseed + j).image
+                if f"mask{j}" in stems:  # masks left out are not drawn (each has its own seed, so the rest match)
+                    drawn[f"mask{j}"] = draw_mask(img, det.landmarks, det.box, CORRECT, pseed + j).image
             kind = NOSE_EXPOSED if prng.random() < INCORRECT_KINDS[NOSE_EXPOSED] else UNDER_CHIN
-            photos["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6).image
-            photos["normal"] = img
+            if "incorrect_mask" in stems:
+                drawn["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6).image
+            drawn["normal"] = img
             race = RACES.get(r.race, "Unknown") if r.race is not None else "Unknown"
             if to_eval:
                 for stem in stems:
                     name = hashlib.sha1(f"{seed}:{pid}:{stem}".encode()).hexdigest()[:20] + ".jpg"
-                    Image.fromarray(photos[stem]).save(out / "eval" / "images" / name, quality=95)
+                    Image.fromarray(drawn[stem]).save(out / "eval" / "images" / name, quality=95)
                     mask = MASK_FILE_STEMS[stem]
                     eval_rows.append([name, encode(mask, r.gender, age_to_group(r.age)), pid, int(mask), r.gender, r.age,
-                                      race, kind if stem == "incorrect_mask" else "", Path(r.path).name])
+                                      race, kind if stem == "incorrect_mask" else "", Path(r.path).name]
+                                     + ([r.source, r.person] if sourced else []))
             else:
                 scene = ""
                 if train_scenes:
                     # its own stream, so that the option leaves the masks and the split as they were
                     srng = np.random.default_rng([pseed, 1])
                     if srng.random() < train_scenes:  # one placement and background for all seven photos
-                        scenes, scene = in_scene([photos[stem] for stem in stems], srng)
-                        photos = dict(zip(stems, scenes))
+                        scenes, scene = in_scene([drawn[stem] for stem in stems], srng)
+                        drawn = dict(zip(stems, scenes))
                 folder = f"{pid}_{GENDERS[r.gender]}_{race}_{r.age}"
                 (out / "train" / "images" / folder).mkdir(exist_ok=True)
                 for stem in stems:
-                    Image.fromarray(photos[stem]).save(out / "train" / "images" / folder / f"{stem}.jpg", quality=95)
-                train_rows.append([pid, GENDERS[r.gender], race, r.age, folder, kind, Path(r.path).name, scene])
+                    Image.fromarray(drawn[stem]).save(out / "train" / "images" / folder / f"{stem}.jpg", quality=95)
+                train_rows.append([pid, GENDERS[r.gender], race, r.age, folder, kind, Path(r.path).name, scene]
+                                  + ([r.source, r.person] if sourced else []) + ([";".join(stems)] if photos else []))
         bar.update(len(part))
     bar.close()
-    write_csv_atomic(out / "train" / "train.csv", ["id", "gender", "race", "age", "path", "incorrect_kind", "source", "scene"],
-                     train_rows)
+    write_csv_atomic(out / "train" / "train.csv", ["id", "gender", "race", "age", "path", "incorrect_kind", "source", "scene"]
+                     + (["dataset", "person"] if sourced else []) + (["photos"] if photos else []), train_rows)
     order = np.random.default_rng(seed + 1).permutation(len(eval_rows))
     eval_rows = [eval_rows[i] for i in order]
     write_csv_atomic(out / "eval" / "info.csv", ["ImageID", "ans"], ([r[0], 0] for r in eval_rows))
     write_csv_atomic(out / "eval" / "gt.csv", ["ImageID", "ans"], ([r[0], r[1]] for r in eval_rows))
     write_csv_atomic(out / "eval" / "meta.csv",
-                ["ImageID", "ans", "person", "mask", "gender", "age", "race", "incorrect_kind", "source"], eval_rows)
+                ["ImageID", "ans", "person", "mask", "gender", "age", "race", "incorrect_kind", "source"]
+                + (["dataset", "source_person"] if sourced else []), eval_rows)
     write_csv_atomic(out / "skipped.csv", ["photo", "why"], skipped)
     return BuildReport(out, len(train_rows), len(eval_rows) // len(stems), skipped, unlabelled)

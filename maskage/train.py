@@ -9,7 +9,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from .atomic import write_csv_atomic
 from .combine import age_group_probs, encode_many
 from .config import TrainConfig, load_config, save_config
 from .data import (
+    Sample,
     CropDataset,
     DatasetError,
     TrainAugment,
@@ -126,16 +127,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def balance_cells(samples: Sequence[Sample], balance: str, threshold: int) -> np.ndarray | None:
+    """Each sample's balancing cell (``TrainConfig.balance``): gender x age group, optionally per source; None for
+    "none". A sample of unknown age is in a cell of its own per gender."""
+    if balance == "none":
+        return None
+    keys = [(s.dataset if balance == "source_cell" else "", s.gender,
+             s.age_group(threshold) if s.age >= 0 else -1) for s in samples]
+    index: dict[tuple, int] = {}
+    return np.array([index.setdefault(k, len(index)) for k in keys], dtype=np.int64)
+
+
 def epoch_sampler(
-    targets: np.ndarray, from_sources: np.ndarray, n_classes: int, config: TrainConfig, generator: torch.Generator
+    targets: np.ndarray, from_sources: np.ndarray, n_classes: int, config: TrainConfig, generator: torch.Generator,
+    cells: np.ndarray | None = None,
 ) -> torch.utils.data.Sampler:
-    """What one epoch draws: ``samples_per_epoch`` photos (default all), class-balanced with ``weighted_sampler``,
-    with ``mask_sources`` photos ``source_weight`` times as likely as dataset photos."""
+    """What one epoch draws: ``samples_per_epoch`` photos (default all), class-balanced with ``weighted_sampler``
+    or equally from each of ``cells`` (``balance_cells``), with ``mask_sources`` photos ``source_weight`` times as
+    likely as dataset photos."""
     per_epoch = min(config.samples_per_epoch, len(targets)) if config.samples_per_epoch else len(targets)
     weights = np.ones(len(targets))
     if config.weighted_sampler:
         counts = np.bincount(targets, minlength=n_classes)
         weights = weights / np.maximum(counts[targets], 1)
+    if cells is not None:
+        weights = weights / np.bincount(cells)[cells]
     weights = np.where(from_sources, weights * config.source_weight, weights)
     if np.ptp(weights) > 0:
         return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), per_epoch, generator=generator)
@@ -291,12 +307,13 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         cached.crops, targets[tr_idx], spec.input_size, spec.mean, spec.std,
         # each process augments with its own stream
         TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed + dist_ctx.rank,
-                     clahe=config.clahe),
+                     clahe=config.clahe, photo=config.photo_aug),
         indices=tr_idx,
     )
     generator = torch.Generator().manual_seed(config.seed)
     from_sources = np.array([samples[i].gender < 0 for i in tr_idx])  # mask_sources photos carry no gender
-    sampler = epoch_sampler(targets[tr_idx], from_sources, n_classes, config, generator)
+    cells = balance_cells([samples[i] for i in tr_idx], config.balance, config.age_threshold)
+    sampler = epoch_sampler(targets[tr_idx], from_sources, n_classes, config, generator, cells)
     per_epoch = len(sampler)
     if dist_ctx.world > 1:  # every process draws the same epoch (same generator), then takes its share
         sampler = ShardSampler(sampler, dist_ctx.rank, dist_ctx.world)

@@ -284,3 +284,23 @@ def test_filter_races_keeps_the_named_races_in_any_case(toy_root):
     assert filter_races(samples, ["asian"]) == samples
     with pytest.raises(DatasetError, match="no one in train.csv is indian"):
         filter_races(samples, ["Asian", "Indian"])
+
+
+def test_photo_degradations_change_the_crop_and_keep_its_shape():
+    from maskage.data import TrainAugment, degrade
+
+    crop = np.zeros((64, 64, 3), np.uint8)
+    crop[:, 32:] = 255  # a sharp edge: blur, resolution and JPEG all soften it
+    rng = np.random.default_rng(0)
+    out = degrade(crop, rng, 1.0)
+    assert out.shape == crop.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, crop)
+    assert np.array_equal(degrade(crop, np.random.default_rng(0), 0.0), crop)  # p=0: untouched
+    a = TrainAugment(hflip=False, color_jitter=0, scale_jitter=0, seed=3, photo=1.0)
+    b = TrainAugment(hflip=False, color_jitter=0, scale_jitter=0, seed=3, photo=1.0)
+    assert np.array_equal(a(crop), b(crop))  # seeded
+    assert np.array_equal(TrainAugment(hflip=False, color_jitter=0, scale_jitter=0, photo=0.0)(crop), crop)
+    # the edge is no longer a one-pixel step in most draws
+    soft = [np.abs(np.diff(degrade(crop, np.random.default_rng(s), 1.0)[32, 28:36].astype(int), axis=0)).max(0).max()
+            for s in range(10)]
+    assert np.median(soft) < 255

@@ -280,3 +280,66 @@ def test_masks_on_real_faces_cover_what_their_kind_says():
             if wrong:
                 bad.append(f"{photos[i].name} {kind}: {wrong}")
     assert bad == []
+
+
+def write_sources(root: Path) -> list[str]:
+    """A tiny UTKFace, All-Age-Faces and LFW (two photos of one woman, no ages) in their own naming schemes."""
+    entries = []
+    for name, files in (("utkface", [f"{20 + 9 * i}_{i % 2}_{i % 4}_2017{i:04d}.jpg" for i in range(8)]),
+                        ("aaf", [f"{30 + 7 * i}_{i % 2}_2_aaf{i:05d}.jpg" for i in range(8)]),
+                        ("lfw", ["male/Bob_Ray_0001.jpg", "male/Tom_Ash_0001.jpg",
+                                 "female/Ann_Lee_0001.jpg", "female/Ann_Lee_0002.jpg"])):
+        for i, f in enumerate(files):
+            (root / name / f).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(face_photo(i)).save(root / name / f)
+        entries.append(f"{name}={root / name}")
+    return entries
+
+
+def test_build_from_sources_keeps_source_person_and_unknown_ages(tmp_path, monkeypatch):
+    from maskage.data import task_samples
+    from maskage.sources import held_out
+
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    entries = write_sources(tmp_path / "src")
+    photos = ["normal", "mask1", "incorrect_mask"]
+    report = build_dataset(entries, tmp_path / "out", eval_fraction=0.3, seed=0, photos=photos)
+    assert report.n_train_people + report.n_eval_people == 20
+    rows = list(csv.DictReader((tmp_path / "out" / "train" / "train.csv").open()))
+    meta = list(csv.DictReader((tmp_path / "out" / "eval" / "meta.csv").open()))
+    assert {r["dataset"] for r in rows} | {r["dataset"] for r in meta} == {"utkface", "aaf", "lfw"}
+    for r in rows:
+        assert not held_out(r["person"], 0.3) and r["photos"] == "mask1;incorrect_mask;normal"
+        assert sorted(p.stem for p in (tmp_path / "out" / "train" / "images" / r["path"]).iterdir()) == sorted(photos)
+    assert all(held_out(r["source_person"], 0.3) for r in meta)
+    assert len(meta) == 3 * report.n_eval_people
+    # the split is by person: both of Ann Lee's photos on one side
+    ann = [r for r in rows if r["person"] == "lfw:Ann_Lee"] + [r for r in meta if r["source_person"] == "lfw:Ann_Lee"]
+    assert len({"train" if "photos" in r else "eval" for r in ann}) == 1 and len(ann) in (2, 6)
+    samples = load_train_samples(tmp_path / "out" / "train")
+    assert len(samples) == 3 * report.n_train_people
+    lfw = [s for s in samples if s.dataset == "lfw"]
+    assert lfw and all(s.age == -1 and s.person.startswith("lfw:") for s in lfw)
+    gender, age = task_samples(samples, "gender", "all"), task_samples(samples, "age", "all")
+    assert len(gender) == len(samples) and len(age) == len(samples) - len(lfw)
+    # a build without one source holds out the same people of the others
+    build_dataset(entries[:2], tmp_path / "no_lfw", eval_fraction=0.3, seed=0, photos=photos)
+    meta2 = list(csv.DictReader((tmp_path / "no_lfw" / "eval" / "meta.csv").open()))
+    assert {r["source_person"] for r in meta2} == {r["source_person"] for r in meta if r["dataset"] != "lfw"}
+
+
+def test_build_photos_subset_must_name_known_photos(tmp_path, monkeypatch):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    entries = write_sources(tmp_path / "src")
+    with pytest.raises(ValueError, match="photos must name some of"):
+        build_dataset(entries, tmp_path / "out", photos=["normal", "selfie"])
+
+
+def test_synth_cli_takes_sources_and_photos(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    entries = write_sources(tmp_path / "src")
+    assert main(["synth", *entries, "--out", str(tmp_path / "out"), "--photos", "normal,mask1", "--quiet"]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "train" / "train.csv").open()))
+    assert rows and all(r["photos"] == "mask1;normal" for r in rows)
+    assert main(["synth", entries[0], str(tmp_path / "src" / "aaf"), "--out", str(tmp_path / "x")]) == 2
+    assert "NAME=DIR" in capsys.readouterr().err

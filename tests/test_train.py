@@ -389,3 +389,45 @@ def test_races_trains_and_validates_on_those_people_only(tiny_overrides, toy_roo
     assert val_people and val_people <= white
     with pytest.raises(DatasetError, match="no one in train.csv is black"):
         train(load_config(None, dict(tiny_overrides, data_dir=str(data), races=["Black", "White"])), progress=False)
+
+
+def test_balance_cells_draw_every_gender_age_cell_equally():
+    import torch
+
+    from maskage.data import Sample
+    from maskage.train import balance_cells, epoch_sampler
+
+    samples = ([Sample("a", "p", 0, 0, 25, dataset="utkface")] * 80 + [Sample("b", "q", 0, 1, 70, dataset="utkface")] * 5
+               + [Sample("c", "r", 0, 1, 25, dataset="aaf")] * 10 + [Sample("d", "s", 0, 1, -1, dataset="lfw")] * 5)
+    assert balance_cells(samples, "none", 60) is None
+    cells = balance_cells(samples, "cell", 60)
+    assert len(set(cells)) == 4  # male <30, female 60+, female <30 (utkface and aaf together), female age unknown
+    by_source = balance_cells(samples, "source_cell", 60)
+    assert len(set(by_source)) == 4 and by_source[85] != by_source[0]
+    by_source, targets = np.tile(by_source, 40), np.tile([s.gender for s in samples], 40)  # 4,000 draws an epoch
+    g = torch.Generator().manual_seed(0)
+    drawn = list(epoch_sampler(targets, np.zeros(len(targets), bool), 2, load_config(None, {}), g, by_source))
+    share = np.bincount(by_source[drawn], minlength=4) / len(drawn)
+    assert np.allclose(share, 0.25, atol=0.03)
+
+
+def test_faceres_backbone_trains_with_its_batchnorm_frozen(tiny_overrides, tmp_path):
+    import torch
+
+    from maskage import faceres
+
+    faceres.fetch()
+    over = {**tiny_overrides, "backbone": faceres.BACKBONE, "pretrained": True, "input_size": 64, "crop_size": 64,
+            "freeze_stages": 3, "lr": 3e-5, "balance": "cell", "photo_aug": 0.5, "output_dir": str(tmp_path / "g")}
+    result = train(load_config(None, {**over, "task": "gender"}), progress=False)
+    model = TaskModel.load(result.output_dir, "gender")
+    assert model.spec.backbone == faceres.BACKBONE and model.spec.std == list(faceres.STD)
+    # the folded BatchNorms kept their affine maps: training mode did not let batch statistics in
+    bn = model.net.blocks[4][1].bn2
+    assert torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
+    model.train()
+    assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    # the frozen stem is FaceRes's own, the trained last stage moved away from it
+    state = faceres.load_state()
+    assert torch.equal(model.net.conv_stem.weight, state["conv_stem.weight"])
+    assert not torch.equal(model.net.blocks[4][1].conv_pw.weight, state["blocks.4.1.conv_pw.weight"])

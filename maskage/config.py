@@ -50,6 +50,7 @@ class TrainConfig:
     skip_bad_images: bool = False  # train without unreadable photos (listed) instead of stopping
     max_people: int = 0  # 0 = all; else a stratified subset for quick runs
     races: list = field(default_factory=list)  # train on people of these races only (train.csv's race column); [] = all
+    datasets: list = field(default_factory=list)  # train on these sources only (train.csv's dataset column); [] = all
     weighted_sampler: bool = False
     # draw people equally from each gender x age-group cell (macro F1 counts 60+ women as much as young women), or
     # from each (source, cell): none | cell | source_cell. Ages unknown (LFW) are a cell of their own per gender.

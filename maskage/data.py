@@ -122,6 +122,19 @@ def filter_races(samples: Sequence[Sample], races: Sequence[str]) -> list[Sample
     return [s for s in samples if s.race.lower() in wanted]
 
 
+def filter_datasets(samples: Sequence[Sample], datasets: Sequence[str]) -> list[Sample]:
+    """The samples of the given sources (train.csv's dataset column), all when ``datasets`` is empty: a run
+    without a source, tested on that source's held-out people (leave-one-source-out)."""
+    if not datasets:
+        return list(samples)
+    present = {s.dataset for s in samples}
+    missing = sorted(set(datasets) - present)
+    if missing:
+        raise DatasetError(f"datasets={list(datasets)}: no photo in train.csv is from {', '.join(missing)} "
+                           f"(its datasets: {', '.join(sorted(present)) or 'none; build from NAME=DIR sources'})")
+    return [s for s in samples if s.dataset in set(datasets)]
+
+
 def _person_photos(folder: Path, where: str, stems: Sequence[str] = tuple(MASK_FILE_STEMS)) -> list[Path]:
     """The photos of one person's folder (the seven, or the ``stems`` a build wrote); DatasetError naming what is
     missing, extra or doubled."""

@@ -1,6 +1,7 @@
 """Reading photos into RGB uint8 arrays."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Union
 
@@ -18,6 +19,32 @@ class ImageError(ValueError):
     """A file or object that cannot be read as a photo."""
 
 
+class ImageTooLargeError(ImageError):
+    """A photo over the pixel limit, refused before it is decoded."""
+
+
+def decode_image_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An RGB uint8 array from an encoded photo's bytes (an upload); ImageError saying what is wrong with it:
+    empty, not an image, truncated, or (ImageTooLargeError) over ``max_pixels``."""
+    if not data:
+        raise ImageError(f"{name}: empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageTooLargeError(f"{name}: image too large ({im.width}x{im.height} pixels; the limit is "
+                                         f"{max_pixels:,})")
+            im.load()  # a truncated file fails here, not later
+            return _pil_to_rgb(ImageOps.exif_transpose(im))
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{name}: image too large ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (no known image format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: cannot read image ({exc})") from None
+
+
 def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An RGB uint8 HxWx3 array from a path, a PIL image or an array (HxW, HxWx3 RGB, HxWx4 RGBA).
 
@@ -27,14 +54,14 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         try:
             with Image.open(image) as im:
                 if im.width * im.height > max_pixels:
-                    raise ImageError(f"{image}: image too large ({im.width}x{im.height} pixels; the limit is "
+                    raise ImageTooLargeError(f"{image}: image too large ({im.width}x{im.height} pixels; the limit is "
                                      f"{max_pixels:,})")
                 im = ImageOps.exif_transpose(im)
                 return _pil_to_rgb(im)
         except ImageError:
             raise
         except Image.DecompressionBombError as exc:  # Pillow's own check fires first above 179 MP
-            raise ImageError(f"{image}: image too large ({exc})") from None
+            raise ImageTooLargeError(f"{image}: image too large ({exc})") from None
         except FileNotFoundError:
             raise ImageError(f"{image}: file not found") from None
         except IsADirectoryError:

@@ -25,6 +25,7 @@ from .data import (
     CropDataset,
     DatasetError,
     TrainAugment,
+    filter_datasets,
     filter_races,
     load_train_samples,
     mix_batch,
@@ -250,6 +251,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     bins = AgeBins(tuple(config.age_bin_edges), config.age_threshold)
 
     samples = filter_races(load_train_samples(config.data_dir, config.corrections or None), config.races)
+    samples = filter_datasets(samples, config.datasets)
     samples = subset_people(samples, config.max_people, config.seed, config.age_threshold)
     folds = person_folds(samples, config.n_folds, config.seed, config.age_threshold)
     if config.task == "mask" and config.mask_sources:

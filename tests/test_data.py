@@ -304,3 +304,14 @@ def test_photo_degradations_change_the_crop_and_keep_its_shape():
     soft = [np.abs(np.diff(degrade(crop, np.random.default_rng(s), 1.0)[32, 28:36].astype(int), axis=0)).max(0).max()
             for s in range(10)]
     assert np.median(soft) < 255
+
+
+def test_filter_datasets_keeps_the_named_sources():
+    from maskage.data import Sample, filter_datasets
+
+    samples = [Sample("a", "1", 0, 0, 30, dataset="utkface"), Sample("b", "2", 0, 1, 40, dataset="aaf"),
+               Sample("c", "3", 0, 1, -1, dataset="lfw")]
+    assert [s.path for s in filter_datasets(samples, ["utkface", "lfw"])] == ["a", "c"]
+    assert filter_datasets(samples, []) == samples
+    with pytest.raises(DatasetError, match="no photo in train.csv is from imdb"):
+        filter_datasets(samples, ["imdb"])

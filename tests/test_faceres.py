@@ -158,3 +158,15 @@ def test_faceres_heads_baseline_reproduces_the_graph(faceres_state):
     np.testing.assert_allclose(p_male, ref["gender"], atol=1e-4)
     np.testing.assert_allclose(p_age, ref["age"], atol=1e-4)
     assert heads.predict(reference_crops()[:0])[1].shape == (0, AGES)
+
+
+def test_fetch_faceres_cli_caches_once(faceres_state, capsys, monkeypatch):
+    from maskage.cli import main
+
+    assert main(["fetch-faceres"]) == 0
+    path = faceres.cache_path()
+    assert str(path) in capsys.readouterr().out and path.is_file()
+    monkeypatch.setattr(faceres.shutil, "which", lambda name: None)  # cached: npm is not needed again
+    assert main(["fetch-faceres"]) == 0
+    assert main(["fetch-faceres", "--force"]) == 2
+    assert "npm" in capsys.readouterr().err

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install faceres demo train-demo test test-data clean
+.PHONY: install browser faceres demo train-demo test test-data clean
 
 install: $(STAMP)
 
@@ -15,20 +15,22 @@ $(STAMP): setup.cfg pyproject.toml requirements-torch.txt
 	touch $(STAMP)
 
 # the face-pretrained backbone for training (npm pack @vladmandic/human, converted once into ~/.cache/maskage)
+# the face-pretrained backbone for training (npm pack @vladmandic/human, converted once into ~/.cache/maskage)
 faceres: $(STAMP)
 	$(VENV)/bin/maskage fetch-faceres
 
 demo: $(STAMP)
 	$(VENV)/bin/maskage demo --out demo_out
 
-train-# the face-pretrained backbone for training (npm pack @vladmandic/human, converted once into ~/.cache/maskage)
-faceres: $(STAMP)
-	$(VENV)/bin/maskage fetch-faceres
-
-demo: $(STAMP)
+train-demo: $(STAMP)
 	$(VENV)/bin/maskage demo --train --out demo_out/train
 
-test: $(STAMP)
+# Debian's headless Chromium and its driver, for the web page's test (tests/test_serve.py)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 test-data: $(STAMP)

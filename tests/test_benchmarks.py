@@ -32,3 +32,41 @@ def test_on_canvas_is_deterministic_for_a_seed_and_varies_across_seeds(tmp_path)
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
     a, b, c = (on_canvas(path, np.random.default_rng(s)) for s in (1, 1, 2))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_cross_source_sets_are_balanced_one_photo_per_person_and_scored(tmp_path, monkeypatch):
+    from maskage import faces
+    from maskage.synth import build_dataset
+
+    from .test_synth import FixedDetector, write_sources
+
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    from cross_source import eval_sets, save_error_grids, score_rows
+
+    build_dataset(write_sources(tmp_path / "src"), tmp_path / "b", eval_fraction=0.6, photos=["normal", "mask1"])
+    sets = eval_sets(tmp_path / "b", per_cell=100)
+    assert set(sets) <= {"utkface", "aaf", "lfw"} and sets
+    for source, kinds in sets.items():
+        un, ma = kinds["unmasked"], kinds["masked"]
+        people = [r["source_person"] for r in un]
+        assert len(people) == len(set(people)) == len(ma)  # one photo of each person, both kinds
+        assert all(int(r["mask"]) == 2 for r in un) and all(int(r["mask"]) == 0 for r in ma)
+        cells = [int(r["gender"]) * 3 + (0 if int(r["age"]) < 0 else min(2, int(r["age"]) // 30)) for r in un]
+        assert len(set(np.bincount(cells)[np.unique(cells)])) == 1  # equal people in every cell present
+    rows = [{"gender": "0", "age": "25"}, {"gender": "1", "age": "65"}, {"gender": "1", "age": "40"}]
+    s = score_rows(rows, np.array([0, 1, 0]), None, np.array([0, 2, 1]), 60)
+    assert s["age_f1"] == 1.0 and 0.6 < s["gender_f1"] < 0.7
+    assert "age_f1" not in score_rows([{"gender": "0", "age": "-1"}], np.array([0]), None, np.array([0]), 60)
+
+    class P:  # a Prediction's probabilities
+        def __init__(self, male, young):
+            self.gender_probs = {"male": male, "female": 1 - male}
+            self.age_probs = {"<30": young, "30-59": 1 - young, "60+": 0.0}
+
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 20)).save(tmp_path / "img" / f"{i}.jpg")
+    rows = [dict(r, ImageID=f"{i}.jpg") for i, r in enumerate(rows)]
+    save_error_grids(tmp_path / "grids", rows, [P(0.9, 0.9), P(0.8, 0.1), P(0.4, 0.2)], tmp_path / "img", 60)
+    # the woman called a man is in the female grid, the 65-year-old called 30-59 in the 60+ grid
+    assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == ["age_60plus.jpg", "gender_female.jpg"]

@@ -73,7 +73,7 @@ def score_rows(rows: list[dict], genders: np.ndarray, ages: np.ndarray | None, g
 
 
 def save_error_grids(out: Path, rows: list[dict], preds: list, images: Path, threshold: int, per_class: int = 12) -> None:
-    """For gender and age group, one JPEG per true class: its most confidently wrong photos (the wrong label's
+    """For gender and age group, one PNG per true class: its most confidently wrong photos (the wrong label's
     probability, highest first), each captioned with truth -> prediction."""
     from PIL import Image, ImageDraw
 
@@ -102,7 +102,7 @@ def save_error_grids(out: Path, rows: list[dict], preds: list, images: Path, thr
                 x, y = tile * (i % 6), (tile + 14) * (i // 6)
                 grid.paste(Image.open(images / r["ImageID"]).convert("RGB").resize((tile, tile)), (x, y))
                 draw.text((x + 2, y + tile), f"{label}->{guess} {conf:.2f} a{r['age']}", fill="black")
-            grid.save(out / f"{task}_{label.replace('+', 'plus').replace('<', 'under')}.jpg", quality=85)
+            grid.save(out / f"{task}_{label.replace('+', 'plus').replace('<', 'under')}.png")
 
 
 def faceres_heads(paths: list[str], threshold: int) -> tuple[np.ndarray, np.ndarray, float]:

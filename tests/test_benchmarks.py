@@ -69,4 +69,4 @@ def test_cross_source_sets_are_balanced_one_photo_per_person_and_scored(tmp_path
     rows = [dict(r, ImageID=f"{i}.jpg") for i, r in enumerate(rows)]
     save_error_grids(tmp_path / "grids", rows, [P(0.9, 0.9), P(0.8, 0.1), P(0.4, 0.2)], tmp_path / "img", 60)
     # the woman called a man is in the female grid, the 65-year-old called 30-59 in the 60+ grid
-    assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == ["age_60plus.jpg", "gender_female.jpg"]
+    assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == ["age_60plus.png", "gender_female.png"]

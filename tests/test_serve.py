@@ -269,3 +269,19 @@ def test_page_in_headless_chromium_draws_boxes_and_labels(server, pipe, tmp_path
         assert px[:3] == colours[expected[0].mask]
     finally:
         driver.quit()
+
+
+def test_serve_cli_binds_loopback_by_default_and_passes_settings(monkeypatch, pipe):
+    import uvicorn
+
+    from maskage import serve as serve_module
+    from maskage.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
+    monkeypatch.setattr(serve_module, "create_app", lambda **kw: seen.update(create=kw) or "APP")
+    assert main(["serve", "--port", "8123", "--max-queue", "5"]) == 0
+    assert (seen["host"], seen["port"], seen["app"]) == ("127.0.0.1", 8123, "APP")
+    assert seen["create"]["max_queue"] == 5 and seen["create"]["pipeline_dir"] is None
+    assert main(["serve", "--host", "0.0.0.0", "--pipeline", "p"]) == 0
+    assert seen["host"] == "0.0.0.0" and seen["create"]["pipeline_dir"] == "p"

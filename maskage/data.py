@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .images import IMAGE_EXTENSIONS
-from .labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group, encode, gender_from_text, mask_from_filename,
-                     pack_heads)
+from .labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group, encode, gender_from_text,
+                     mask_from_filename, pack_heads)
 
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 

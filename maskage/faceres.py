@@ -194,11 +194,10 @@ def load_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
 def age_bin_head(weight: torch.Tensor, bias: torch.Tensor, edges: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """A starting point for an age-bin head from the 100-age head: each bin's logit is the mean of its ages'
     logits plus log(number of ages), a first-order log-sum-exp, so that the bins start near the summed softmax."""
-    bounds = list(edges[1:]) + [AGES]
+    lows, highs = [0] + list(edges[1:]), list(edges[1:]) + [AGES]  # the first bin takes every age below edge 2
     ws, bs = [], []
-    for k, lo in enumerate(edges):
-        lo = 0 if k == 0 else lo
-        ages = list(range(max(lo, 0), min(max(bounds[k], lo + 1), AGES)))
+    for lo, hi in zip(lows, highs):
+        ages = list(range(min(lo, AGES - 1), max(min(hi, AGES), min(lo, AGES - 1) + 1)))
         ws.append(weight[ages].mean(0))
         bs.append(bias[ages].mean() + float(np.log(len(ages))))
     return torch.stack(ws), torch.stack(bs)

@@ -134,14 +134,14 @@ class Batcher:
 
 def create_app(pipeline: Any = None, pipeline_dir: str | Path | None = None, backend: str = "auto",
                max_batch: int = 16, max_queue: int = 32, max_request_bytes: int = MAX_REQUEST_BYTES,
-               max_images: int = MAX_IMAGES, max_pixels: int = SERVE_MAX_PIXELS):
+               max_images: int = MAX_IMAGES, max_pixels: int = SERVE_MAX_PIXELS, max_wait_ms: float = 5.0):
     """The ASGI app: ``POST /predict``, ``GET /health``, ``GET /`` (the page) and the OpenAPI description.
     ``pipeline``: a loaded ``Pipeline`` (or ensemble); else the one in ``pipeline_dir`` (default: the shipped one)."""
     if pipeline is None:
         from .pipeline import Pipeline
 
         pipeline = Pipeline.from_pretrained(pipeline_dir, backend=backend)
-    batcher = Batcher(pipeline, max_batch=max_batch, max_queue=max_queue)
+    batcher = Batcher(pipeline, max_batch=max_batch, max_queue=max_queue, max_wait_s=max_wait_ms / 1000)
 
     @asynccontextmanager
     async def lifespan(app):

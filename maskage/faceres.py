@@ -128,7 +128,8 @@ def convert(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         p = f"blocks.{i}.{j}"
         sd[f"{p}.conv_dw.weight"] = torch.tensor(get(f"conv_dw_{k}/depthwise_kernel").transpose(2, 3, 0, 1).copy())
         put_bn(f"{p}.bn1", block.bn1, get(f"conv_dw_{k}_bn/batchnorm_1/mul"), get(f"conv_dw_{k}_bn/batchnorm_1/sub"))
-        sd[f"{p}.conv_pw.weight"] = torch.tensor(get(f"conv_pw_{k}/convolution/merged_input").transpose(3, 2, 0, 1).copy())
+        pw = get(f"conv_pw_{k}/convolution/merged_input")
+        sd[f"{p}.conv_pw.weight"] = torch.tensor(pw.transpose(3, 2, 0, 1).copy())
         put_bn(f"{p}.bn2", block.bn2, None, get(f"conv_pw_{k}_bn/batchnorm_1/sub"))
     for clip in ("Cast", "Const_1"):  # the graph's ReLU6 bounds: check they are 6 and 0, as timm's
         got = {float(get(f"conv{k}_relu/{clip}")) for k in ["1"] + [f"_dw_{n}" for n in range(1, 14)]}
@@ -245,7 +246,8 @@ class FaceResHeads(nn.Module):
         return torch.sigmoid(self.gender(h))[:, 0], torch.softmax(self.age(h), 1)
 
     @torch.inference_mode()
-    def predict(self, crops: np.ndarray, input_size: int = INPUT_SIZE, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, crops: np.ndarray, input_size: int = INPUT_SIZE,
+                batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """P(male) (N) and the distribution over ages 0..99 (N x 100) for N x S x S x 3 uint8 RGB crops."""
         from .data import preprocess
 

@@ -2,15 +2,14 @@
 
 FastAPI on Starlette, served by uvicorn: typed endpoints, an OpenAPI description (``/openapi.json``, ``/docs``)
 and an in-process test client come with it, and uvicorn is the usual ASGI server. The pipeline is loaded once;
-requests that arrive together are run as one pipeline call (``Batcher``) from one worker thread, so the models
+requests that arrive together are run as one pipeline call (``Batcher``), one call at a time, so the models
 never run twice at once and share the CPU's cores; the queue is bounded and answers 503 when full.
 """
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
-from .pipeline import check_tta, parse_tta
 from .images import MAX_PIXELS, ImageError, ImageTooLargeError, decode_image_bytes
+from .pipeline import check_tta, parse_tta
 
 PAGE = Path(__file__).resolve().parent / "serve_page.html"
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # one request, all its images
@@ -46,14 +45,13 @@ class _Job:
     images: list[np.ndarray]
     all_faces: bool
     future: asyncio.Future
-    tta: tuple | None = None  # per-request test-time augmentation, {task: transforms} as sorted items; None = the pipeline's
-    queued: float = field(default_factory=time.perf_counter)
+    tta: tuple | None = None  # this request's test-time augmentation as sorted (task, transforms); None: the pipeline's
 
 
 class Batcher:
     """Collects the images of requests that arrive within ``max_wait_s`` of each other (up to ``max_batch``
-    images; more wait for the next call) and runs them as one pipeline call in one worker thread. At most
-    ``max_queue`` requests wait."""
+    images; more wait for the next call) and runs them as one pipeline call in a worker thread, one call at a time.
+    At most ``max_queue`` requests wait."""
 
     def __init__(self, pipeline: Any, max_batch: int = 16, max_queue: int = 32, max_wait_s: float = 0.005) -> None:
         self.pipeline, self.max_batch, self.max_wait_s = pipeline, max_batch, max_wait_s

@@ -371,6 +371,7 @@ def build_dataset(
     ``source_person``), ages may be unknown (-1, kept whatever ``min_age``), and a person goes to eval by a fixed hash
     of their key (``sources.held_out``), so builds with fewer sources hold out the same people.
     ``photos``: the subset of the seven photo names to write per person (train.csv's ``photos`` column lists them).
+    gt.csv's class of a person of unknown age uses the <30 group; meta.csv keeps the age as -1.
     """
     from .faces import DetectorSettings, FaceDetector
 

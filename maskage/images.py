@@ -23,26 +23,36 @@ class ImageTooLargeError(ImageError):
     """A photo over the pixel limit, refused before it is decoded."""
 
 
+def _read_photo(source: str | Path | io.BytesIO, name: str, max_pixels: int,
+                unknown_format: str | None = None) -> np.ndarray:
+    """Open a photo file, refuse it unread over ``max_pixels``, decode it upright as RGB; ImageError naming
+    ``name``. ``unknown_format``: the message for data no image format reads (else "cannot read image")."""
+    try:
+        with Image.open(source) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageTooLargeError(f"{name}: image too large ({im.width}x{im.height} pixels; the limit is "
+                                         f"{max_pixels:,})")
+            return _pil_to_rgb(ImageOps.exif_transpose(im))  # decodes here: a truncated file fails inside the try
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow's own check fires first above 179 MP
+        raise ImageTooLargeError(f"{name}: image too large ({exc})") from None
+    except FileNotFoundError:
+        raise ImageError(f"{name}: file not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a folder, not an image") from None
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: {unknown_format or f'cannot read image ({exc})'}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: cannot read image ({exc})") from None
+
+
 def decode_image_bytes(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An RGB uint8 array from an encoded photo's bytes (an upload); ImageError saying what is wrong with it:
     empty, not an image, truncated, or (ImageTooLargeError) over ``max_pixels``."""
     if not data:
         raise ImageError(f"{name}: empty (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > max_pixels:
-                raise ImageTooLargeError(f"{name}: image too large ({im.width}x{im.height} pixels; the limit is "
-                                         f"{max_pixels:,})")
-            im.load()  # a truncated file fails here, not later
-            return _pil_to_rgb(ImageOps.exif_transpose(im))
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{name}: image too large ({exc})") from None
-    except Image.UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image (no known image format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{name}: cannot read image ({exc})") from None
+    return _read_photo(io.BytesIO(data), name, max_pixels, unknown_format="not an image (no known image format)")
 
 
 def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -51,23 +61,7 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     EXIF orientation is applied, so phone photos come out upright. Files over ``max_pixels`` are refused unread.
     """
     if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as im:
-                if im.width * im.height > max_pixels:
-                    raise ImageTooLargeError(f"{image}: image too large ({im.width}x{im.height} pixels; the limit is "
-                                     f"{max_pixels:,})")
-                im = ImageOps.exif_transpose(im)
-                return _pil_to_rgb(im)
-        except ImageError:
-            raise
-        except Image.DecompressionBombError as exc:  # Pillow's own check fires first above 179 MP
-            raise ImageTooLargeError(f"{image}: image too large ({exc})") from None
-        except FileNotFoundError:
-            raise ImageError(f"{image}: file not found") from None
-        except IsADirectoryError:
-            raise ImageError(f"{image}: is a folder, not an image") from None
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"{image}: cannot read image ({exc})") from None
+        return _read_photo(image, str(image), max_pixels)
     if isinstance(image, Image.Image):
         return _pil_to_rgb(image)
     if isinstance(image, np.ndarray):

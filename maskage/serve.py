@@ -135,6 +135,7 @@ def create_app(pipeline: Any = None, pipeline_dir: str | Path | None = None, bac
                max_images: int = MAX_IMAGES, max_pixels: int = SERVE_MAX_PIXELS, max_wait_ms: float = 5.0):
     """The ASGI app: ``POST /predict``, ``GET /health``, ``GET /`` (the page) and the OpenAPI description.
     ``pipeline``: a loaded ``Pipeline`` (or ensemble); else the one in ``pipeline_dir`` (default: the shipped one)."""
+    source = "given" if pipeline is not None else str(pipeline_dir) if pipeline_dir else "shipped"
     if pipeline is None:
         from .pipeline import Pipeline
 
@@ -150,7 +151,6 @@ def create_app(pipeline: Any = None, pipeline_dir: str | Path | None = None, bac
     app = FastAPI(title="maskage", version=__version__, lifespan=lifespan,
                   description="Mask state, gender and age group of every face in a photo.")
     app.state.batcher = batcher
-    source = str(pipeline_dir) if pipeline_dir else ("given" if pipeline is not None else "shipped")
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -175,12 +175,12 @@ def create_app(pipeline: Any = None, pipeline_dir: str | Path | None = None, bac
                 raise HTTPException(400, "the multipart form holds no file; send images as file fields")
             return uploads
         if ctype.startswith("image/") or ctype == "application/octet-stream":
-            body = b""
+            body = bytearray()
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > max_request_bytes:
                     raise HTTPException(413, f"request is over the limit of {max_request_bytes:,} bytes")
-            return [("body", body)]
+            return [("body", bytes(body))]
         raise HTTPException(415, f"content type {ctype or 'none'!r}: send multipart/form-data with image files, "
                                  "or an image's bytes with an image/* content type")
 

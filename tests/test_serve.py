@@ -47,6 +47,7 @@ def scene() -> bytes:
 def test_health_and_openapi(client):
     h = client.get("/health").json()
     assert h["status"] == "ok" and h["pipeline_loaded"] and h["backend"] == "torch" and h["version"]
+    assert h["pipeline"] == "given"  # a Pipeline object was passed in, not a folder
     paths = client.get("/openapi.json").json()["paths"]
     assert "/predict" in paths and "/health" in paths
 
@@ -285,6 +286,13 @@ def test_serve_cli_binds_loopback_by_default_and_passes_settings(monkeypatch, pi
     assert seen["create"]["max_queue"] == 5 and seen["create"]["pipeline_dir"] is None
     assert main(["serve", "--host", "0.0.0.0", "--pipeline", "p"]) == 0
     assert seen["host"] == "0.0.0.0" and seen["create"]["pipeline_dir"] == "p"
+
+
+def test_health_names_the_shipped_pipeline_when_none_is_given():
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(backend="torch")) as c:
+        assert c.get("/health").json()["pipeline"] == "shipped"
 
 
 def test_tta_query_parameter_applies_to_that_request_only(client, pipe, scene):

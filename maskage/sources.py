@@ -123,17 +123,18 @@ def cell(gender: int, age: int, threshold: int = 60) -> int:
 def balanced_people(people: Sequence[tuple[str, int, int]], seed: int = 0, per_cell: int | None = None,
                     threshold: int = 60) -> list[str]:
     """An equal number of people from each gender x age-group cell present: ``people`` are (person, gender, age);
-    ``per_cell`` defaults to the smallest cell's size. Sources without ages balance over gender alone."""
+    the smallest cell's size, or ``per_cell`` when that is smaller. Sources without ages balance over gender alone."""
     cells: dict[int, list[str]] = {}
     for person, gender, age in sorted(set(people)):
         cells.setdefault(cell(gender, age, threshold), []).append(person)
     if not cells:
         return []
-    n = min(len(v) for v in cells.values()) if per_cell is None else per_cell
+    n = min(len(v) for v in cells.values())
+    n = n if per_cell is None else min(n, per_cell)
     rng = np.random.default_rng(seed)
     out: list[str] = []
     for key in sorted(cells):
         members = cells[key]
-        pick = rng.permutation(len(members))[: min(n, len(members))]
+        pick = rng.permutation(len(members))[:n]
         out += [members[i] for i in sorted(pick)]
     return out

@@ -29,7 +29,6 @@ def photos(n: int) -> list[bytes]:
     from PIL import Image
 
     from maskage.demo import masked_variants, sample_photo
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         variants = list(masked_variants(sample_photo(), tmp).values())
@@ -74,7 +73,8 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(pipe, max_wait_ms=args.max_wait_ms), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(pipe, max_wait_ms=args.max_wait_ms)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -102,7 +102,7 @@ def main() -> int:
     p50, p95 = np.percentile(latencies, [50, 95]) * 1000
     print(f"serve, {args.clients} clients, {args.requests} requests: {rate:.1f} photos/s "
           f"({rate / api_rate:.0%} of Pipeline.predict), latency p50 {p50:.0f} ms, p95 {p95:.0f} ms, "
-          f"failed {failed}, pipeline calls {server.config.app.state.batcher.calls}")
+          f"failed {failed}, pipeline calls {app.state.batcher.calls}")
     return 0 if failed == 0 else 1
 
 

@@ -236,8 +236,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     photos = [x.strip() for x in args.photos.split(",") if x.strip()] if args.photos else None
     report = build_dataset(
         sourced or args.faces_dir[0], args.out, photos=photos, eval_fraction=args.eval_fraction, seed=args.seed,
-        races=_races(args.race), eval_races=_races(args.eval_race), min_age=args.min_age, max_age=args.max_age, labels_csv=args.labels_csv,
-        limit=args.limit, train_scenes=args.train_scenes, progress=not args.quiet,
+        races=_races(args.race), eval_races=_races(args.eval_race), min_age=args.min_age, max_age=args.max_age,
+        labels_csv=args.labels_csv, limit=args.limit, train_scenes=args.train_scenes, progress=not args.quiet,
     )
     print(f"{report.n_train_people} train people -> {report.out / 'train'}, {report.n_eval_people} eval people -> "
           f"{report.out / 'eval'}; {len(report.skipped)} photo(s) skipped (listed in {report.out / 'skipped.csv'}), "

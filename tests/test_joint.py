@@ -104,3 +104,25 @@ def test_baseline_trains_and_serves_all_three_slots_with_one_forward_pass(task, 
     with pytest.raises(ModelFileError, match="expected a mask model"):
         Pipeline.from_runs(tmp_path / "age", run, run)
     assert isinstance(SharedModel(model).views()["age"], TaskView)
+
+
+@pytest.mark.parametrize("task", ["joint", "multihead"])
+def test_set_frame_reaches_every_view_at_once(task):
+    from maskage.faces import CropSettings
+    from maskage.pipeline import set_frame
+
+    spec = make_spec(task, "test_efficientnet", 32, bins=AgeBins()) if task == "multihead" else \
+        make_spec(task, "test_efficientnet", 32)
+    views = SharedModel(TaskModel(spec)).views()
+    pipe = Pipeline(views["mask"], views["gender"], views["age"])
+    img = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    from maskage.faces import Detection
+
+    before = pipe.model_inputs([img], [Detection((20.0, 20.0, 70.0, 70.0))])
+    set_frame(pipe, "gender", 0.6, 0.1)
+    # every slot's crop settings changed before any save/load: the model behind the views is one
+    for t in ("mask", "gender", "age"):
+        assert pipe.models[t].spec.crop_settings == CropSettings(**{**spec.crop_settings.to_dict(), "frame": 0.6,
+                                                                     "frame_shift": 0.1})
+    after = pipe.model_inputs([img], [Detection((20.0, 20.0, 70.0, 70.0))])
+    assert not torch.equal(before["mask"][0], after["mask"][0])  # the framed crop is another crop

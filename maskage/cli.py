@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import write_csv_atomic
+from .errors import MaskageError, UsageError
 from .images import IMAGE_EXTENSIONS
 
 
@@ -66,7 +67,7 @@ def _task_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     for item in items or []:
         task, sep, value = item.partition("=")
         if not sep or not value:
-            raise ValueError(f"{flag} takes TASK=VALUE, got {item!r}")
+            raise UsageError(f"{flag} takes TASK=VALUE, got {item!r}")
         out[task] = value
     return out
 
@@ -100,13 +101,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.camera is not None or videos:
         return _predict_video(args, videos)
     if args.every != 1 or args.limit is not None:
-        raise ValueError("--every and --limit are for videos and cameras")
+        raise UsageError("--every and --limit are for videos and cameras")
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no images found in the given paths", file=sys.stderr)
         return 2
     if args.all_faces and len(args.pipeline or []) > 1:
-        raise ValueError("--all-faces works with one pipeline, not an ensemble")
+        raise UsageError("--all-faces works with one pipeline, not an ensemble")
     preds = predict_to_csv(paths, Path(args.out), _predictor(args), Path(args.annotate) if args.annotate else None,
                            args.batch_size, args.all_faces)
     if args.all_faces:
@@ -121,9 +122,9 @@ def _predict_video(args: argparse.Namespace, videos: list[str]) -> int:
     from .video import predict_video_to_csv, summary
 
     if len(args.inputs) + (args.camera is not None) != 1:
-        raise ValueError("give one video file or --camera N, on its own (photos go in a separate call)")
+        raise UsageError("give one video file or --camera N, on its own (photos go in a separate call)")
     if len(args.pipeline or []) > 1:
-        raise ValueError("videos work with one pipeline, not an ensemble")
+        raise UsageError("videos work with one pipeline, not an ensemble")
     source = args.camera if args.camera is not None else videos[0]
     counts = predict_video_to_csv(_predictor(args), source, args.out, args.annotate, args.every, args.limit)
     n = counts.pop("_frames")
@@ -244,7 +245,7 @@ def _races(text: str | None) -> list[int] | None:
         elif item in names:
             out.append(names[item])
         else:
-            raise ValueError(f"unknown race {item!r}: use numbers 0-4 or names {sorted(names)}")
+            raise UsageError(f"unknown race {item!r}: use numbers 0-4 or names {sorted(names)}")
     return out
 
 
@@ -253,7 +254,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     sourced = [f for f in args.faces_dir if "=" in f]
     if sourced and len(sourced) != len(args.faces_dir) or not sourced and len(args.faces_dir) != 1:
-        raise ValueError("give one FACES_DIR, or one or more NAME=DIR sources (utkface=..., aaf=..., lfw=...)")
+        raise UsageError("give one FACES_DIR, or one or more NAME=DIR sources (utkface=..., aaf=..., lfw=...)")
     photos = [x.strip() for x in args.photos.split(",") if x.strip()] if args.photos else None
     report = build_dataset(
         sourced or args.faces_dir[0], args.out, photos=photos, eval_fraction=args.eval_fraction, seed=args.seed,
@@ -471,13 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from .data import DatasetError
-    from .faceres import FaceResError
-    from .models import ModelFileError
-
     try:
         return args.func(args)
-    except (DatasetError, ModelFileError, ValueError, FileNotFoundError, FaceResError) as exc:
+    except (MaskageError, FileNotFoundError) as exc:  # what the user gave; any other exception is a bug: it raises
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import UsageError
 from .labels import NUM_CLASSES, decode, encode
 
 __all__ = ["encode", "decode", "encode_many", "decode_many", "age_group_probs", "combine_probs", "combine",
@@ -28,7 +29,7 @@ def age_group_probs(bin_probs: np.ndarray, groups: Sequence[int], n_groups: int 
     bin_probs = np.asarray(bin_probs, dtype=np.float64)
     groups = np.asarray(groups)
     if bin_probs.shape[-1] != len(groups):
-        raise ValueError(f"{bin_probs.shape[-1]} bin probabilities but {len(groups)} bin groups")
+        raise UsageError(f"{bin_probs.shape[-1]} bin probabilities but {len(groups)} bin groups")
     out = np.zeros(bin_probs.shape[:-1] + (n_groups,), dtype=np.float64)
     for g in range(n_groups):
         out[..., g] = bin_probs[..., groups == g].sum(axis=-1)
@@ -39,7 +40,7 @@ def combine_probs(mask: np.ndarray, gender: np.ndarray, age: np.ndarray) -> np.n
     """N x 18 class distribution: the product of the N x 3 mask, N x 2 gender and N x 3 age-group distributions."""
     mask, gender, age = (np.asarray(a, dtype=np.float64) for a in (mask, gender, age))
     if mask.shape[-1] != 3 or gender.shape[-1] != 2 or age.shape[-1] != 3:
-        raise ValueError(f"expected N x 3, N x 2, N x 3 probabilities, got {mask.shape}, {gender.shape}, {age.shape}")
+        raise UsageError(f"expected N x 3, N x 2, N x 3 probabilities, got {mask.shape}, {gender.shape}, {age.shape}")
     # einsum order (mask, gender, age) flattens to mask*6 + gender*3 + age, the class encoding
     joint = np.einsum("nm,ng,na->nmga", mask, gender, age).reshape(len(mask), NUM_CLASSES)
     return joint
@@ -54,16 +55,16 @@ def combine(mask: np.ndarray, gender: np.ndarray, age: np.ndarray) -> tuple[np.n
 def _vote_weights(n: int, weights: Sequence[float] | None) -> np.ndarray:
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"need {n} non-negative weights with a positive sum, got {None if weights is None else list(weights)}")
+        raise UsageError(f"need {n} non-negative weights with a positive sum, got {None if weights is None else list(weights)}")
     return w / w.sum()
 
 
 def _stack(probs: Sequence[np.ndarray]) -> np.ndarray:
     if len(probs) == 0:
-        raise ValueError("voting needs at least one set of probabilities")
+        raise UsageError("voting needs at least one set of probabilities")
     shapes = {np.shape(p) for p in probs}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-        raise ValueError(f"voting needs N x K probabilities of one shape, got shapes {sorted(shapes)}")
+        raise UsageError(f"voting needs N x K probabilities of one shape, got shapes {sorted(shapes)}")
     return np.stack([np.asarray(p, dtype=np.float64) for p in probs])
 
 
@@ -91,7 +92,7 @@ def hard_vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = Non
 def check_voting(n: int, weights: Sequence[float] | None = None, voting: str = "soft") -> list[float]:
     """The weights (equal by default) of an n-model vote, as floats; a ValueError for bad weights or voting."""
     if voting not in VOTING:
-        raise ValueError(f"voting must be one of {', '.join(VOTING)}, got {voting!r}")
+        raise UsageError(f"voting must be one of {', '.join(VOTING)}, got {voting!r}")
     _vote_weights(n, weights)
     return [1.0] * n if weights is None else [float(w) for w in weights]
 
@@ -102,4 +103,4 @@ def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None, vo
         return soft_vote(probs, weights)
     if voting == "hard":
         return hard_vote(probs, weights)
-    raise ValueError(f"voting must be one of {', '.join(VOTING)}, got {voting!r}")
+    raise UsageError(f"voting must be one of {', '.join(VOTING)}, got {voting!r}")

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from .errors import UsageError
 from .labels import DEFAULT_AGE_BIN_EDGES, DEFAULT_AGE_THRESHOLD
 
 # mask, gender, age: the three task models; joint: the single 18-class baseline; multihead: one backbone, three heads
@@ -101,16 +102,16 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError on a value out of range."""
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+            raise UsageError(f"task must be one of {TASKS}, got {self.task!r}")
         for name in ("epochs", "batch_size", "input_size", "crop_size", "grad_accum", "n_folds", "detect_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_folds < 2:
-            raise ValueError(f"n_folds must be >= 2 to hold out a validation fold, got {self.n_folds}")
+            raise UsageError(f"n_folds must be >= 2 to hold out a validation fold, got {self.n_folds}")
         if self.folds and self.folds < 2:
-            raise ValueError(f"folds must be 0 (one run) or >= 2, got {self.folds}")
+            raise UsageError(f"folds must be 0 (one run) or >= 2, got {self.folds}")
         if not 0 <= self.fold < self.n_folds:
-            raise ValueError(f"fold must be in 0..{self.n_folds - 1}, got {self.fold}")
+            raise UsageError(f"fold must be in 0..{self.n_folds - 1}, got {self.fold}")
         choices = {
             "optimizer": ("adam", "adamw", "sgd"),
             "scheduler": ("cosine", "step", "none"),
@@ -122,25 +123,25 @@ class TrainConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise UsageError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0.0 <= self.source_holdout < 1.0:
-            raise ValueError(f"source_holdout must be in [0, 1), got {self.source_holdout}")
+            raise UsageError(f"source_holdout must be in [0, 1), got {self.source_holdout}")
         if not 0 < self.photo_aug_min_scale <= 1:
-            raise ValueError(f"photo_aug_min_scale must be in (0, 1], got {self.photo_aug_min_scale}")
+            raise UsageError(f"photo_aug_min_scale must be in (0, 1], got {self.photo_aug_min_scale}")
         if self.source_weight <= 0:
-            raise ValueError(f"source_weight must be > 0, got {self.source_weight}")
+            raise UsageError(f"source_weight must be > 0, got {self.source_weight}")
         if self.samples_per_epoch < 0:
-            raise ValueError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
+            raise UsageError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
         for name in ("clahe", "pseudo_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+                raise UsageError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("mixup_alpha", "cutmix_alpha", "color_jitter", "scale_jitter"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.margin < 0:
-            raise ValueError(f"margin must be >= 0, got {self.margin}")
+            raise UsageError(f"margin must be >= 0, got {self.margin}")
         if self.frame < 0:
-            raise ValueError(f"frame must be >= 0 (0 = off), got {self.frame}")
+            raise UsageError(f"frame must be >= 0 (0 = off), got {self.frame}")
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or f"runs/{self.task}")
@@ -176,13 +177,13 @@ def _coerce(key: str, value: Any) -> Any:
             value = [yaml.safe_load(v) for v in value]
         if isinstance(value, (list, tuple)):
             return list(value)
-    raise ValueError(f"config key {key!r} expects {typ.__name__}, got {value!r}")
+    raise UsageError(f"config key {key!r} expects {typ.__name__}, got {value!r}")
 
 
 def _apply(values: dict[str, Any], changes: dict[str, Any], source: str) -> None:
     for key, value in changes.items():
         if key not in _FIELD_TYPES:
-            raise ValueError(f"unknown config key {key!r} in {source}; known keys: {', '.join(sorted(_FIELD_TYPES))}")
+            raise UsageError(f"unknown config key {key!r} in {source}; known keys: {', '.join(sorted(_FIELD_TYPES))}")
         values[key] = _coerce(key, value)
 
 
@@ -191,7 +192,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value")
+            raise UsageError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
     return out
@@ -210,7 +211,7 @@ def load_config(
             raise FileNotFoundError(f"config file not found: {path}")
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path} must hold a mapping of config keys")
+            raise UsageError(f"{path} must hold a mapping of config keys")
         _apply(values, loaded, str(path))
     if not isinstance(overrides, dict):
         overrides = parse_overrides(overrides)

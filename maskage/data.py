@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .errors import MaskageError, UsageError
 from .images import IMAGE_EXTENSIONS
 from .labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group, encode, gender_from_text,
                      mask_from_filename, pack_heads)
@@ -20,7 +21,7 @@ from .labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group, 
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 
 
-class DatasetError(ValueError):
+class DatasetError(MaskageError, ValueError):
     """A dataset that does not follow the expected layout; the message names the file and row."""
 
 
@@ -211,7 +212,7 @@ def source_samples(entries: Sequence[str], part: str = "train", holdout: float =
     ``part="train"`` gives the people outside the held-out share, ``"holdout"`` those inside it.
     """
     if part not in ("train", "holdout"):
-        raise ValueError(f"part must be train or holdout, got {part!r}")
+        raise UsageError(f"part must be train or holdout, got {part!r}")
     out: list[Sample] = []
     for entry in entries:
         folder, mask = parse_source(entry)
@@ -240,7 +241,7 @@ def task_target(sample: Sample, task: str, bins: AgeBins) -> int:
         return encode(sample.mask, sample.gender, sample.age_group(bins.threshold))
     if task == "multihead":  # the three heads' targets in one number (losses.MultiHeadLoss splits it)
         return pack_heads(sample.mask, sample.gender, bins.bin_of(sample.age), len(bins))
-    raise ValueError(f"unknown task {task!r}")
+    raise UsageError(f"unknown task {task!r}")
 
 
 def person_strata(samples: Sequence[Sample], threshold: int) -> dict[str, int]:
@@ -430,7 +431,7 @@ class CropDataset(Dataset):
     ) -> None:
         self.indices = np.arange(len(crops)) if indices is None else np.asarray(indices, dtype=np.int64)
         if len(self.indices) != len(targets):
-            raise ValueError(f"{len(self.indices)} crops but {len(targets)} targets")
+            raise UsageError(f"{len(self.indices)} crops but {len(targets)} targets")
         self.crops, self.targets = crops, np.asarray(targets, dtype=np.int64)
         self.input_size, self.mean, self.std, self.augment = input_size, mean, std, augment
 

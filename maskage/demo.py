@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .config import load_config
+from .errors import UsageError
 from .labels import NUM_CLASSES
 
 # Tiny inputs and few epochs, so the whole job runs in well under a minute on 2 CPU cores.
@@ -76,7 +77,7 @@ def masked_variants(photo: str | Path, out_dir: str | Path, seed: int = 0) -> di
     image = load_image(photo)
     det = FaceDetector(DetectorSettings(min_face_size=20)).detect([image])[0]
     if det.landmarks is None:
-        raise ValueError(f"{photo}: no face landmarks found, cannot draw masks")
+        raise UsageError(f"{photo}: no face landmarks found, cannot draw masks")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"bare": out_dir / "bare.jpg"}

@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .combine import check_voting, vote
+from .errors import UsageError
 from .models import ModelFileError
 
 # what every member of an ensemble must share: its outputs mean the same thing
@@ -19,7 +20,7 @@ class TaskEnsemble:
 
     def __init__(self, members: Sequence[Any], weights: Sequence[float] | None = None, voting: str = "soft") -> None:
         if not members:
-            raise ValueError("an ensemble needs at least one model")
+            raise UsageError("an ensemble needs at least one model")
         first = members[0].spec
         for i, m in enumerate(members[1:], 1):
             for key in _SHARED:

@@ -25,6 +25,8 @@ import torch
 from timm.models import register_model
 from torch import nn
 
+from .errors import MaskageError
+
 NPM_PACKAGE = "@vladmandic/human@3.3.6"
 BACKBONE = "faceres_mobilenetv1"
 # RGB order; x/255 - mean, / std = 0..255 minus the Caffe BGR means (103.939, 116.779, 123.68), channels reversed
@@ -36,7 +38,7 @@ N_BLOCKS = 13  # depthwise-separable blocks, conv_dw_1 .. conv_dw_13
 AGES = 100  # the age head: softmax over 0..99
 
 
-class FaceResError(RuntimeError):
+class FaceResError(MaskageError, RuntimeError):
     """The FaceRes weights cannot be fetched or do not have the expected layout."""
 
 

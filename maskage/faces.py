@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .errors import UsageError
 from .images import ImageError, load_image
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
@@ -39,7 +40,7 @@ class CropSettings:
 
     def __post_init__(self) -> None:
         if self.frame < 0:
-            raise ValueError(f"frame must be >= 0 (0 = off), got {self.frame}")
+            raise UsageError(f"frame must be >= 0 (0 = off), got {self.frame}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -68,7 +69,7 @@ class DetectorSettings:
 
     def __post_init__(self) -> None:
         if self.scene not in SCENE_MODES:
-            raise ValueError(f"scene must be one of {', '.join(SCENE_MODES)}, got {self.scene!r}")
+            raise UsageError(f"scene must be one of {', '.join(SCENE_MODES)}, got {self.scene!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

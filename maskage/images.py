@@ -8,6 +8,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import MaskageError
+
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Larger photos are refused before decoding (a decompression bomb would take gigabytes); 80 MP is above any camera
@@ -15,7 +17,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_PIXELS = 80_000_000
 
 
-class ImageError(ValueError):
+class ImageError(MaskageError, ValueError):
     """A file or object that cannot be read as a photo."""
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .combine import age_group_probs, encode_many
+from .errors import UsageError
 from .labels import GENDER_LABELS, MASK_LABELS, NUM_CLASSES, age_group_labels
 
 JOINT_TASKS = ("joint", "multihead")
@@ -27,7 +28,7 @@ def view_probs(probs: np.ndarray, spec, task: str) -> np.ndarray:
         start = {"mask": 0, "gender": n_mask, "age": n_mask + n_gender}[task]
         size = {"mask": n_mask, "gender": n_gender, "age": n_bins}[task]
         return probs[:, start : start + size]
-    raise ValueError(f"{spec.task} is not a joint or multi-head model")
+    raise UsageError(f"{spec.task} is not a joint or multi-head model")
 
 
 def class_ids(probs: np.ndarray, spec) -> np.ndarray:
@@ -61,9 +62,9 @@ class SharedModel:
 
     def __init__(self, model: Any) -> None:
         if model.task not in JOINT_TASKS:
-            raise ValueError(f"a shared model is a joint or multihead model, got a {model.task} model")
+            raise UsageError(f"a shared model is a joint or multihead model, got a {model.task} model")
         if len(model.spec.labels) != (NUM_CLASSES if model.task == "joint" else sum(model.spec.heads)):
-            raise ValueError(f"{model.task} model with {len(model.spec.labels)} outputs")
+            raise UsageError(f"{model.task} model with {len(model.spec.labels)} outputs")
         self.model = model
         self._last: tuple[Any, np.ndarray] | None = None
 

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from .errors import UsageError
+
 
 class Mask(IntEnum):
     WEAR = 0
@@ -44,14 +46,14 @@ def encode(mask: int, gender: int, age_group: int) -> int:
     """Class id of a (mask, gender, age group) triple: ``mask*6 + gender*3 + age_group``."""
     for name, value, n in (("mask", mask, 3), ("gender", gender, 2), ("age_group", age_group, 3)):
         if not 0 <= int(value) < n:
-            raise ValueError(f"{name} must be in 0..{n - 1}, got {value}")
+            raise UsageError(f"{name} must be in 0..{n - 1}, got {value}")
     return int(mask) * 6 + int(gender) * 3 + int(age_group)
 
 
 def decode(class_id: int) -> tuple[int, int, int]:
     """(mask, gender, age group) of a class id in 0..17."""
     if not 0 <= int(class_id) < NUM_CLASSES:
-        raise ValueError(f"class id must be in 0..{NUM_CLASSES - 1}, got {class_id}")
+        raise UsageError(f"class id must be in 0..{NUM_CLASSES - 1}, got {class_id}")
     c = int(class_id)
     return c // 6, (c // 3) % 2, c % 3
 
@@ -91,7 +93,7 @@ def gender_from_text(value: str | int) -> int:
         return Gender.MALE
     if text in ("female", "f", "1"):
         return Gender.FEMALE
-    raise ValueError(f"unknown gender {value!r}: expected male/female or 0/1")
+    raise UsageError(f"unknown gender {value!r}: expected male/female or 0/1")
 
 
 def mask_from_filename(name: str) -> Mask:
@@ -100,7 +102,7 @@ def mask_from_filename(name: str) -> Mask:
     try:
         return MASK_FILE_STEMS[stem]
     except KeyError:
-        raise ValueError(
+        raise UsageError(
             f"photo name {name!r} is not one of {sorted(MASK_FILE_STEMS)} (with any image extension)"
         ) from None
 
@@ -119,10 +121,10 @@ class AgeBins:
         edges = tuple(int(e) for e in self.edges)
         object.__setattr__(self, "edges", edges)
         if list(edges) != sorted(set(edges)) or len(edges) < 3:
-            raise ValueError(f"age bin edges must be at least 3 strictly increasing ages, got {edges}")
+            raise UsageError(f"age bin edges must be at least 3 strictly increasing ages, got {edges}")
         for limit, name in ((YOUNG_LIMIT, "30"), (self.threshold, "age_threshold")):
             if limit not in edges:
-                raise ValueError(
+                raise UsageError(
                     f"{name}={limit} must be one of the age bin edges {edges} so no bin straddles two groups"
                 )
 

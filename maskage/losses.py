@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UsageError
 from .labels import unpack_heads
 
 LOSS_TERMS = ("ce", "focal", "f1")
@@ -20,7 +21,7 @@ def parse_loss(spec: str) -> list[tuple[float, str]]:
     for part in spec.replace(" ", "").split("+"):
         m = re.fullmatch(r"(?:([0-9]*\.?[0-9]+)\*)?([a-z0-9_]+)", part)
         if not m or m.group(2) not in LOSS_TERMS:
-            raise ValueError(f"bad loss term {part!r} in {spec!r}; use e.g. 'ce', 'focal' or '0.4*f1+0.6*focal'")
+            raise UsageError(f"bad loss term {part!r} in {spec!r}; use e.g. 'ce', 'focal' or '0.4*f1+0.6*focal'")
         terms.append((float(m.group(1) or 1.0), m.group(2)))
     return terms
 

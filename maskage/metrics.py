@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 from .combine import decode_many
+from .errors import UsageError
 from .labels import NUM_CLASSES
 
 
@@ -16,7 +17,7 @@ def score(true_ids: Sequence[int], pred_ids: Sequence[int]) -> dict[str, Any]:
     """Macro F1 over the 18 classes, macro F1 of each task, accuracy and the 18 x 18 confusion matrix."""
     t, p = np.asarray(true_ids, dtype=np.int64), np.asarray(pred_ids, dtype=np.int64)
     if len(t) != len(p) or len(t) == 0:
-        raise ValueError(f"need equally many, and some, true and predicted ids; got {len(t)} and {len(p)}")
+        raise UsageError(f"need equally many, and some, true and predicted ids; got {len(t)} and {len(p)}")
     dt, dp = decode_many(t), decode_many(p)
     out: dict[str, Any] = {
         "n": int(len(t)),
@@ -56,18 +57,18 @@ def read_class_csv(path: str | Path) -> dict[str, int]:
     elif "path" in cols and "class" in cols:
         key, val = "path", "class"
     else:
-        raise ValueError(f"{path}: needs columns ImageID,ans or path,class; found {cols}")
+        raise UsageError(f"{path}: needs columns ImageID,ans or path,class; found {cols}")
     out: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
         k = Path(row[key]).name if key == "path" else row[key]
         try:
             c = int(row[val])
         except ValueError:
-            raise ValueError(f"{path} line {line}: {val}={row[val]!r} is not a class id") from None
+            raise UsageError(f"{path} line {line}: {val}={row[val]!r} is not a class id") from None
         if not 0 <= c < NUM_CLASSES:
-            raise ValueError(f"{path} line {line}: class {c} is outside 0..{NUM_CLASSES - 1}")
+            raise UsageError(f"{path} line {line}: class {c} is outside 0..{NUM_CLASSES - 1}")
         if k in out:
-            raise ValueError(f"{path} line {line}: {k} listed twice")
+            raise UsageError(f"{path} line {line}: {k} listed twice")
         out[k] = c
     return out
 

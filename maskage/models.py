@@ -16,6 +16,7 @@ from torch import nn
 
 from . import faceres  # registers the faceres_mobilenetv1 backbone with timm
 from .data import preprocess
+from .errors import MaskageError, UsageError
 from .faces import CropSettings, DetectorSettings
 from .labels import GENDER_LABELS, MASK_LABELS, AgeBins, class_labels
 
@@ -27,7 +28,7 @@ WEIGHTS_NAME = "weights.pt"
 PRETRAINED_BACKBONE = "tf_efficientnet_lite0"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(MaskageError, ValueError):
     """A saved model that is missing, malformed, or not what the caller asked for."""
 
 
@@ -73,7 +74,7 @@ def task_labels(task: str, bins: AgeBins | None = None) -> list[str]:
     if task == "multihead":  # three heads on one backbone, their outputs side by side
         return ([f"mask:{x}" for x in MASK_LABELS] + [f"gender:{x}" for x in GENDER_LABELS]
                 + [f"age:{x}" for x in (bins or AgeBins()).labels])
-    raise ValueError(f"unknown task {task!r}; expected mask, gender, age, joint or multihead")
+    raise UsageError(f"unknown task {task!r}; expected mask, gender, age, joint or multihead")
 
 
 def make_spec(
@@ -179,9 +180,9 @@ class TaskModel(nn.Module):
             return
         stages = getattr(self.net, "blocks", None) or getattr(self.net, "stages", None) or getattr(self.net, "layers", None)
         if stages is None:
-            raise ValueError(f"freeze_stages is not supported for backbone {self.spec.backbone!r} (no blocks/stages)")
+            raise UsageError(f"freeze_stages is not supported for backbone {self.spec.backbone!r} (no blocks/stages)")
         if n > len(stages):
-            raise ValueError(f"freeze_stages={n} but {self.spec.backbone} has {len(stages)} stages")
+            raise UsageError(f"freeze_stages={n} but {self.spec.backbone} has {len(stages)} stages")
         stem = [m for name, m in self.net.named_children() if name in ("conv_stem", "bn1", "stem")]
         for module in stem + list(stages[:n]):
             for p in module.parameters():
@@ -216,7 +217,7 @@ class TaskModel(nn.Module):
         ``dtype="float16"`` stores floating-point tensors at half size (for shipping); they load back as float32.
         """
         if dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+            raise UsageError(f"dtype must be float32 or float16, got {dtype!r}")
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         weights = d / WEIGHTS_NAME

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .data import preprocess
+from .errors import UsageError
 from .models import ModelFileError, TaskModel, head_softmax
 
 ONNX_NAME = "model.onnx"  # beside model.json in each task folder; pipeline.json lists its hash
@@ -106,7 +107,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, bat
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if len(calibration) == 0:
-        raise ValueError("int8 quantisation needs at least one calibration input")
+        raise UsageError("int8 quantisation needs at least one calibration input")
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
 
     class Reader(CalibrationDataReader):

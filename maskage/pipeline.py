@@ -13,6 +13,7 @@ from PIL import Image
 from .combine import age_group_probs, check_voting, combine, combine_probs, vote
 from .data import preprocess
 from .ensemble import TaskEnsemble, members
+from .errors import UsageError
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .joint import JOINT_TASKS, SharedModel, TaskView
@@ -40,7 +41,7 @@ def parse_tta(items: Sequence[str]) -> dict[str, list[str]]:
     for item in items:
         task, _, name = item.partition("=")
         if not name:
-            raise ValueError(f"--tta takes TASK=TRANSFORM (e.g. gender=hflip), got {item!r}")
+            raise UsageError(f"--tta takes TASK=TRANSFORM (e.g. gender=hflip), got {item!r}")
         tta.setdefault(task, []).append(name)
     return tta
 
@@ -50,10 +51,10 @@ def check_tta(tta: dict[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]
     out = {}
     for task, names in (tta or {}).items():
         if task not in TASKS:
-            raise ValueError(f"tta: unknown task {task!r} (tasks: {', '.join(TASKS)})")
+            raise UsageError(f"tta: unknown task {task!r} (tasks: {', '.join(TASKS)})")
         for name in names:
             if name not in TTA_TRANSFORMS:
-                raise ValueError(f"tta: unknown transform {name!r} for {task} (known: {', '.join(TTA_TRANSFORMS)})")
+                raise UsageError(f"tta: unknown transform {name!r} for {task} (known: {', '.join(TTA_TRANSFORMS)})")
         if names:
             out[task] = tuple(names)
     return out
@@ -151,7 +152,7 @@ class Pipeline:
         weights, voting = weights or {}, voting or {}
         for name, given in (("weights", weights), ("voting", voting)):
             if set(given) - set(TASKS):
-                raise ValueError(f"{name}: unknown task(s) {sorted(set(given) - set(TASKS))} (tasks: {', '.join(TASKS)})")
+                raise UsageError(f"{name}: unknown task(s) {sorted(set(given) - set(TASKS))} (tasks: {', '.join(TASKS)})")
         models = []
         shared: dict[Any, SharedModel] = {}
         for task, dirs in zip(TASKS, (mask_dir, gender_dir, age_dir)):
@@ -175,7 +176,7 @@ class Pipeline:
         missing or the export fails.
         """
         if backend not in ("auto", "torch", "onnx"):
-            raise ValueError(f"backend must be auto, torch or onnx, got {backend!r}")
+            raise UsageError(f"backend must be auto, torch or onnx, got {backend!r}")
         d = Path(directory) if directory is not None else PRETRAINED_DIR
         path = d / PIPELINE_NAME
         if not path.is_file():
@@ -256,9 +257,9 @@ class Pipeline:
             try:
                 arrays.append(load_image(img))
             except ImageError as exc:
-                raise ValueError(f"calibration photo: {exc}") from None
+                raise UsageError(f"calibration photo: {exc}") from None
         if not arrays:
-            raise ValueError("int8 export needs calibration photos")
+            raise UsageError("int8 export needs calibration photos")
         inputs = self.model_inputs(arrays, self.detector.detect(arrays))
         return {task: [x.numpy() for x in xs] for task, xs in inputs.items()}
 
@@ -389,7 +390,7 @@ class Pipeline:
         model = self.models[task]
         ms = members(model)
         if len(inputs) != len(ms):
-            raise ValueError(f"{task}: {len(ms)} model(s) need {len(ms)} input(s), got {len(inputs)}")
+            raise UsageError(f"{task}: {len(ms)} model(s) need {len(ms)} input(s), got {len(inputs)}")
         probs = []
         for m, x in zip(ms, inputs):
             p = m.predict_inputs(x)
@@ -423,7 +424,7 @@ def set_frame(pipe: Pipeline, task: str, frame: float, shift: float = 0.0) -> No
     model of the task (a joint or multi-head model: its other tasks too); saved with the pipeline in each model's crop
     settings."""
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r} (tasks: {', '.join(TASKS)})")
+        raise UsageError(f"unknown task {task!r} (tasks: {', '.join(TASKS)})")
     for m in members(pipe.models[task]):
         spec = _base(m).spec
         spec.crop = replace(spec.crop_settings, frame=frame, frame_shift=shift).to_dict()
@@ -438,10 +439,10 @@ class PipelineEnsemble:
     def __init__(self, pipelines: Sequence[Pipeline], weights: Sequence[float] | None = None,
                  voting: str = "soft") -> None:
         if not pipelines:
-            raise ValueError("a pipeline ensemble needs at least one pipeline")
+            raise UsageError("a pipeline ensemble needs at least one pipeline")
         thresholds = {p.models["age"].spec.age_threshold for p in pipelines}
         if len(thresholds) > 1:
-            raise ValueError(f"the pipelines' age groups differ (age thresholds {sorted(thresholds)})")
+            raise UsageError(f"the pipelines' age groups differ (age thresholds {sorted(thresholds)})")
         self.pipelines, self.voting = list(pipelines), voting
         self.weights = check_voting(len(self.pipelines), weights, voting)
 
@@ -476,7 +477,7 @@ def load_predictor(pipelines: Sequence[str | Path | None], backend: str = "auto"
     """One pipeline (``None``: the shipped one), or several as a ``PipelineEnsemble``."""
     if len(pipelines) <= 1:
         if weights is not None and len(weights) != 1:
-            raise ValueError(f"{len(weights)} weights for one pipeline")
+            raise UsageError(f"{len(weights)} weights for one pipeline")
         return Pipeline.from_pretrained(pipelines[0] if pipelines else None, backend=backend)
     return PipelineEnsemble([Pipeline.from_pretrained(p, backend=backend) for p in pipelines], weights, voting)
 

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
+from .errors import UsageError
 from .faces import Box, box_iou
 from .labels import MASK_LABELS
 
@@ -35,7 +36,7 @@ def read_boxes(path: str | Path) -> dict[str, list[LabelledFace]]:
     with Path(path).open(newline="") as f:
         for line, row in enumerate(csv.DictReader(f), start=2):
             if row["mask"] not in MASK_LABELS:
-                raise ValueError(f"{path} line {line}: mask {row['mask']!r} is not one of {', '.join(MASK_LABELS)}")
+                raise UsageError(f"{path} line {line}: mask {row['mask']!r} is not one of {', '.join(MASK_LABELS)}")
             box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
             out.setdefault(row["image"], []).append(LabelledFace(box, row["mask"]))  # type: ignore[arg-type]
     return out
@@ -126,7 +127,7 @@ def export_faces(scenes_dir: str | Path, out: str | Path, part: str = "train", f
     from .images import load_image
 
     if part not in ("train", "eval"):
-        raise ValueError(f"part must be train or eval, got {part!r}")
+        raise UsageError(f"part must be train or eval, got {part!r}")
     scenes_dir, out = Path(scenes_dir), Path(out)
     counts = {m: 0 for m in MASK_LABELS}
     for image, faces in sorted(read_boxes(scenes_dir / "boxes.csv").items()):

@@ -12,13 +12,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .errors import MaskageError
 from .images import IMAGE_EXTENSIONS
 from .labels import UNKNOWN_AGE, age_to_group
 
 _AGE_GENDER_RACE = re.compile(r"^(\d+)_([01])_(\d)_")
 
 
-class SourceError(ValueError):
+class SourceError(MaskageError, ValueError):
     """A source folder that is missing or does not follow its naming scheme."""
 
 

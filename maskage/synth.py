@@ -19,6 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .atomic import write_csv_atomic
+from .errors import MaskageError, UsageError
 from .images import IMAGE_EXTENSIONS, ImageError, load_image
 from .labels import MASK_FILE_STEMS, age_to_group, encode
 
@@ -37,7 +38,7 @@ PALETTE = [
 STYLES = ("surgical", "kn95", "cloth")
 
 
-class SynthError(ValueError):
+class SynthError(MaskageError, ValueError):
     """A face on which no mask can be drawn (no landmarks found)."""
 
 
@@ -132,7 +133,7 @@ def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str
         top = 1.0 + rng.uniform(0.3, 0.42)  # below the lower lip
         bottom = rng.uniform(2.15, 2.35)
     else:
-        raise ValueError(f"unknown mask kind {kind!r}; choose from {KINDS}")
+        raise UsageError(f"unknown mask kind {kind!r}; choose from {KINDS}")
     w_top = rng.uniform(0.88, 1.0)
     w_mid = rng.uniform(0.92, 1.04)
     w_bot = rng.uniform(0.5, 0.7)
@@ -275,7 +276,7 @@ def read_faces(faces_dir: str | Path, labels_csv: str | Path | None = None) -> t
                 records.append(FaceRecord(str(root / row["path"].strip()), int(float(row["age"])),
                                           gender_from_text(row["gender"]), int(race) if race else None))
             except ValueError as exc:
-                raise ValueError(f"{labels_csv} line {line}: {exc}") from None
+                raise UsageError(f"{labels_csv} line {line}: {exc}") from None
         return records, unlabelled
     for p in sorted(root.iterdir()):
         if p.name.startswith(".") or p.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -301,7 +302,7 @@ def in_scene(images: Sequence[np.ndarray], rng: np.random.Generator, size: tuple
     Returns a scene per photo and the background's kind."""
     width, height = size
     if not 0 < sides[0] <= sides[1] <= min(width, height):
-        raise ValueError(f"face sides {sides} must be positive and fit in a {width}x{height} scene")
+        raise UsageError(f"face sides {sides} must be positive and fit in a {width}x{height} scene")
     kind = SCENE_KINDS[int(rng.integers(len(SCENE_KINDS)))]
     a, b = rng.uniform(20, 235, 3), rng.uniform(20, 235, 3)
     if kind == "plain":
@@ -380,9 +381,9 @@ def build_dataset(
     from .faces import DetectorSettings, FaceDetector
 
     if not 0.0 <= eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+        raise UsageError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     if not 0.0 <= train_scenes <= 1.0:
-        raise ValueError(f"train_scenes must be in [0, 1], got {train_scenes}")
+        raise UsageError(f"train_scenes must be in [0, 1], got {train_scenes}")
     sourced = not isinstance(faces_dir, (str, Path))
     if sourced:
         from .sources import held_out, read_sources
@@ -394,11 +395,11 @@ def build_dataset(
                and (not races or r.race in races)]
     stems = list(MASK_FILE_STEMS) if photos is None else [s for s in MASK_FILE_STEMS if s in set(photos)]
     if photos is not None and (not stems or len(stems) != len(set(photos))):
-        raise ValueError(f"photos must name some of {', '.join(MASK_FILE_STEMS)}; got {list(photos)}")
+        raise UsageError(f"photos must name some of {', '.join(MASK_FILE_STEMS)}; got {list(photos)}")
     if limit:
         records = records[:limit]
     if not records:
-        raise ValueError(f"no faces in {faces_dir} pass the filters (races={races}, ages {min_age}..{max_age})")
+        raise UsageError(f"no faces in {faces_dir} pass the filters (races={races}, ages {min_age}..{max_age})")
     out = Path(out)
     for sub in ("train/images", "eval/images"):
         (out / sub).mkdir(parents=True, exist_ok=True)

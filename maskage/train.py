@@ -36,6 +36,7 @@ from .data import (
     task_samples,
     task_target,
 )
+from .errors import UsageError
 from .faces import CachedCrops, CropCache, CropSettings, DetectorSettings
 from .labels import AgeBins, unpack_heads
 from .losses import MultiHeadLoss, balanced_weights, build_loss
@@ -223,7 +224,7 @@ def _init_from(model: TaskModel, directory: str) -> None:
     start = TaskModel.load(directory, model.spec.task)
     for key in ("backbone", "labels", "input_size", "mean", "std"):
         if getattr(start.spec, key) != getattr(model.spec, key):
-            raise ValueError(f"init_from: {directory} has {key} {getattr(start.spec, key)!r}, this run "
+            raise UsageError(f"init_from: {directory} has {key} {getattr(start.spec, key)!r}, this run "
                              f"{getattr(model.spec, key)!r}")
     model.net.load_state_dict(start.net.state_dict())
 
@@ -235,7 +236,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train one task model as the config says; the best epoch's model is saved in the output directory.
     With ``folds=K``, K models instead (``train_folds``)."""
     if not config.data_dir:
-        raise ValueError("data_dir is not set: pass data_dir=FOLDER (holding train.csv and images/)")
+        raise UsageError("data_dir is not set: pass data_dir=FOLDER (holding train.csv and images/)")
     if config.folds:
         return train_folds(config, progress)
     dist_ctx = DistContext.from_env(config.device)
@@ -486,12 +487,12 @@ def _read_checkpoint(out: Path, config: TrainConfig) -> dict[str, Any] | None:
     changed = sorted(k for k in now if k != "resume" and saved.get(k) != now[k])
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise ValueError(f"resume: {out} was trained with other settings ({diffs}); use another output_dir or the "
+        raise UsageError(f"resume: {out} was trained with other settings ({diffs}); use another output_dir or the "
                          "same settings")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"resume: cannot read {path} ({type(exc).__name__}: {exc})") from None
+        raise UsageError(f"resume: cannot read {path} ({type(exc).__name__}: {exc})") from None
 
 
 def _write_val_predictions(path: Path, samples: list, targets: np.ndarray, probs: np.ndarray, found: np.ndarray) -> None:

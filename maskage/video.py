@@ -13,12 +13,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .atomic import atomic_path, write_csv_atomic
+from .errors import MaskageError, UsageError
 from .labels import MASK_LABELS
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
-class VideoError(ValueError):
+class VideoError(MaskageError, ValueError):
     """A video or camera that cannot be opened."""
 
 
@@ -55,7 +56,7 @@ def frames(source: str | Path | int, every: int = 1, limit: int | None = None) -
     import cv2
 
     if every < 1:
-        raise ValueError(f"every must be >= 1, got {every}")
+        raise UsageError(f"every must be >= 1, got {every}")
     cap = open_video(source)
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     try:

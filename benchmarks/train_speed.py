@@ -2,7 +2,7 @@
 with 0, 1 and 2 DataLoader workers.
 
     .venv/bin/python benchmarks/train_speed.py [--steps 30] [--recipes experiments/real_mask.yaml ...]
-    THP_MEM_ALLOC_ENABLE=0 .venv/bin/python benchmarks/train_speed.py ...   # without huge pages (maskage/__init__.py)
+    THP_MEM_ALLOC_ENABLE=0 .venv/bin/python benchmarks/train_speed.py ...   # without huge pages (maskage.cli.use_huge_pages)
 
 Crops are random uint8 arrays of the recipe's crop size (speed does not depend on the pixels); the model, input
 size, frozen stages, batch size, optimiser and augmentation are the recipe's.
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from maskage.cli import use_huge_pages  # noqa: E402
 from maskage.config import load_config  # noqa: E402
 from maskage.data import CropDataset, TrainAugment  # noqa: E402
 from maskage.faces import CropSettings, DetectorSettings  # noqa: E402
@@ -65,6 +66,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--recipes", nargs="+", default=[f"experiments/real_{t}.yaml" for t in ("mask", "gender", "age")])
     args = ap.parse_args()
+    use_huge_pages()  # as `maskage train` does
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, THP_MEM_ALLOC_ENABLE="
           f"{os.environ.get('THP_MEM_ALLOC_ENABLE')}, kernel THP {thp.read_text().strip() if thp.exists() else '?'}")

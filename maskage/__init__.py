@@ -1,18 +1,21 @@
-"""maskage: mask state, gender and age group from face photos, as three task models and a combiner."""
+"""maskage: mask state, gender and age group from face photos, as three task models and a combiner.
+
+Importing it is cheap and changes nothing in the process: ``Pipeline`` and ``Prediction`` (and with them torch)
+load on first use.
+"""
 from __future__ import annotations
 
-import os
+from typing import Any
+
+from .labels import AgeBins, decode, encode
 
 __version__ = "0.1.0"
-
-# PyTorch's CPU allocator backs large tensors with transparent huge pages only when asked. Without them, on kernels
-# whose THP mode is "madvise" (a common default), each training step's activation buffers are page-faulted in anew:
-# about 200,000 faults a second here, with half the CPU time in the kernel; with them, 20x fewer faults (training
-# throughput: README, "Measured"). It is read at the first large allocation, so setting it on import works even
-# after torch is imported; a value the user set is kept (0 = off).
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-from .labels import AgeBins, decode, encode  # noqa: E402
-from .pipeline import Pipeline, Prediction  # noqa: E402
-
 __all__ = ["Pipeline", "Prediction", "AgeBins", "encode", "decode", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Pipeline", "Prediction"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'maskage' has no attribute {name!r}")

@@ -14,22 +14,33 @@ def run(code: str, **env: str) -> str:
                           check=True).stdout.strip()
 
 
-def test_import_asks_torch_for_huge_pages_unless_the_user_said_otherwise(monkeypatch):
-    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE")
+def test_import_is_cheap_and_changes_nothing():
+    code = ("import os, sys; before = dict(os.environ); import maskage; "
+            "print(dict(os.environ) == before, 'torch' in sys.modules, 'timm' in sys.modules, "
+            "'cv2' in sys.modules, maskage.encode(2, 1, 0))")
+    assert run(code) == "True False False False 15"
+    # the API is there on first use
+    assert run("import sys, maskage; p = maskage.Pipeline; print(p.__name__, 'torch' in sys.modules)") == "Pipeline True"
+
+
+def test_training_command_asks_torch_for_huge_pages_unless_the_user_said_otherwise(monkeypatch, tmp_path):
+    from maskage.cli import main
+
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
     importlib.reload(maskage)
-    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    assert "THP_MEM_ALLOC_ENABLE" not in os.environ  # importing sets nothing
+    args = ["train", "gender", "", f"data_dir={tmp_path / 'none'}"]
+    assert main(args) == 2 and os.environ["THP_MEM_ALLOC_ENABLE"] == "1"  # set before anything else, kept
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
-    importlib.reload(maskage)
-    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
-    code = "import os, torch, maskage; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
-    assert run(code) == "1"
-    assert run(code, THP_MEM_ALLOC_ENABLE="0") == "0"
+    assert main(args) == 2 and os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
 
 
 def test_huge_pages_cut_page_faults_of_large_tensors():
     # the setting must reach PyTorch's allocator: large buffers reused step after step fault far less
     code = """
-import resource, torch, maskage
+import resource, torch
+from maskage.cli import use_huge_pages
+use_huge_pages()
 x = torch.ones(64, 32, 64, 64)
 for _ in range(2):
     (x * 2).sum()

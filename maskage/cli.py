@@ -65,6 +65,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     pipe.tta = parse_tta(args.tta or [])
     if args.min_face_fraction is not None:
         pipe.detector_settings = replace(pipe.detector_settings, min_face_fraction=args.min_face_fraction)
+    if args.age_threshold is not None:
+        pipe.age_threshold = args.age_threshold
     for task, value in _task_values(args.frame, "--frame").items():
         frame, _, shift = value.partition(":")
         set_frame(pipe, task, float(frame), float(shift or 0.0))
@@ -319,6 +321,8 @@ def _add_pipelines_args(p: argparse.ArgumentParser) -> None:
                    help="several pipelines: soft = weighted mean of their 18-class probabilities (default), "
                         "hard = weighted majority of their classes")
     p.add_argument("--weights", help="several pipelines: their voting weights, e.g. 2,1 (default: equal)")
+    p.add_argument("--age-threshold", type=int, metavar="AGE", help="the age the oldest group starts at (default: the "
+                   "pipeline's, 60): any edge of the age model's fine bins, e.g. 58 with the default bins")
 
 
 def _predictor(args: argparse.Namespace):
@@ -326,11 +330,13 @@ def _predictor(args: argparse.Namespace):
 
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     predictor = load_predictor(args.pipeline or [None], backend=args.backend, voting=args.voting, weights=weights)
-    if getattr(args, "scene", None):
-        from dataclasses import replace
+    from dataclasses import replace
 
-        for pipe in getattr(predictor, "pipelines", [predictor]):
+    for pipe in getattr(predictor, "pipelines", [predictor]):
+        if getattr(args, "scene", None):
             pipe.detector_settings = replace(pipe.detector_settings, scene=args.scene)
+        if getattr(args, "age_threshold", None) is not None:
+            pipe.age_threshold = args.age_threshold
     return predictor
 
 
@@ -361,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float16 halves the weight files (as the shipped pipeline)")
     p.add_argument("--min-face-fraction", type=float, help="detector: search faces of at least this share of the "
                    "photo's shorter side (the shipped pipeline: 0.2; default: the mask model's setting, 0)")
+    p.add_argument("--age-threshold", type=int, metavar="AGE", help="the age the oldest group starts at, saved with "
+                   "the pipeline (default: the age model's): any edge of its fine bins")
     p.add_argument("--tta", action="append", metavar="TASK=TRANSFORM",
                    help="test-time augmentation, repeatable: e.g. --tta gender=hflip (transforms: hflip)")
     p.add_argument("--frame", action="append", metavar="TASK=FRAME[:SHIFT]",

@@ -17,7 +17,7 @@ from .errors import UsageError
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .joint import JOINT_TASKS, SharedModel, TaskView
-from .labels import GENDER_LABELS, MASK_LABELS, age_group_labels, decode, encode
+from .labels import GENDER_LABELS, MASK_LABELS, AgeBins, age_group_labels, decode, encode
 from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, fold_dirs, write_json_atomic
 from .onnx_backend import ONNX_NAME
 
@@ -104,15 +104,36 @@ class Pipeline:
         age_model: TaskModel,
         detector: DetectorSettings | None = None,
         tta: dict[str, Sequence[str]] | None = None,
+        age_threshold: int | None = None,
     ) -> None:
         """``tta``: per task, test-time transforms whose probabilities are averaged with the plain crop's,
-        e.g. ``{"gender": ["hflip"]}`` (each one costs that model another forward pass)."""
+        e.g. ``{"gender": ["hflip"]}`` (each one costs that model another forward pass). ``age_threshold``: the
+        age from which the oldest group starts (default: the age model's, 60), any edge of its fine bins."""
         for task, model in zip(TASKS, (mask_model, gender_model, age_model)):
             if model.task != task:
                 raise ModelFileError(f"the {task} slot got a {model.task} model")
         self.models = {"mask": mask_model.eval(), "gender": gender_model.eval(), "age": age_model.eval()}
         self.detector_settings = detector or DetectorSettings.from_dict(mask_model.spec.detector)
         self.tta = tta  # type: ignore[assignment]
+        self.age_threshold = age_threshold  # type: ignore[assignment]
+
+    @property
+    def age_threshold(self) -> int:
+        """The age the oldest group starts at: set at prediction time to any edge of the age model's fine bins
+        (e.g. 58 for a model with the default bins); ``None`` resets it to the threshold the model trained with."""
+        return self._age_threshold
+
+    @age_threshold.setter
+    def age_threshold(self, value: int | None) -> None:
+        spec = self.models["age"].spec
+        if value is None or value == spec.age_threshold:
+            self._age_threshold, self._age_groups = spec.age_threshold, tuple(spec.age_groups)
+            return
+        if not spec.age_bin_edges:
+            raise UsageError(f"age_threshold={value}: this age model gives age groups only (threshold "
+                             f"{spec.age_threshold}), not the fine bins another threshold needs")
+        self._age_groups = AgeBins(tuple(spec.age_bin_edges), int(value)).groups  # checks value is an edge
+        self._age_threshold = int(value)
 
     @property
     def detector_settings(self) -> DetectorSettings:
@@ -216,7 +237,7 @@ class Pipeline:
             models[task] = (TaskEnsemble(ms, entry.get("weights"), entry.get("voting", "soft"))
                             if "members" in entry else ms[0])
         return cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]),
-                   tta=meta.get("tta"))
+                   tta=meta.get("tta"), age_threshold=meta.get("age_threshold"))
 
     def export_onnx(self, directory: str | Path, int8: bool = False,
                     calibration: Sequence[ImageInput] | None = None) -> Path:
@@ -309,6 +330,8 @@ class Pipeline:
                 entries[task] = saved[0]
         meta = {"format": PIPELINE_FORMAT, "version": 1, "detector": self.detector_settings.to_dict(),
                 "tta": {task: list(names) for task, names in self.tta.items()}, "models": entries}
+        if self.age_threshold != self.models["age"].spec.age_threshold:
+            meta["age_threshold"] = self.age_threshold
         write_json_atomic(d / PIPELINE_NAME, meta)
         return d
 
@@ -403,9 +426,9 @@ class Pipeline:
         if not arrays:
             return []
         probs = {task: self.task_probs_inputs(task, x) for task, x in self.model_inputs(arrays, detections).items()}
-        age = age_group_probs(probs["age"], self.models["age"].spec.age_groups)
+        age = age_group_probs(probs["age"], self._age_groups)
         ids, _ = combine(probs["mask"], probs["gender"], age)
-        age_labels = age_group_labels(self.models["age"].spec.age_threshold)
+        age_labels = age_group_labels(self.age_threshold)
         preds = []
         for j, (det, source) in enumerate(zip(detections, sources)):
             m, g, a = decode(int(ids[j]))
@@ -440,7 +463,7 @@ class PipelineEnsemble:
                  voting: str = "soft") -> None:
         if not pipelines:
             raise UsageError("a pipeline ensemble needs at least one pipeline")
-        thresholds = {p.models["age"].spec.age_threshold for p in pipelines}
+        thresholds = {p.age_threshold for p in pipelines}
         if len(thresholds) > 1:
             raise UsageError(f"the pipelines' age groups differ (age thresholds {sorted(thresholds)})")
         self.pipelines, self.voting = list(pipelines), voting
@@ -453,7 +476,7 @@ class PipelineEnsemble:
         images = list(images)
         runs = [p.predict(images, batch_size) for p in self.pipelines]
         out = []
-        labels = age_group_labels(self.pipelines[0].models["age"].spec.age_threshold)
+        labels = age_group_labels(self.pipelines[0].age_threshold)
         for i, first in enumerate(runs[0]):
             if first.error:
                 out.append(first)

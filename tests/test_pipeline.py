@@ -184,3 +184,40 @@ def test_cli_pipeline_tta(tmp_path, capsys):
     assert json.loads((tmp_path / "p" / "pipeline.json").read_text())["tta"] == {"gender": ["hflip"], "age": ["hflip"]}
     assert main(["pipeline", *runs, "--out", str(tmp_path / "q"), "--tta", "gender"]) == 2
     assert "TASK=TRANSFORM" in capsys.readouterr().err
+
+
+def test_age_threshold_is_chosen_at_prediction_time_saved_and_checked(pipe, photos, tmp_path):
+    at60 = pipe.predict(photos)
+    p58 = Pipeline(*pipe.models.values(), age_threshold=58)
+    assert p58.age_threshold == 58 and pipe.age_threshold == 60
+    at58 = p58.predict(photos)
+    for a, b in zip(at60, at58):
+        assert list(a.age_probs) == ["<30", "30-59", "60+"] and list(b.age_probs) == ["<30", "30-57", "58+"]
+        assert a.age_probs["<30"] == pytest.approx(b.age_probs["<30"])  # only the 58-59 bin moves
+        assert b.age_probs["58+"] >= a.age_probs["60+"] - 1e-9
+        assert b.class_id == _class_of(b) and (a.mask, a.gender) == (b.mask, b.gender)
+    # saved in pipeline.json, loaded back; 60 again resets to the model's own
+    d = p58.save(tmp_path / "p58")
+    assert json.loads((d / "pipeline.json").read_text())["age_threshold"] == 58
+    loaded = Pipeline.from_pretrained(d, backend="torch")
+    assert loaded.age_threshold == 58 and [p.age_probs for p in loaded.predict(photos)] == [p.age_probs for p in at58]
+    assert "age_threshold" not in json.loads((pipe.save(tmp_path / "p60") / "pipeline.json").read_text())
+    with pytest.raises(ValueError, match="edges"):
+        p58.age_threshold = 57  # not an edge of the fine bins: a bin would straddle two groups
+    p58.age_threshold = None
+    assert p58.age_threshold == 60 and [p.age_probs for p in p58.predict(photos)] == [p.age_probs for p in at60]
+
+
+def test_age_threshold_on_the_cli(pipe, photos, tmp_path):
+    import csv
+
+    from maskage.cli import main
+
+    d = pipe.save(tmp_path / "pipe")
+    out = tmp_path / "p.csv"
+    assert main(["predict", *photos[:3], "--pipeline", str(d), "--out", str(out), "--age-threshold", "58"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert all(r["age"] in ("<30", "30-57", "58+") for r in rows) and "p_age_58+" in rows[0]
+    api = Pipeline(*pipe.models.values(), age_threshold=58).predict(photos[:3])
+    assert [int(r["class"]) for r in rows] == [p.class_id for p in api]
+    assert main(["predict", *photos[:3], "--pipeline", str(d), "--out", str(out), "--age-threshold", "57"]) == 2

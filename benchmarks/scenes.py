@@ -72,7 +72,7 @@ def main() -> None:
         names = [n for n in names if photo_split(n, args.eval_fraction) == (args.split == "eval")]
     names = names[: args.limit]
     pipe = Pipeline.from_pretrained(args.pipeline, backend=args.backend)
-    changes = {k: v for k, v in (("scene_mode", args.scene_mode), ("min_face_size", args.min_face_size),
+    changes = {k: v for k, v in (("scene", args.scene_mode), ("min_face_size", args.min_face_size),
                                  ("min_face_fraction", args.min_face_fraction),
                                  ("thresholds", tuple(args.thresholds) if args.thresholds else None)) if v is not None}
     pipe.detector_settings = replace(pipe.detector_settings, **changes)

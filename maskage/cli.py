@@ -5,11 +5,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from .atomic import write_csv_atomic
 from .errors import MaskageError, UsageError
-from .images import IMAGE_EXTENSIONS
+from .predict import expand_inputs
 
 
 def use_huge_pages() -> None:
@@ -21,23 +20,6 @@ def use_huge_pages() -> None:
     import os
 
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-
-def expand_inputs(items: Sequence[str]) -> list[str]:
-    """Files as given, folders expanded to their image files (recursively, sorted, skipping hidden names)."""
-    out: list[str] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(
-                str(f) for f in p.rglob("*")
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
-            out.extend(found)
-        else:
-            out.append(str(p))  # a missing file becomes a per-image error, not a crash
-    return out
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -86,29 +68,8 @@ def _task_values(items: Sequence[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
-def predict_to_csv(paths: Sequence[str], out: Path, pipeline: Any = None, annotate_dir: Path | None = None,
-                   batch_size: int = 32, all_faces: bool = False, backend: str = "auto") -> list:
-    """Predict photos into a CSV (and boxed pictures). ``pipeline``: a directory (None: the shipped pipeline) or
-    a loaded ``Pipeline``/``PipelineEnsemble``. Returns one ``Prediction`` per path, or with ``all_faces`` one
-    list per path (every face; the CSV then has a row per face and a ``face_index`` column)."""
-    from .pipeline import Pipeline
-
-    pipe = pipeline if hasattr(pipeline, "predict") else Pipeline.from_pretrained(pipeline, backend=backend)
-    if all_faces:
-        per_path = pipe.predict_all_faces(paths, batch_size=batch_size)
-        rows = [dict(p.to_row(), face_index=k) for faces in per_path for k, p in enumerate(faces)]
-    else:
-        per_path = pipe.predict(paths, batch_size=batch_size)
-        rows = [p.to_row() for p in per_path]
-    if annotate_dir is not None:
-        write_annotated(paths, per_path, annotate_dir)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    fields.remove("error")
-    write_csv_atomic(out, fields + ["error"], rows)
-    return per_path
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_to_csv
     from .video import is_video
 
     videos = [i for i in args.inputs if is_video(i)]
@@ -160,51 +121,11 @@ def cmd_pseudo(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_annotated(paths: Sequence[str], preds: Sequence, folder: Path) -> list[Path]:
-    """Each readable photo with its face boxed and labelled, as ``folder/<name>.jpg`` (numbered when names repeat)."""
-    from .visualize import annotate
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written, used = [], set()
-    for i, (path, pred) in enumerate(zip(paths, preds)):
-        if (pred[0] if isinstance(pred, list) else pred).error:
-            continue
-        name = Path(path).stem
-        if name in used:
-            name = f"{name}_{i}"
-        used.add(name)
-        annotate(path, pred).save(folder / f"{name}.jpg", quality=92)
-        written.append(folder / f"{name}.jpg")
-    return written
-
-
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .data import read_csv_rows
+    from .predict import write_submission
 
-    eval_dir = Path(args.eval_dir)
-    rows = read_csv_rows(eval_dir / "info.csv", ["ImageID"])
-    problems, seen = [], {}
-    for line, r in enumerate(rows, start=2):
-        name = r["ImageID"].strip()
-        if name in seen:
-            problems.append(f"line {line}: {name} listed twice (first on line {seen[name]})")
-        elif not (eval_dir / "images" / name).is_file():
-            problems.append(f"line {line}: {name} has no image in {eval_dir / 'images'}")
-        seen.setdefault(name, line)
-    if problems:
-        listing = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
-        print(f"error: {eval_dir / 'info.csv'}: {len(problems)} problem(s):\n  {listing}", file=sys.stderr)
-        return 2
-    paths = [str(eval_dir / "images" / r["ImageID"].strip()) for r in rows]
-    preds = _predictor(args).predict(paths, batch_size=args.batch_size)
-    bad = [p for p in preds if p.error]
-    if bad:
-        listing = "\n  ".join(p.error for p in bad[:20])
-        print(f"error: {len(bad)} image(s) could not be predicted:\n  {listing}", file=sys.stderr)
-        return 1
-    out = [{"ImageID": r["ImageID"], "ans": p.class_id} for r, p in zip(rows, preds)]
-    write_csv_atomic(Path(args.out), ["ImageID", "ans"], out)
-    print(f"{len(out)} predictions -> {args.out}")
+    n = write_submission(Path(args.eval_dir), Path(args.out), _predictor(args), args.batch_size)
+    print(f"{n} predictions -> {args.out}")
     return 0
 
 

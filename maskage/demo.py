@@ -22,9 +22,9 @@ DEMO_SETTINGS = {
 
 def run_demo(out: str | Path, n_people: int = 24, epochs: int | None = None, progress: bool = True) -> dict:
     """Run the whole maskage job on generated data in ``out``; return the eval scores."""
-    from .cli import main as cli_main
     from .metrics import format_report, read_class_csv, score
     from .pipeline import Pipeline
+    from .predict import write_submission
     from .toydata import make_toy_dataset
     from .train import train
 
@@ -45,8 +45,7 @@ def run_demo(out: str | Path, n_people: int = 24, epochs: int | None = None, pro
         print(f"{task}: best validation F1 {res.best_f1:.3f} (epoch {res.best_epoch})")
     pipe_dir = Pipeline.from_runs(runs["mask"], runs["gender"], runs["age"]).save(out / "pipeline")
     sub = out / "submission.csv"
-    if cli_main(["submit", str(data / "eval"), "--pipeline", str(pipe_dir), "--out", str(sub)]) != 0:
-        raise RuntimeError("demo: submit failed (see the error above)")
+    write_submission(data / "eval", sub, Pipeline.from_pretrained(pipe_dir))
     pred, gt = read_class_csv(sub), read_class_csv(data / "eval" / "gt.csv")
     s = score([gt[k] for k in gt], [pred[k] for k in gt])
     print(format_report(s))
@@ -96,7 +95,7 @@ def run_predict_demo(out: str | Path, pipeline: str | Path | None = None) -> lis
     """
     from PIL import Image
 
-    from .cli import predict_to_csv
+    from .predict import predict_to_csv
     from .visualize import contact_sheet, prediction_label
 
     out = Path(out)

@@ -159,6 +159,12 @@ def test_submit_names_info_rows_without_images_and_duplicates(toy_root, tmp_path
     assert f"line {n + 1}: ghost.jpg has no image" in err
     assert f"line {n + 2}: {lines[1].split(',')[0]} listed twice (first on line 2)" in err
     assert not (tmp_path / "s.csv").exists()
+    # an image that cannot be read: named, nothing written
+    (ev / "info.csv").write_text("\n".join(lines) + "\n")
+    first = lines[1].split(",")[0]
+    (ev / "images" / first).write_text("not an image")
+    assert main(["submit", str(ev), "--pipeline", str(pipe), "--out", str(tmp_path / "s.csv")]) == 2
+    assert "1 image(s) could not be predicted" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
 
 
 def test_evaluate_names_bad_rows(tmp_path, capsys):

@@ -1,0 +1,104 @@
+"""Predicting files into CSVs: photos (one row per photo or per face), boxed pictures, competition submissions.
+
+What ``maskage predict`` and ``maskage submit`` run, and the demo with them (videos: ``maskage.video``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .atomic import write_csv_atomic
+from .errors import MaskageError
+from .images import IMAGE_EXTENSIONS
+
+
+class SubmissionError(MaskageError):
+    """An eval folder that cannot be predicted into a submission (rows without images, unreadable images)."""
+
+
+def expand_inputs(items: Sequence[str]) -> list[str]:
+    """Files as given, folders expanded to their image files (recursively, sorted, skipping hidden names)."""
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(
+                str(f) for f in p.rglob("*")
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+            out.extend(found)
+        else:
+            out.append(str(p))  # a missing file becomes a per-image error, not a crash
+    return out
+
+
+def predict_to_csv(paths: Sequence[str], out: Path, pipeline: Any = None, annotate_dir: Path | None = None,
+                   batch_size: int = 32, all_faces: bool = False, backend: str = "auto") -> list:
+    """Predict photos into a CSV (and boxed pictures). ``pipeline``: a directory (None: the shipped pipeline) or
+    a loaded ``Pipeline``/``PipelineEnsemble``. Returns one ``Prediction`` per path, or with ``all_faces`` one
+    list per path (every face; the CSV then has a row per face and a ``face_index`` column)."""
+    from .pipeline import Pipeline
+
+    pipe = pipeline if hasattr(pipeline, "predict") else Pipeline.from_pretrained(pipeline, backend=backend)
+    if all_faces:
+        per_path = pipe.predict_all_faces(paths, batch_size=batch_size)
+        rows = [dict(p.to_row(), face_index=k) for faces in per_path for k, p in enumerate(faces)]
+    else:
+        per_path = pipe.predict(paths, batch_size=batch_size)
+        rows = [p.to_row() for p in per_path]
+    if annotate_dir is not None:
+        write_annotated(paths, per_path, annotate_dir)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    fields.remove("error")
+    write_csv_atomic(out, fields + ["error"], rows)
+    return per_path
+
+
+def write_annotated(paths: Sequence[str], preds: Sequence, folder: Path) -> list[Path]:
+    """Each readable photo with its face boxed and labelled, as ``folder/<name>.jpg`` (numbered when names repeat)."""
+    from .visualize import annotate
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written, used = [], set()
+    for i, (path, pred) in enumerate(zip(paths, preds)):
+        if (pred[0] if isinstance(pred, list) else pred).error:
+            continue
+        name = Path(path).stem
+        if name in used:
+            name = f"{name}_{i}"
+        used.add(name)
+        annotate(path, pred).save(folder / f"{name}.jpg", quality=92)
+        written.append(folder / f"{name}.jpg")
+    return written
+
+
+def write_submission(eval_dir: Path, out: Path, pipeline: Any, batch_size: int = 32) -> int:
+    """Predict a competition eval folder (``info.csv`` + ``images/``) into ``ImageID,ans`` in ``info.csv`` order;
+    returns the number of rows. Nothing is written when a row has no image, is listed twice, or an image cannot be
+    read: ``SubmissionError`` lists them (the first 20) with their lines."""
+    from .data import read_csv_rows
+
+    rows = read_csv_rows(eval_dir / "info.csv", ["ImageID"])
+    problems, seen = [], {}
+    for line, r in enumerate(rows, start=2):
+        name = r["ImageID"].strip()
+        if name in seen:
+            problems.append(f"line {line}: {name} listed twice (first on line {seen[name]})")
+        elif not (eval_dir / "images" / name).is_file():
+            problems.append(f"line {line}: {name} has no image in {eval_dir / 'images'}")
+        seen.setdefault(name, line)
+    if problems:
+        raise SubmissionError(f"{eval_dir / 'info.csv'}: {len(problems)} problem(s):\n  {_listing(problems)}")
+    paths = [str(eval_dir / "images" / r["ImageID"].strip()) for r in rows]
+    preds = pipeline.predict(paths, batch_size=batch_size)
+    bad = [p.error for p in preds if p.error]
+    if bad:
+        raise SubmissionError(f"{len(bad)} image(s) could not be predicted:\n  {_listing(bad)}")
+    write_csv_atomic(out, ["ImageID", "ans"], [{"ImageID": r["ImageID"], "ans": p.class_id} for r, p in zip(rows, preds)])
+    return len(rows)
+
+
+def _listing(items: Sequence[str], limit: int = 20) -> str:
+    more = f"\n  ... and {len(items) - limit} more" if len(items) > limit else ""
+    return "\n  ".join(items[:limit]) + more

@@ -36,7 +36,8 @@ from canvas import on_canvas  # noqa: E402
 from maskage.data import source_samples  # noqa: E402
 from maskage.labels import age_to_group, decode  # noqa: E402
 from maskage.metrics import score  # noqa: E402
-from maskage.pipeline import Pipeline, parse_tta  # noqa: E402
+from maskage.pipeline import Pipeline  # noqa: E402
+from maskage.transforms import parse_tta  # noqa: E402
 
 MASK_SOURCES = [
     "maskedfacenet/correct=wear", "maskedfacenet/incorrect=incorrect",

@@ -1,11 +1,15 @@
-"""Writing files so that an interrupted run leaves the previous version whole: a temp file, then a rename."""
+"""Files written so that an interrupted run leaves the previous version whole (a temporary file beside it, then a
+rename), and the files' hashes. The one home of both: every writer of a model, checkpoint, cache entry or CSV
+goes through ``atomic_path``."""
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 
 @contextmanager
@@ -22,15 +26,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def torch_save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through a file object (the archive's inner name then never holds the temporary name, so equal
+    objects give equal bytes), atomically."""
+    import torch
+
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
+    return Path(path)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
+    return Path(path)
+
+
 def write_csv_atomic(path: str | Path, header: Sequence[str], rows: Iterable[Sequence | Mapping]) -> Path:
     """Write a CSV with ``header``; rows are sequences in header order or dicts keyed by it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for row in rows:
             w.writerow([row.get(k, "") for k in header] if isinstance(row, Mapping) else row)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

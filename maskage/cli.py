@@ -39,7 +39,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .pipeline import Pipeline, parse_tta, set_frame
+    from .pipeline import Pipeline, set_frame
+    from .transforms import parse_tta
 
     runs = [r.split(",") for r in (args.mask_run, args.gender_run, args.age_run)]
     weights = {task: [float(w) for w in ws.split(",")] for task, ws in _task_values(args.weights, "--weights").items()}
@@ -122,9 +123,10 @@ def cmd_pseudo(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .predict import write_submission
+    from .predict import eval_images, write_submission
 
-    n = write_submission(Path(args.eval_dir), Path(args.out), _predictor(args), args.batch_size)
+    ids = eval_images(Path(args.eval_dir))  # its problems are reported before any model loads
+    n = write_submission(Path(args.eval_dir), Path(args.out), _predictor(args), args.batch_size, ids)
     print(f"{n} predictions -> {args.out}")
     return 0
 

@@ -10,10 +10,10 @@ from typing import Any, Sequence
 import yaml
 
 from .errors import UsageError
-from .labels import DEFAULT_AGE_BIN_EDGES, DEFAULT_AGE_THRESHOLD
+from .labels import DEFAULT_AGE_BIN_EDGES, DEFAULT_AGE_THRESHOLD, JOINT_TASKS, PIPELINE_TASKS
 
 # mask, gender, age: the three task models; joint: the single 18-class baseline; multihead: one backbone, three heads
-TASKS = ("mask", "gender", "age", "joint", "multihead")
+TASKS = PIPELINE_TASKS + JOINT_TASKS
 
 
 @dataclass

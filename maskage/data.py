@@ -10,13 +10,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .errors import MaskageError, UsageError
 from .images import IMAGE_EXTENSIONS
 from .labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group, encode, gender_from_text,
                      mask_from_filename, pack_heads)
+from .transforms import preprocess
 
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 
@@ -290,22 +290,6 @@ def subset_people(samples: Sequence[Sample], max_people: int, seed: int, thresho
             if members and len(keep) < max_people:
                 keep.add(members.pop())
     return [s for s in samples if s.person in keep]
-
-
-def preprocess(crops: np.ndarray | torch.Tensor, input_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """N x S x S x 3 uint8 crops -> N x 3 x input_size x input_size normalised float tensor.
-
-    Used by evaluation and by ``Pipeline``, so both see the same pixels.
-    """
-    x = torch.as_tensor(crops)
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-1] != input_size or x.shape[-2] != input_size:
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous()
 
 
 class TrainAugment:

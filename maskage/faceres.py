@@ -13,7 +13,6 @@ model reads RGB: ``mean``/``std`` below then give exactly the graph's input.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -25,6 +24,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
+from .atomic import torch_save_atomic
 from .errors import MaskageError
 
 NPM_PACKAGE = "@vladmandic/human@3.3.6"
@@ -180,11 +180,7 @@ def fetch(force: bool = False, npm: str = "npm") -> Path:
                 with tar.extractfile(member) as src, open(Path(tmp) / name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
         state = convert(read_tfjs_weights(Path(tmp) / "faceres.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    torch.save(state, part)
-    os.replace(part, out)
-    return out
+    return torch_save_atomic(state, out)
 
 
 def load_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
@@ -251,7 +247,7 @@ class FaceResHeads(nn.Module):
     def predict(self, crops: np.ndarray, input_size: int = INPUT_SIZE,
                 batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """P(male) (N) and the distribution over ages 0..99 (N x 100) for N x S x S x 3 uint8 RGB crops."""
-        from .data import preprocess
+        from .transforms import preprocess
 
         males, ages = [], []
         for start in range(0, len(crops), batch_size):

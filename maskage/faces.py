@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path, write_json_atomic
 from .errors import UsageError
 from .images import ImageError, load_image
 
@@ -417,13 +418,9 @@ class CropCache:
             boxes = [tuple(b) if b else None for b in info["boxes"]]
             return CachedCrops(np.load(array, mmap_mode="r"), boxes, {int(k): v for k, v in info["errors"].items()})
         cached = self.get(paths, progress, digests)
-        array.parent.mkdir(parents=True, exist_ok=True)
-        tmp = array.with_name(f".{array.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, cached.crops)
-        os.replace(tmp, array)
-        tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"boxes": [list(b) if b else None for b in cached.boxes], "errors": cached.errors}))
-        os.replace(tmp, meta)
+        with atomic_path(array) as tmp:
+            np.save(tmp, cached.crops)
+        write_json_atomic(meta, {"boxes": [list(b) if b else None for b in cached.boxes], "errors": cached.errors})
         return CachedCrops(np.load(array, mmap_mode="r"), cached.boxes, cached.errors)
 
     def get(self, paths: Sequence[str | Path], progress: bool = True,
@@ -465,11 +462,8 @@ class CropCache:
             for (i, digest), img, det in zip(ok, images, self.detector.detect(images)):
                 crops[i] = crop_face(img, det.box, self.crop)
                 boxes[i] = det.box
-                entry = self._entry(digest)
-                entry.parent.mkdir(parents=True, exist_ok=True)
-                tmp = entry.with_suffix(f".{os.getpid()}.tmp.npz")
-                np.savez(tmp, crop=crops[i], box=np.array(det.box if det.box else [], dtype=np.float64))
-                os.replace(tmp, entry)
+                with atomic_path(self._entry(digest)) as tmp:
+                    np.savez(tmp, crop=crops[i], box=np.array(det.box if det.box else [], dtype=np.float64))
             self.detections_run += len(ok)
             bar.update(len(part))
         bar.close()

@@ -10,9 +10,7 @@ import numpy as np
 
 from .combine import age_group_probs, encode_many
 from .errors import UsageError
-from .labels import GENDER_LABELS, MASK_LABELS, NUM_CLASSES, age_group_labels
-
-JOINT_TASKS = ("joint", "multihead")
+from .labels import GENDER_LABELS, JOINT_TASKS, MASK_LABELS, NUM_CLASSES, age_group_labels
 
 
 def view_probs(probs: np.ndarray, spec, task: str) -> np.ndarray:

@@ -7,6 +7,10 @@ from pathlib import Path
 
 from .errors import UsageError
 
+# the three task models of a pipeline, in slot order; the baselines that serve all three from one model
+PIPELINE_TASKS = ("mask", "gender", "age")
+JOINT_TASKS = ("joint", "multihead")
+
 
 class Mask(IntEnum):
     WEAR = 0

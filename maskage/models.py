@@ -1,10 +1,8 @@
 """A task model: a timm backbone with a classifier head, plus the data config it was trained with."""
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +12,9 @@ import timm
 import torch
 from torch import nn
 
+from .atomic import file_sha256, torch_save_atomic, write_json_atomic
 from . import faceres  # registers the faceres_mobilenetv1 backbone with timm
-from .data import preprocess
+from .transforms import preprocess
 from .errors import MaskageError, UsageError
 from .faces import CropSettings, DetectorSettings
 from .labels import GENDER_LABELS, MASK_LABELS, AgeBins, class_labels
@@ -220,14 +219,10 @@ class TaskModel(nn.Module):
             raise UsageError(f"dtype must be float32 or float16, got {dtype!r}")
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        weights = d / WEIGHTS_NAME
-        tmp = d / f".{WEIGHTS_NAME}.{os.getpid()}.tmp"
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         if dtype == "float16":
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        with tmp.open("wb") as f:  # a file object, so the archive's inner name (and the bytes) never hold the pid
-            torch.save(state, f)
-        os.replace(tmp, weights)
+        weights = torch_save_atomic(state, d / WEIGHTS_NAME)
         meta = {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self.spec),
                 "weights": WEIGHTS_NAME, "sha256": file_sha256(weights)}
         write_json_atomic(d / CONFIG_NAME, meta)
@@ -294,17 +289,3 @@ def read_model_json(d: Path) -> dict[str, Any]:
         if key not in meta:
             raise ModelFileError(f"{path}: missing key {key!r}")
     return meta
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)

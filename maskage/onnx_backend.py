@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import preprocess
+from .atomic import atomic_path
+from .transforms import preprocess
 from .errors import UsageError
 from .models import ModelFileError, TaskModel, head_softmax
 
@@ -22,14 +23,12 @@ def export_onnx(model: TaskModel, path: str | Path) -> Path:
     net = model.net.eval()
     size = model.spec.input_size
     dummy = torch.zeros(2, 3, size, size)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
             net, dummy, str(tmp), input_names=["input"], output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
         )
-    os.replace(tmp, path)
     return path
 
 
@@ -120,15 +119,12 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, bat
 
     src, dst = Path(src), Path(dst)
     pre = dst.with_name(f".{dst.name}.{os.getpid()}.pre")
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
-        with warnings.catch_warnings():
+        with atomic_path(dst) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(src), str(pre))  # shape inference and graph folding, as ORT recommends first
             quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        os.replace(tmp, dst)
     finally:
-        for p in (pre, tmp):
-            p.unlink(missing_ok=True)
+        pre.unlink(missing_ok=True)
     return dst

@@ -10,16 +10,17 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from .atomic import file_sha256, write_json_atomic
 from .combine import age_group_probs, check_voting, combine, combine_probs, vote
-from .data import preprocess
 from .ensemble import TaskEnsemble, members
 from .errors import UsageError
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
-from .joint import JOINT_TASKS, SharedModel, TaskView
-from .labels import GENDER_LABELS, MASK_LABELS, AgeBins, age_group_labels, decode, encode
-from .models import CONFIG_NAME, ModelFileError, TaskModel, file_sha256, fold_dirs, write_json_atomic
+from .joint import SharedModel, TaskView
+from .labels import GENDER_LABELS, JOINT_TASKS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, decode, encode
+from .models import CONFIG_NAME, ModelFileError, TaskModel, fold_dirs
 from .onnx_backend import ONNX_NAME
+from .transforms import TTA_TRANSFORMS, check_tta, preprocess
 
 if TYPE_CHECKING:
     from .video import VideoFrame
@@ -28,36 +29,8 @@ PIPELINE_FORMAT = "maskage-pipeline"
 # the trained pipeline shipped inside the package (see its MODEL_CARD.md)
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 PIPELINE_NAME = "pipeline.json"
-TASKS = ("mask", "gender", "age")
+TASKS = PIPELINE_TASKS
 RunDirs = Union[str, Path, Sequence[Union[str, Path]]]  # one run, or several for an ensemble
-# test-time augmentation: a task's probabilities are the mean over the crop and these transforms of it
-TTA_TRANSFORMS = {"hflip": lambda x: x.flip(-1)}  # on the normalised N x 3 x H x W input
-
-
-def parse_tta(items: Sequence[str]) -> dict[str, list[str]]:
-    """``["gender=hflip", "age=hflip"]`` (the CLI's ``--tta`` values) -> ``{"gender": ["hflip"], "age": ["hflip"]}``;
-    task and transform names are checked where it is assigned (``Pipeline.tta``)."""
-    tta: dict[str, list[str]] = {}
-    for item in items:
-        task, _, name = item.partition("=")
-        if not name:
-            raise UsageError(f"--tta takes TASK=TRANSFORM (e.g. gender=hflip), got {item!r}")
-        tta.setdefault(task, []).append(name)
-    return tta
-
-
-def check_tta(tta: dict[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
-    """``{task: (transform, ...)}`` with known tasks and transforms only (a clear error otherwise)."""
-    out = {}
-    for task, names in (tta or {}).items():
-        if task not in TASKS:
-            raise UsageError(f"tta: unknown task {task!r} (tasks: {', '.join(TASKS)})")
-        for name in names:
-            if name not in TTA_TRANSFORMS:
-                raise UsageError(f"tta: unknown transform {name!r} for {task} (known: {', '.join(TTA_TRANSFORMS)})")
-        if names:
-            out[task] = tuple(names)
-    return out
 
 
 @dataclass
@@ -408,7 +381,7 @@ class Pipeline:
         return self.task_probs_inputs(task, inputs)
 
     def task_probs_inputs(self, task: str, inputs: Sequence) -> np.ndarray:
-        """As ``task_probs``, for inputs already made by ``maskage.data.preprocess`` (N x 3 x S x S): one per
+        """As ``task_probs``, for inputs already made by ``maskage.transforms.preprocess`` (N x 3 x S x S): one per
         model of the task, as ``model_inputs`` gives them."""
         model = self.models[task]
         ms = members(model)

@@ -73,10 +73,9 @@ def write_annotated(paths: Sequence[str], preds: Sequence, folder: Path) -> list
     return written
 
 
-def write_submission(eval_dir: Path, out: Path, pipeline: Any, batch_size: int = 32) -> int:
-    """Predict a competition eval folder (``info.csv`` + ``images/``) into ``ImageID,ans`` in ``info.csv`` order;
-    returns the number of rows. Nothing is written when a row has no image, is listed twice, or an image cannot be
-    read: ``SubmissionError`` lists them (the first 20) with their lines."""
+def eval_images(eval_dir: Path) -> list[str]:
+    """The ImageIDs of a competition eval folder (``info.csv`` + ``images/``) in ``info.csv`` order, checked first:
+    ``SubmissionError`` lists (the first 20) rows without an image or listed twice, with their lines."""
     from .data import read_csv_rows
 
     rows = read_csv_rows(eval_dir / "info.csv", ["ImageID"])
@@ -90,13 +89,21 @@ def write_submission(eval_dir: Path, out: Path, pipeline: Any, batch_size: int =
         seen.setdefault(name, line)
     if problems:
         raise SubmissionError(f"{eval_dir / 'info.csv'}: {len(problems)} problem(s):\n  {_listing(problems)}")
-    paths = [str(eval_dir / "images" / r["ImageID"].strip()) for r in rows]
-    preds = pipeline.predict(paths, batch_size=batch_size)
+    return [r["ImageID"] for r in rows]
+
+
+def write_submission(eval_dir: Path, out: Path, pipeline: Any, batch_size: int = 32,
+                     ids: Sequence[str] | None = None) -> int:
+    """Predict a competition eval folder into ``ImageID,ans`` in ``info.csv`` order; returns the number of rows.
+    Nothing is written when ``eval_images`` finds a problem (``ids``: its result, when already checked) or an image
+    cannot be read (``SubmissionError``)."""
+    ids = eval_images(eval_dir) if ids is None else ids
+    preds = pipeline.predict([str(eval_dir / "images" / i.strip()) for i in ids], batch_size=batch_size)
     bad = [p.error for p in preds if p.error]
     if bad:
         raise SubmissionError(f"{len(bad)} image(s) could not be predicted:\n  {_listing(bad)}")
-    write_csv_atomic(out, ["ImageID", "ans"], [{"ImageID": r["ImageID"], "ans": p.class_id} for r, p in zip(rows, preds)])
-    return len(rows)
+    write_csv_atomic(out, ["ImageID", "ans"], [{"ImageID": i, "ans": p.class_id} for i, p in zip(ids, preds)])
+    return len(ids)
 
 
 def _listing(items: Sequence[str], limit: int = 20) -> str:

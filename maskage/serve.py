@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
 from .images import MAX_PIXELS, ImageError, ImageTooLargeError, decode_image_bytes
-from .pipeline import check_tta, parse_tta
+from .transforms import check_tta, parse_tta
 
 PAGE = Path(__file__).resolve().parent / "serve_page.html"
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # one request, all its images

@@ -17,7 +17,7 @@ from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from .atomic import write_csv_atomic
+from .atomic import torch_save_atomic, write_csv_atomic, write_json_atomic
 from .combine import age_group_probs, encode_many
 from .config import TrainConfig, load_config, save_config
 from .data import (
@@ -40,7 +40,7 @@ from .errors import UsageError
 from .faces import CachedCrops, CropCache, CropSettings, DetectorSettings
 from .labels import AgeBins, unpack_heads
 from .losses import MultiHeadLoss, balanced_weights, build_loss
-from .models import FOLDS_NAME, TaskModel, make_spec, write_json_atomic
+from .models import FOLDS_NAME, TaskModel, make_spec
 
 
 @dataclass
@@ -472,9 +472,7 @@ def _set_rng_states(states: dict[str, Any], generator: torch.Generator, augment:
 
 def _write_checkpoint(out: Path, state: dict[str, Any]) -> None:
     """Everything needed to continue after this epoch, written atomically (a kill leaves the previous one)."""
-    tmp = out / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / CHECKPOINT_NAME)
+    torch_save_atomic(state, out / CHECKPOINT_NAME)
 
 
 def _read_checkpoint(out: Path, config: TrainConfig) -> dict[str, Any] | None:

@@ -10,12 +10,12 @@ from maskage.data import (
     TrainAugment,
     load_train_samples,
     person_folds,
-    preprocess,
     subset_people,
     task_samples,
     task_target,
 )
 from maskage.labels import AgeBins, Mask
+from maskage.transforms import preprocess
 
 
 def test_layout_reads_seven_photos_per_person_and_skips_hidden(toy_root, tmp_path):

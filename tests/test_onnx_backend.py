@@ -54,7 +54,7 @@ def _op_types(path) -> set:
 
 
 def test_int8_quantisation_quantises_the_convolutions_and_stays_close(tmp_path):
-    from maskage.data import preprocess
+    from maskage.transforms import preprocess
     from maskage.onnx_backend import quantize_int8
 
     model = tiny_model("age", seed=5)

@@ -273,16 +273,23 @@ def fold_dirs(directory: str | Path) -> list[Path] | None:
     return [d / str(name) for name in names]
 
 
-def read_model_json(d: Path) -> dict[str, Any]:
-    path = d / CONFIG_NAME
+def read_format_json(path: Path, fmt: str, kind: str, missing: str) -> dict[str, Any]:
+    """A maskage JSON file that says its ``format``: ``ModelFileError`` when it is missing (``missing`` says what
+    the folder should be), not JSON, or of another format (``kind`` names the expected one)."""
     if not path.is_file():
-        raise ModelFileError(f"{d}: no {CONFIG_NAME}; is this a maskage model or run directory?")
+        raise ModelFileError(f"{path.parent}: no {path.name}; {missing}")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a maskage task model (format {meta.get('format')!r})")
+    if meta.get("format") != fmt:
+        raise ModelFileError(f"{path}: not a maskage {kind} (format {meta.get('format')!r})")
+    return meta
+
+
+def read_model_json(d: Path) -> dict[str, Any]:
+    path = d / CONFIG_NAME
+    meta = read_format_json(path, FORMAT, "task model", "is this a maskage model or run directory?")
     if meta.get("version", 0) > FORMAT_VERSION:
         raise ModelFileError(f"{path}: format version {meta['version']} is newer than this maskage reads")
     for key in ("task", "backbone", "labels", "input_size", "mean", "std", "crop"):

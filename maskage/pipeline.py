@@ -18,7 +18,7 @@ from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .joint import SharedModel, TaskView
 from .labels import GENDER_LABELS, JOINT_TASKS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, decode, encode
-from .models import CONFIG_NAME, ModelFileError, TaskModel, fold_dirs
+from .models import CONFIG_NAME, ModelFileError, TaskModel, fold_dirs, read_format_json
 from .onnx_backend import ONNX_NAME
 from .transforms import TTA_TRANSFORMS, check_tta, preprocess
 
@@ -172,15 +172,8 @@ class Pipeline:
         if backend not in ("auto", "torch", "onnx"):
             raise UsageError(f"backend must be auto, torch or onnx, got {backend!r}")
         d = Path(directory) if directory is not None else PRETRAINED_DIR
-        path = d / PIPELINE_NAME
-        if not path.is_file():
-            raise ModelFileError(f"{d}: no {PIPELINE_NAME}; is this a pipeline directory (see `maskage pipeline`)?")
-        try:
-            meta = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
-        if meta.get("format") != PIPELINE_FORMAT:
-            raise ModelFileError(f"{path}: not a maskage pipeline (format {meta.get('format')!r})")
+        meta = read_format_json(d / PIPELINE_NAME, PIPELINE_FORMAT, "pipeline",
+                                "is this a pipeline directory (see `maskage pipeline`)?")
         entries = {task: _member_entries(meta["models"][task]) for task in TASKS}
         exported = all(ONNX_NAME in e.get("sha256", {}) for t in TASKS for e in entries[t])
         if backend == "onnx" and not exported:

@@ -197,6 +197,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         sourced or args.faces_dir[0], args.out, photos=photos, eval_fraction=args.eval_fraction, seed=args.seed,
         races=_races(args.race), eval_races=_races(args.eval_race), min_age=args.min_age, max_age=args.max_age,
         labels_csv=args.labels_csv, limit=args.limit, train_scenes=args.train_scenes, progress=not args.quiet,
+        chin_share=args.chin_share,
     )
     print(f"{report.n_train_people} train people -> {report.out / 'train'}, {report.n_eval_people} eval people -> "
           f"{report.out / 'eval'}; {len(report.skipped)} photo(s) skipped (listed in {report.out / 'skipped.csv'}), "
@@ -364,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-age", type=int, default=200)
     p.add_argument("--labels-csv", help="CSV with path,age,gender[,race] for faces not named like UTKFace")
     p.add_argument("--limit", type=int, default=0, help="use only the first N faces (0 = all)")
+    p.add_argument("--chin-share", type=float, default=0.3, metavar="F",
+                   help="share of the incorrect masks worn under the chin, the rest nose exposed (default 0.3)")
     p.add_argument("--train-scenes", type=float, default=0.0, metavar="F",
                    help="share of training people whose photos are pasted into 384x512 scenes with a background "
                         "(the competition's framing; eval people keep the faces' own framing). Default 0")

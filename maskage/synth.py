@@ -357,6 +357,7 @@ def build_dataset(
     train_scenes: float = 0.0,
     progress: bool = True,
     photos: Sequence[str] | None = None,
+    chin_share: float = INCORRECT_KINDS[UNDER_CHIN],
 ) -> BuildReport:
     """Write a competition-style dataset: ``out/train`` (train.csv, images/PERSON/{mask1..5,incorrect_mask,normal})
     and ``out/eval`` (images/, info.csv, gt.csv and meta.csv with each eval photo's person and labels).
@@ -377,11 +378,14 @@ def build_dataset(
     of their key (``sources.held_out``), so builds with fewer sources hold out the same people.
     ``photos``: the subset of the seven photo names to write per person (train.csv's ``photos`` column lists them).
     gt.csv's class of a person of unknown age uses the <30 group; meta.csv keeps the age as -1.
+    ``chin_share``: the share of incorrect masks worn under the chin (the rest: nose exposed).
     """
     from .faces import DetectorSettings, FaceDetector
 
     if not 0.0 <= eval_fraction < 1.0:
         raise UsageError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    if not 0.0 <= chin_share <= 1.0:
+        raise UsageError(f"chin_share must be in [0, 1], got {chin_share}")
     if not 0.0 <= train_scenes <= 1.0:
         raise UsageError(f"train_scenes must be in [0, 1], got {train_scenes}")
     sourced = not isinstance(faces_dir, (str, Path))
@@ -431,7 +435,7 @@ def build_dataset(
             for j in range(1, 6):
                 if f"mask{j}" in stems:  # masks left out are not drawn (each has its own seed, so the rest match)
                     drawn[f"mask{j}"] = draw_mask(img, det.landmarks, det.box, CORRECT, pseed + j).image
-            kind = NOSE_EXPOSED if prng.random() < INCORRECT_KINDS[NOSE_EXPOSED] else UNDER_CHIN
+            kind = NOSE_EXPOSED if prng.random() < 1.0 - chin_share else UNDER_CHIN
             if "incorrect_mask" in stems:
                 drawn["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6).image
             drawn["normal"] = img

@@ -343,3 +343,17 @@ def test_synth_cli_takes_sources_and_photos(tmp_path, monkeypatch, capsys):
     assert rows and all(r["photos"] == "mask1;normal" for r in rows)
     assert main(["synth", entries[0], str(tmp_path / "src" / "aaf"), "--out", str(tmp_path / "x")]) == 2
     assert "NAME=DIR" in capsys.readouterr().err
+
+
+def test_chin_share_sets_how_incorrect_masks_are_worn(tmp_path, monkeypatch):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    write_faces(tmp_path / "faces", 12)
+    kinds = {}
+    for share in (0.0, 1.0):
+        out = tmp_path / f"out{share}"
+        build_dataset(tmp_path / "faces", out, eval_fraction=0.0, seed=3, photos=["incorrect_mask"], chin_share=share)
+        with (out / "train" / "train.csv").open() as f:
+            kinds[share] = {r["incorrect_kind"] for r in csv.DictReader(f)}
+    assert kinds == {0.0: {NOSE_EXPOSED}, 1.0: {UNDER_CHIN}}
+    with pytest.raises(ValueError, match="chin_share"):
+        build_dataset(tmp_path / "faces", tmp_path / "bad", chin_share=1.5)

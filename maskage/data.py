@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from .errors import MaskageError, UsageError
 from .images import IMAGE_EXTENSIONS
-from .labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group, encode, gender_from_text,
+from .labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group, cell, encode, gender_from_text,
                      mask_from_filename, pack_heads)
 from .transforms import preprocess
 
@@ -246,7 +246,7 @@ def task_target(sample: Sample, task: str, bins: AgeBins) -> int:
 
 def person_strata(samples: Sequence[Sample], threshold: int) -> dict[str, int]:
     """Each person's stratum, ``gender*3 + age_group``, the cell of the 18 classes that mask state leaves."""
-    return {s.person: s.gender * 3 + s.age_group(threshold) for s in samples}
+    return {s.person: cell(s.gender, s.age_group(threshold)) for s in samples}
 
 
 def person_folds(samples: Sequence[Sample], n_folds: int, seed: int, threshold: int) -> dict[str, int]:

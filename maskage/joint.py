@@ -10,7 +10,7 @@ import numpy as np
 
 from .combine import age_group_probs, encode_many
 from .errors import UsageError
-from .labels import GENDER_LABELS, JOINT_TASKS, MASK_LABELS, NUM_CLASSES, age_group_labels
+from .labels import AGE_HEAD_START, GENDER_LABELS, JOINT_TASKS, MASK_LABELS, NUM_CLASSES, age_group_labels, class_grid
 
 
 def view_probs(probs: np.ndarray, spec, task: str) -> np.ndarray:
@@ -18,7 +18,7 @@ def view_probs(probs: np.ndarray, spec, task: str) -> np.ndarray:
     age groups (joint, N x 3) or the fine bins (multi-head). The joint model's are sums over its 18 classes."""
     probs = np.asarray(probs)
     if spec.task == "joint":
-        p = probs.reshape(len(probs), 3, 2, 3)  # class = mask*6 + gender*3 + age group
+        p = class_grid(probs)
         axes = {"mask": (2, 3), "gender": (1, 3), "age": (1, 2)}[task]
         return p.sum(axis=axes)
     if spec.task == "multihead":
@@ -51,7 +51,7 @@ def view_spec(spec, task: str):
     if spec.task == "joint":
         return dataclasses.replace(spec, task=task, labels=list(age_group_labels(spec.age_threshold)),
                                    age_bin_edges=None, age_groups=[0, 1, 2])
-    return dataclasses.replace(spec, task=task, labels=[x.split(":", 1)[1] for x in spec.labels[5:]])
+    return dataclasses.replace(spec, task=task, labels=[x.split(":", 1)[1] for x in spec.labels[AGE_HEAD_START:]])
 
 
 class SharedModel:

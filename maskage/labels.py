@@ -54,6 +54,24 @@ def encode(mask: int, gender: int, age_group: int) -> int:
     return int(mask) * 6 + int(gender) * 3 + int(age_group)
 
 
+# the 18 classes as a grid: class id = the flat index of (mask, gender, age group) in it (``encode``'s layout)
+CLASS_SHAPE: tuple[int, int, int] = (3, 2, 3)
+# a multi-head model's outputs side by side: the mask head, the gender head, then the age bins
+AGE_HEAD_START = len(MASK_LABELS) + len(GENDER_LABELS)
+
+
+def class_grid(probs):
+    """N x 18 class probabilities (a numpy array) -> N x 3 x 2 x 3, indexed (mask, gender, age group); one
+    18-vector -> 3 x 2 x 3. Summing over the other axes gives each task's distribution."""
+    return probs.reshape(*probs.shape[:-1], *CLASS_SHAPE)
+
+
+def cell(gender: int, age_group: int) -> int:
+    """A person's gender x age-group cell, ``gender*3 + age_group``: the 18 classes with mask state left out (what
+    validation folds and balanced benchmarks stratify on); ``cell // 3`` is the gender again."""
+    return int(gender) * CLASS_SHAPE[2] + int(age_group)
+
+
 def decode(class_id: int) -> tuple[int, int, int]:
     """(mask, gender, age group) of a class id in 0..17."""
     if not 0 <= int(class_id) < NUM_CLASSES:

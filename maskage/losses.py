@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UsageError
-from .labels import unpack_heads
+from .labels import GENDER_LABELS, MASK_LABELS, unpack_heads
 
 LOSS_TERMS = ("ce", "focal", "f1")
 
@@ -103,7 +103,7 @@ class MultiHeadLoss(nn.Module):
         self.mask_loss, self.gender_loss, self.age_loss, self.n_bins = mask_loss, gender_loss, age_loss, n_bins
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mask_logits, gender_logits, age_logits = torch.split(logits, [3, 2, self.n_bins], dim=1)
+        mask_logits, gender_logits, age_logits = torch.split(logits, [len(MASK_LABELS), len(GENDER_LABELS), self.n_bins], dim=1)
         mask, gender, age = unpack_heads(target, self.n_bins)
         return self.mask_loss(mask_logits, mask) + self.gender_loss(gender_logits, gender) + self.age_loss(age_logits, age)
 

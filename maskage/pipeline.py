@@ -17,7 +17,8 @@ from .errors import UsageError
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .joint import SharedModel, TaskView
-from .labels import GENDER_LABELS, JOINT_TASKS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, decode, encode
+from .labels import (GENDER_LABELS, JOINT_TASKS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, class_grid,
+                     decode, encode)
 from .models import CONFIG_NAME, ModelFileError, TaskModel, fold_dirs, read_format_json
 from .onnx_backend import ONNX_NAME
 from .transforms import TTA_TRANSFORMS, check_tta, preprocess
@@ -449,7 +450,7 @@ class PipelineEnsemble:
                 continue
             joint = [combine_probs(np.array([list(r[i].mask_probs.values())]), np.array([list(r[i].gender_probs.values())]),
                                    np.array([list(r[i].age_probs.values())])) for r in runs]
-            voted = vote(joint, self.weights, self.voting)[0].reshape(3, 2, 3)
+            voted = class_grid(vote(joint, self.weights, self.voting)[0])
             m, g, a = np.unravel_index(int(voted.argmax()), voted.shape)
             out.append(Prediction(
                 first.source, int(encode(m, g, a)), MASK_LABELS[m], GENDER_LABELS[g], labels[a],

@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import MaskageError
 from .images import IMAGE_EXTENSIONS
+from . import labels
 from .labels import UNKNOWN_AGE, age_to_group
 
 _AGE_GENDER_RACE = re.compile(r"^(\d+)_([01])_(\d)_")
@@ -117,8 +118,8 @@ def held_out(person: str, fraction: float) -> bool:
 
 
 def cell(gender: int, age: int, threshold: int = 60) -> int:
-    """The gender x age-group cell of a person (gender*3 + group), or gender*3 when the age is unknown."""
-    return gender * 3 + (int(age_to_group(age, threshold)) if age >= 0 else 0)
+    """The gender x age-group cell of a person (``labels.cell``), or the gender's first cell when the age is unknown."""
+    return labels.cell(gender, int(age_to_group(age, threshold)) if age >= 0 else 0)
 
 
 def balanced_people(people: Sequence[tuple[str, int, int]], seed: int = 0, per_cell: int | None = None,

@@ -85,3 +85,19 @@ def test_mask_from_filename_and_gender_text():
     assert gender_from_text("Female") == 1 and gender_from_text("male") == 0 and gender_from_text(1) == 1
     with pytest.raises(ValueError):
         gender_from_text("other")
+
+
+def test_class_grid_and_cell_are_the_encoding():
+    import numpy as np
+
+    from maskage.labels import CLASS_SHAPE, cell, class_grid
+
+    probs = np.arange(2 * 18, dtype=float).reshape(2, 18)
+    grid = class_grid(probs)
+    assert grid.shape == (2, *CLASS_SHAPE)
+    for m in range(3):
+        for g in range(2):
+            for a in range(3):
+                assert grid[1, m, g, a] == probs[1, encode(m, g, a)]
+                assert encode(m, g, a) % 6 == cell(g, a) and cell(g, a) // 3 == g
+    assert class_grid(probs[0]).shape == CLASS_SHAPE

@@ -14,8 +14,9 @@ from torch.utils.data import Dataset
 
 from .errors import MaskageError, UsageError
 from .images import IMAGE_EXTENSIONS
-from .labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group, cell, encode, gender_from_text,
-                     mask_from_filename, pack_heads)
+from .labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group, cell, gender_from_text,
+                     mask_from_filename)
+from .tasks import keeps_photo, task_kind
 from .transforms import preprocess
 
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
@@ -161,15 +162,10 @@ def _person_photos(folder: Path, where: str, stems: Sequence[str] = tuple(MASK_F
 
 def task_samples(samples: Sequence[Sample], task: str, gender_age_photos: str = "wear") -> list[Sample]:
     """The photos a task trains on: all of them for mask; for gender and age the correctly masked ones
-    (``gender_age_photos="wear"``) or all of them (``"all"``). Photos without the task's labels are left out."""
-    if task == "mask":
-        return [s for s in samples if s.mask >= 0]
-    keep = [s for s in samples if s.gender >= 0 and (s.age >= 0 or task == "gender")]  # gender-only sources: age -1
-    if task in ("joint", "multihead"):  # every photo, as the mask task: these models learn the mask state too
-        return [s for s in keep if s.mask >= 0]
-    if gender_age_photos == "all":
-        return keep
-    return [s for s in keep if s.mask == Mask.WEAR]
+    (``gender_age_photos="wear"``) or all of them (``"all"``); the baselines all, as mask. Photos without the
+    task's labels are left out (``tasks.keeps_photo``)."""
+    kind = task_kind(task)
+    return [s for s in samples if keeps_photo(kind, s, gender_age_photos)]
 
 
 _HASH_SUFFIX = re.compile(r"_[0-9a-f]{8}$")
@@ -231,17 +227,7 @@ def source_samples(entries: Sequence[str], part: str = "train", holdout: float =
 
 def task_target(sample: Sample, task: str, bins: AgeBins) -> int:
     """The class index a task model learns for a photo (the fine age bin for the age task)."""
-    if task == "mask":
-        return sample.mask
-    if task == "gender":
-        return sample.gender
-    if task == "age":
-        return bins.bin_of(sample.age)
-    if task == "joint":
-        return encode(sample.mask, sample.gender, sample.age_group(bins.threshold))
-    if task == "multihead":  # the three heads' targets in one number (losses.MultiHeadLoss splits it)
-        return pack_heads(sample.mask, sample.gender, bins.bin_of(sample.age), len(bins))
-    raise UsageError(f"unknown task {task!r}")
+    return task_kind(task).target(sample, bins)
 
 
 def person_strata(samples: Sequence[Sample], threshold: int) -> dict[str, int]:

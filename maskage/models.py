@@ -12,12 +12,13 @@ import timm
 import torch
 from torch import nn
 
-from .atomic import file_sha256, torch_save_atomic, write_json_atomic
 from . import faceres  # registers the faceres_mobilenetv1 backbone with timm
-from .transforms import preprocess
+from .atomic import file_sha256, torch_save_atomic, write_json_atomic
 from .errors import MaskageError, UsageError
 from .faces import CropSettings, DetectorSettings
-from .labels import GENDER_LABELS, MASK_LABELS, AgeBins, class_labels
+from .labels import GENDER_LABELS, MASK_LABELS, AgeBins
+from .tasks import task_kind
+from .transforms import preprocess
 
 FORMAT = "maskage-task-model"
 FORMAT_VERSION = 1
@@ -62,18 +63,7 @@ class ModelSpec:
 
 def task_labels(task: str, bins: AgeBins | None = None) -> list[str]:
     """Output labels of a task model."""
-    if task == "mask":
-        return list(MASK_LABELS)
-    if task == "gender":
-        return list(GENDER_LABELS)
-    if task == "age":
-        return list((bins or AgeBins()).labels)
-    if task == "joint":  # the single 18-class baseline
-        return list(class_labels((bins or AgeBins()).threshold))
-    if task == "multihead":  # three heads on one backbone, their outputs side by side
-        return ([f"mask:{x}" for x in MASK_LABELS] + [f"gender:{x}" for x in GENDER_LABELS]
-                + [f"age:{x}" for x in (bins or AgeBins()).labels])
-    raise UsageError(f"unknown task {task!r}; expected mask, gender, age, joint or multihead")
+    return task_kind(task).labels(bins or AgeBins())
 
 
 def make_spec(
@@ -92,7 +82,7 @@ def make_spec(
         mean = list(cfg.mean) if cfg is not None else [0.485, 0.456, 0.406]
         std = list(cfg.std) if cfg is not None else [0.229, 0.224, 0.225]
     spec = ModelSpec(task, backbone, task_labels(task, bins), input_size, mean, std, crop.to_dict(), detector.to_dict())
-    if task in ("age", "joint", "multihead"):
+    if task_kind(task).age_bins:
         bins = bins or AgeBins()
         spec.age_bin_edges, spec.age_threshold, spec.age_groups = list(bins.edges), bins.threshold, list(bins.groups)
     return spec

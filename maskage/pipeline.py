@@ -21,6 +21,7 @@ from .labels import (GENDER_LABELS, JOINT_TASKS, MASK_LABELS, PIPELINE_TASKS, Ag
                      decode, encode)
 from .models import CONFIG_NAME, ModelFileError, TaskModel, fold_dirs, read_format_json
 from .onnx_backend import ONNX_NAME
+from .tasks import TaskPredictor
 from .transforms import TTA_TRANSFORMS, check_tta, preprocess
 
 if TYPE_CHECKING:
@@ -73,9 +74,9 @@ class Pipeline:
 
     def __init__(
         self,
-        mask_model: TaskModel,
-        gender_model: TaskModel,
-        age_model: TaskModel,
+        mask_model: TaskPredictor,
+        gender_model: TaskPredictor,
+        age_model: TaskPredictor,
         detector: DetectorSettings | None = None,
         tta: dict[str, Sequence[str]] | None = None,
         age_threshold: int | None = None,

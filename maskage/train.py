@@ -234,7 +234,9 @@ OOF_NAME = "oof_predictions.csv"
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train one task model as the config says; the best epoch's model is saved in the output directory.
-    With ``folds=K``, K models instead (``train_folds``)."""
+    With ``folds=K``, K models instead (``train_folds``). The steps: the photos (``_training_samples``), their
+    crops (``_training_crops``), the model and its loader and optimiser, then the epochs, each ending with a
+    checkpoint that ``resume=true`` continues from."""
     if not config.data_dir:
         raise UsageError("data_dir is not set: pass data_dir=FOLDER (holding train.csv and images/)")
     if config.folds:
@@ -251,187 +253,79 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         save_config(config, out / "config.yaml")
     bins = AgeBins(tuple(config.age_bin_edges), config.age_threshold)
 
-    samples = filter_races(load_train_samples(config.data_dir, config.corrections or None), config.races)
-    samples = filter_datasets(samples, config.datasets)
-    samples = subset_people(samples, config.max_people, config.seed, config.age_threshold)
-    folds = person_folds(samples, config.n_folds, config.seed, config.age_threshold)
-    if config.task == "mask" and config.mask_sources:
-        extra = source_samples(config.mask_sources, "train", config.source_holdout)
-        for s in extra:  # real photos' people join the folds by a fixed hash of their id
-            folds.setdefault(s.person, int.from_bytes(s.person.encode(), "little") % config.n_folds)
-        samples = samples + extra
-    samples = task_samples(samples, config.task, config.gender_age_photos)
-    n_pseudo = 0
-    if config.pseudo_labels:
-        from .pseudo import pseudo_samples
-
-        known = {s.path for s in samples}
-        pseudo = [s for s in pseudo_samples(config.pseudo_labels, config.task, config.pseudo_threshold,
-                                            config.gender_age_photos) if s.path not in known]
-        for s in pseudo:
-            folds[s.person] = -1  # in no fold: pseudo-labelled photos train, never validate
-        samples, n_pseudo = samples + pseudo, len(pseudo)
-
+    samples, folds, n_pseudo = _training_samples(config)
     crop = CropSettings(config.crop_size, config.margin, frame=config.frame, frame_shift=config.frame_shift)
     detector = DetectorSettings(config.min_face_size, batch_size=config.detect_batch_size)
-    cache = CropCache(config.cache_dir or None, crop, detector)
-    # one process fills the crop cache, the others then read it
-    if not main_proc:
-        dist_ctx.barrier()
-    cached = cache.stack([s.path for s in samples], progress=progress)
-    if main_proc:
-        dist_ctx.barrier()
-    n_skipped = len(cached.errors)
-    if cached.errors:
-        listing = "\n  ".join(cached.errors[i] for i in sorted(cached.errors))
-        if not config.skip_bad_images:
-            raise DatasetError(f"{len(cached.errors)} photo(s) could not be read (skip_bad_images=true trains "
-                               f"without them):\n  {listing}")
-        print(f"skipping {len(cached.errors)} photo(s) that could not be read:\n  {listing}", flush=True)
-        keep = [i for i in range(len(samples)) if i not in cached.errors]
-        samples = [samples[i] for i in keep]
-        cached = CachedCrops(cached.crops[keep], [cached.boxes[i] for i in keep], {})
+    samples, cached, n_skipped = _training_crops(config, samples, CropCache(config.cache_dir or None, crop, detector),
+                                                 dist_ctx, progress)
     targets = np.array([task_target(s, config.task, bins) for s in samples], dtype=np.int64)
     is_val = np.array([folds[s.person] == config.fold for s in samples])
     tr_idx, va_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
     spec = make_spec(config.task, config.backbone, config.input_size, crop, detector, bins)
-    model = TaskModel(spec, pretrained=config.pretrained and not config.init_from, drop_rate=config.drop_rate)
-    if config.init_from:
-        _init_from(model, config.init_from)
-    model.freeze_stages(config.freeze_stages)
-    model.to(device)
-    if device.type == "cpu":
-        model.to(memory_format=torch.channels_last)
-    n_classes = len(spec.labels)
+    model = _new_model(config, spec, device)
     criterion = _criterion(config, spec, targets[tr_idx]).to(device)
-
-    train_set = CropDataset(
-        cached.crops, targets[tr_idx], spec.input_size, spec.mean, spec.std,
-        # each process augments with its own stream
-        TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed + dist_ctx.rank,
-                     clahe=config.clahe, photo=config.photo_aug, photo_min_scale=config.photo_aug_min_scale),
-        indices=tr_idx,
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    from_sources = np.array([samples[i].gender < 0 for i in tr_idx])  # mask_sources photos carry no gender
-    cells = balance_cells([samples[i] for i in tr_idx], config.balance, config.age_threshold)
-    sampler = epoch_sampler(targets[tr_idx], from_sources, n_classes, config, generator, cells)
-    per_epoch = len(sampler)
-    if dist_ctx.world > 1:  # every process draws the same epoch (same generator), then takes its share
-        sampler = ShardSampler(sampler, dist_ctx.rank, dist_ctx.world)
-    loader = DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler,
-        num_workers=config.num_workers, generator=generator, drop_last=per_epoch > config.batch_size,
-    )
-
+    loader, generator, augment = _loader(config, cached, targets, samples, tr_idx, spec, dist_ctx)
     net = dist_ctx.wrap(model)  # the DistributedDataParallel wrapper under torchrun, else the model itself
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
-    elif config.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.scheduler == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    elif config.scheduler == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    else:
-        scheduler = None
+    optimizer, scheduler = _optimizer(config, model)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     log_path = out / "log.csv"
-    log_fields = ["epoch", "lr", "train_loss", "val_accuracy", "val_macro_f1", "val_selection_f1", "seconds"]
-    best_f1, best_epoch, stale, first_epoch = -1.0, 0, 0, 1
-    best_metrics: dict[str, Any] = {}
+    state = {"best_f1": -1.0, "best_epoch": 0, "stale": 0, "best_metrics": {}}
+    first_epoch = 1
     if checkpoint is None and main_proc:
-        write_csv_atomic(log_path, log_fields, [])
+        write_csv_atomic(log_path, LOG_FIELDS, [])
     elif checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        best_f1, best_epoch, stale = checkpoint["best_f1"], checkpoint["best_epoch"], checkpoint["stale"]
-        best_metrics = dict(checkpoint["best_metrics"])
-        first_epoch = checkpoint["epoch"] + 1 if not checkpoint["finished"] else config.epochs + 1
-        # under torchrun the checkpoint holds process 0's augmentation stream; the others restart theirs from their seeds
-        _set_rng_states(checkpoint["rng"], generator, train_set.augment if main_proc else None)
-        # the log keeps the epochs the checkpoint covers; a killed epoch's row, if any, goes
-        logged = read_csv_rows(log_path, log_fields) if log_path.is_file() else []
-        kept = [r for r in logged if int(r["epoch"]) <= checkpoint["epoch"]]
-        if main_proc:
-            write_csv_atomic(log_path, log_fields, [[r[k] for k in log_fields] for r in kept])
+        first_epoch = _restore(checkpoint, config, model, optimizer, scheduler, scaler, generator,
+                               augment if main_proc else None, state, log_path, main_proc)
         if progress:
             print(f"resuming {out} after epoch {checkpoint['epoch']}", flush=True)
-    finished = False
+    finished, seen = False, 0
     for epoch in range(first_epoch, config.epochs + 1):
         start = time.time()
-        model.train()
-        total, seen = 0.0, 0
-        optimizer.zero_grad(set_to_none=True)
-        bar = tqdm(loader, desc=f"{config.task} epoch {epoch}/{config.epochs}", disable=None if progress else True, leave=False)
-        for step, (x, y) in enumerate(bar, start=1):
-            x, y = x.to(device), y.to(device)
-            if device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            x, y, y_other, lam = mix_batch(x, y, config.mixup_alpha, config.cutmix_alpha, generator)
-            with torch.autocast(device.type, enabled=use_amp):
-                logits = net(x)
-                loss = criterion(logits, y) if lam == 1.0 else lam * criterion(logits, y) + (1 - lam) * criterion(logits, y_other)
-            scaler.scale(loss / config.grad_accum).backward()
-            if step % config.grad_accum == 0 or step == len(loader):
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-            total += float(loss.detach()) * len(y)
-            seen += len(y)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-        lr = optimizer.param_groups[0]["lr"]
+        loss, seen, lr = _train_epoch(config, epoch, net, model, loader, criterion, optimizer, scaler, generator,
+                                      device, use_amp, progress)
         if scheduler is not None:
             scheduler.step()
         # every process evaluates the same weights and buffers, so all take the same early-stopping decision
         dist_ctx.sync_buffers(model)
         metrics = evaluate(model, cached.crops[va_idx], targets[va_idx])
-        row = [epoch, f"{lr:.3g}", f"{total / max(seen, 1):.5f}", f"{metrics['accuracy']:.5f}",
+        row = [epoch, f"{lr:.3g}", f"{loss:.5f}", f"{metrics['accuracy']:.5f}",
                f"{metrics['macro_f1']:.5f}", f"{metrics['selection_f1']:.5f}", f"{time.time() - start:.1f}"]
         if main_proc:
             with log_path.open("a", newline="") as f:
                 csv.writer(f).writerow(row)
         if progress:
-            print(f"{config.task} epoch {epoch}: loss {total / max(seen, 1):.4f} val macro F1 {metrics['macro_f1']:.4f}"
+            print(f"{config.task} epoch {epoch}: loss {loss:.4f} val macro F1 {metrics['macro_f1']:.4f}"
                   f" selection F1 {metrics['selection_f1']:.4f} ({time.time() - start:.0f}s)", flush=True)
-        if metrics["selection_f1"] > best_f1:
-            best_f1, best_epoch, stale = metrics["selection_f1"], epoch, 0
-            best_metrics = metrics
+        if metrics["selection_f1"] > state["best_f1"]:
+            state.update(best_f1=metrics["selection_f1"], best_epoch=epoch, stale=0, best_metrics=metrics)
             if main_proc:
                 model.save(out, dtype=config.save_dtype)
                 _write_val_predictions(out / "val_predictions.csv", [samples[i] for i in va_idx], targets[va_idx],
                                        metrics["probs"], cached.found[va_idx])
         else:
-            stale += 1
-            if config.patience and stale >= config.patience:
+            state["stale"] += 1
+            if config.patience and state["stale"] >= config.patience:
                 if progress:
-                    print(f"early stopping: no better validation F1 for {stale} epochs", flush=True)
+                    print(f"early stopping: no better validation F1 for {state['stale']} epochs", flush=True)
                 finished = True
         if main_proc:
             _write_checkpoint(out, {
                 "epoch": epoch, "finished": finished or epoch == config.epochs,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else {}, "scaler": scaler.state_dict(),
-                "best_f1": best_f1, "best_epoch": best_epoch, "stale": stale,
-                "best_metrics": {k: v for k, v in best_metrics.items() if k != "probs"},
-                "rng": _rng_states(generator, train_set.augment),
+                "best_f1": state["best_f1"], "best_epoch": state["best_epoch"], "stale": state["stale"],
+                "best_metrics": {k: v for k, v in state["best_metrics"].items() if k != "probs"},
+                "rng": _rng_states(generator, augment),
             })
         if finished:
             break
 
-    summary = {k: v for k, v in best_metrics.items() if k != "probs"}
-    seen = seen if first_epoch <= config.epochs else 0
+    summary = {k: v for k, v in state["best_metrics"].items() if k != "probs"}
     summary.update(
-        best_epoch=best_epoch, n_skipped=n_skipped, n_pseudo=n_pseudo, task=config.task, fold=config.fold,
+        best_epoch=state["best_epoch"], n_skipped=n_skipped, n_pseudo=n_pseudo, task=config.task, fold=config.fold,
         n_folds=config.n_folds,
         n_train=int(len(tr_idx)), n_val=int(len(va_idx)), n_seen_per_epoch=seen,
         n_people_val=len({samples[i].person for i in va_idx}),
@@ -441,7 +335,155 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     if main_proc:
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     dist_ctx.close()
-    return TrainResult(out, best_epoch, best_f1, summary)
+    return TrainResult(out, state["best_epoch"], state["best_f1"], summary)
+
+
+LOG_FIELDS = ["epoch", "lr", "train_loss", "val_accuracy", "val_macro_f1", "val_selection_f1", "seconds"]
+
+
+def _training_samples(config: TrainConfig) -> tuple[list, dict[str, int], int]:
+    """The photos a run trains and validates on, each person's fold (-1: trains, never validates), and how many
+    pseudo-labelled photos joined."""
+    samples = filter_races(load_train_samples(config.data_dir, config.corrections or None), config.races)
+    samples = filter_datasets(samples, config.datasets)
+    samples = subset_people(samples, config.max_people, config.seed, config.age_threshold)
+    folds = person_folds(samples, config.n_folds, config.seed, config.age_threshold)
+    if config.task == "mask" and config.mask_sources:  # real photos of mask states, for the mask task only
+        extra = source_samples(config.mask_sources, "train", config.source_holdout)
+        for s in extra:  # real photos' people join the folds by a fixed hash of their id
+            folds.setdefault(s.person, int.from_bytes(s.person.encode(), "little") % config.n_folds)
+        samples = samples + extra
+    samples = task_samples(samples, config.task, config.gender_age_photos)
+    if not config.pseudo_labels:
+        return samples, folds, 0
+    from .pseudo import pseudo_samples
+
+    known = {s.path for s in samples}
+    pseudo = [s for s in pseudo_samples(config.pseudo_labels, config.task, config.pseudo_threshold,
+                                        config.gender_age_photos) if s.path not in known]
+    for s in pseudo:
+        folds[s.person] = -1  # in no fold: pseudo-labelled photos train, never validate
+    return samples + pseudo, folds, len(pseudo)
+
+
+def _training_crops(config: TrainConfig, samples: list, cache: CropCache, dist_ctx: DistContext,
+                    progress: bool) -> tuple[list, CachedCrops, int]:
+    """The photos' face crops from the cache (filled by process 0 under torchrun); unreadable photos fail the run,
+    or with ``skip_bad_images`` are left out (listed). Returns the samples kept, their crops and how many went."""
+    if dist_ctx.rank != 0:
+        dist_ctx.barrier()
+    cached = cache.stack([s.path for s in samples], progress=progress)
+    if dist_ctx.rank == 0:
+        dist_ctx.barrier()
+    if not cached.errors:
+        return samples, cached, 0
+    listing = "\n  ".join(cached.errors[i] for i in sorted(cached.errors))
+    if not config.skip_bad_images:
+        raise DatasetError(f"{len(cached.errors)} photo(s) could not be read (skip_bad_images=true trains "
+                           f"without them):\n  {listing}")
+    print(f"skipping {len(cached.errors)} photo(s) that could not be read:\n  {listing}", flush=True)
+    keep = [i for i in range(len(samples)) if i not in cached.errors]
+    return [samples[i] for i in keep], CachedCrops(cached.crops[keep], [cached.boxes[i] for i in keep], {}), \
+        len(cached.errors)
+
+
+def _new_model(config: TrainConfig, spec, device: torch.device) -> TaskModel:
+    """The model to train: ImageNet (or FaceRes) weights, or ``init_from``'s; frozen stages; on the device."""
+    model = TaskModel(spec, pretrained=config.pretrained and not config.init_from, drop_rate=config.drop_rate)
+    if config.init_from:
+        _init_from(model, config.init_from)
+    model.freeze_stages(config.freeze_stages)
+    model.to(device)
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _loader(config: TrainConfig, cached: CachedCrops, targets: np.ndarray, samples: list, tr_idx: np.ndarray, spec,
+            dist_ctx: DistContext) -> tuple[DataLoader, torch.Generator, TrainAugment]:
+    """The training photos' loader (augmented, drawn as ``epoch_sampler`` says, sharded under torchrun), its
+    generator and its augmentation (both part of a checkpoint's random state)."""
+    # each process augments with its own stream
+    augment = TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed + dist_ctx.rank,
+                           clahe=config.clahe, photo=config.photo_aug, photo_min_scale=config.photo_aug_min_scale)
+    train_set = CropDataset(cached.crops, targets[tr_idx], spec.input_size, spec.mean, spec.std, augment,
+                            indices=tr_idx)
+    generator = torch.Generator().manual_seed(config.seed)
+    from_sources = np.array([samples[i].gender < 0 for i in tr_idx])  # mask_sources photos carry no gender
+    cells = balance_cells([samples[i] for i in tr_idx], config.balance, config.age_threshold)
+    sampler = epoch_sampler(targets[tr_idx], from_sources, len(spec.labels), config, generator, cells)
+    per_epoch = len(sampler)
+    if dist_ctx.world > 1:  # every process draws the same epoch (same generator), then takes its share
+        sampler = ShardSampler(sampler, dist_ctx.rank, dist_ctx.world)
+    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+                        generator=generator, drop_last=per_epoch > config.batch_size)
+    return loader, generator, augment
+
+
+def _optimizer(config: TrainConfig, model: TaskModel) -> tuple[torch.optim.Optimizer, Any]:
+    """The optimiser of the trainable parameters and the learning-rate schedule (None: constant)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                                    nesterov=True)
+    elif config.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.scheduler == "cosine":
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.scheduler == "step":
+        return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    return optimizer, None
+
+
+def _restore(checkpoint: dict, config: TrainConfig, model, optimizer, scheduler, scaler, generator, augment,
+             state: dict, log_path: Path, main_proc: bool) -> int:
+    """Continue from a checkpoint: weights, optimiser, schedule, best-so-far, random streams, and the log trimmed to
+    the epochs it covers. Returns the first epoch to train."""
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    state.update(best_f1=checkpoint["best_f1"], best_epoch=checkpoint["best_epoch"], stale=checkpoint["stale"],
+                 best_metrics=dict(checkpoint["best_metrics"]))
+    # under torchrun the checkpoint holds process 0's augmentation stream; the others restart theirs from their seeds
+    _set_rng_states(checkpoint["rng"], generator, augment)
+    # the log keeps the epochs the checkpoint covers; a killed epoch's row, if any, goes
+    logged = read_csv_rows(log_path, LOG_FIELDS) if log_path.is_file() else []
+    kept = [r for r in logged if int(r["epoch"]) <= checkpoint["epoch"]]
+    if main_proc:
+        write_csv_atomic(log_path, LOG_FIELDS, [[r[k] for k in LOG_FIELDS] for r in kept])
+    return checkpoint["epoch"] + 1 if not checkpoint["finished"] else config.epochs + 1
+
+
+def _train_epoch(config: TrainConfig, epoch: int, net, model: TaskModel, loader: DataLoader, criterion, optimizer,
+                 scaler, generator: torch.Generator, device: torch.device, use_amp: bool,
+                 progress: bool) -> tuple[float, int, float]:
+    """One pass over the epoch's draw (gradient accumulation, MixUp/CutMix, AMP on GPUs): mean loss, photos seen,
+    and the learning rate it ran at."""
+    model.train()
+    total, seen = 0.0, 0
+    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(loader, desc=f"{config.task} epoch {epoch}/{config.epochs}", disable=None if progress else True, leave=False)
+    for step, (x, y) in enumerate(bar, start=1):
+        x, y = x.to(device), y.to(device)
+        if device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        x, y, y_other, lam = mix_batch(x, y, config.mixup_alpha, config.cutmix_alpha, generator)
+        with torch.autocast(device.type, enabled=use_amp):
+            logits = net(x)
+            loss = criterion(logits, y) if lam == 1.0 else lam * criterion(logits, y) + (1 - lam) * criterion(logits, y_other)
+        scaler.scale(loss / config.grad_accum).backward()
+        if step % config.grad_accum == 0 or step == len(loader):
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        total += float(loss.detach()) * len(y)
+        seen += len(y)
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    return total / max(seen, 1), seen, optimizer.param_groups[0]["lr"]
 
 
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -1,8 +1,6 @@
 """``Pipeline``: detector + mask, gender and age models + combiner, as one object."""
 from __future__ import annotations
 
-import json
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
@@ -10,27 +8,22 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from .atomic import file_sha256, write_json_atomic
 from .combine import age_group_probs, check_voting, combine, combine_probs, vote
 from .ensemble import TaskEnsemble, members
 from .errors import UsageError
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
-from .joint import SharedModel, TaskView
-from .labels import (GENDER_LABELS, JOINT_TASKS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, class_grid,
-                     decode, encode)
-from .models import CONFIG_NAME, ModelFileError, TaskModel, fold_dirs, read_format_json
-from .onnx_backend import ONNX_NAME
+from .joint import SharedModel
+from .labels import GENDER_LABELS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, class_grid, decode, encode
+from .models import ModelFileError, TaskModel, fold_dirs
+from .pipeline_files import PRETRAINED_DIR, _base, _slot_model, export_pipeline_onnx, load_pipeline, save_pipeline
 from .tasks import TaskPredictor
 from .transforms import TTA_TRANSFORMS, check_tta, preprocess
 
 if TYPE_CHECKING:
     from .video import VideoFrame
 
-PIPELINE_FORMAT = "maskage-pipeline"
-# the trained pipeline shipped inside the package (see its MODEL_CARD.md)
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-PIPELINE_NAME = "pipeline.json"
+__all__ = ["Pipeline", "PipelineEnsemble", "Prediction", "load_predictor", "set_frame", "PRETRAINED_DIR"]
 TASKS = PIPELINE_TASKS
 RunDirs = Union[str, Path, Sequence[Union[str, Path]]]  # one run, or several for an ensemble
 
@@ -171,41 +164,7 @@ class Pipeline:
         or else an export of its PyTorch models made once into the maskage cache; PyTorch where ONNX Runtime is
         missing or the export fails.
         """
-        if backend not in ("auto", "torch", "onnx"):
-            raise UsageError(f"backend must be auto, torch or onnx, got {backend!r}")
-        d = Path(directory) if directory is not None else PRETRAINED_DIR
-        meta = read_format_json(d / PIPELINE_NAME, PIPELINE_FORMAT, "pipeline",
-                                "is this a pipeline directory (see `maskage pipeline`)?")
-        entries = {task: _member_entries(meta["models"][task]) for task in TASKS}
-        exported = all(ONNX_NAME in e.get("sha256", {}) for t in TASKS for e in entries[t])
-        if backend == "onnx" and not exported:
-            raise ModelFileError(f"{d}: not exported to ONNX; run `maskage export {d}` first")
-        use_onnx = backend == "onnx" or (backend == "auto" and _has_onnxruntime())
-        # each model directory loads once: a joint or multi-head model's serves all three tasks
-        loaded: dict[str, Any] = {}
-        by_dir = {e["dir"]: e for t in TASKS for e in entries[t]}
-        for rel, entry in by_dir.items():
-            sub = d / rel
-            for name, digest in entry.get("sha256", {}).items():
-                if not (sub / name).is_file() or file_sha256(sub / name) != digest:
-                    raise ModelFileError(f"{sub / name}: missing or changed since the pipeline was saved (sha256 mismatch)")
-            if use_onnx and exported:
-                from .onnx_backend import OnnxTaskModel
-
-                loaded[rel] = OnnxTaskModel.load(sub)
-            else:
-                loaded[rel] = TaskModel.load(sub)
-        if use_onnx and not exported:
-            loaded = _cached_onnx_models(loaded, by_dir)
-        models = {}
-        shared: dict[Any, SharedModel] = {}
-        for task in TASKS:
-            entry = meta["models"][task]
-            ms = [_slot_model(d / e["dir"], loaded[e["dir"]], task, shared) for e in entries[task]]
-            models[task] = (TaskEnsemble(ms, entry.get("weights"), entry.get("voting", "soft"))
-                            if "members" in entry else ms[0])
-        return cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]),
-                   tta=meta.get("tta"), age_threshold=meta.get("age_threshold"))
+        return load_pipeline(cls, directory, backend)
 
     def export_onnx(self, directory: str | Path, int8: bool = False,
                     calibration: Sequence[ImageInput] | None = None) -> Path:
@@ -216,41 +175,13 @@ class Pipeline:
         ``onnx_backend.quantize_int8``), their activation ranges read from the faces in ``calibration`` photos: use a
         few hundred photos like the ones it will see.
         """
-        from .onnx_backend import export_onnx, quantize_int8
+        return export_pipeline_onnx(self, directory, int8, calibration)
 
-        d = Path(directory)
-        path = d / PIPELINE_NAME
-        meta = json.loads(path.read_text())
-        torch_models = {task: [_torch_model(task, m) for m in members(model)] for task, model in self.models.items()}
-        inputs = self._calibration_inputs(calibration or []) if int8 else {}
-        exported: set[str] = set()  # a joint or multi-head model's directory serves three tasks: export it once
-        for task, models in torch_models.items():
-            for i, (model, entry) in enumerate(zip(models, _member_entries(meta["models"][task]))):
-                sub = d / entry["dir"]
-                if entry["dir"] not in exported:
-                    export_onnx(model, sub / ONNX_NAME)
-                    if int8:
-                        quantize_int8(sub / ONNX_NAME, sub / ONNX_NAME, inputs[task][i])
-                    exported.add(entry["dir"])
-                entry["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
-                entry["onnx"] = {"precision": "int8" if int8 else "float32",
-                                 "calibration_photos": len(inputs[task][i]) if int8 else 0}
-        write_json_atomic(path, meta)
-        return d
+    def save(self, directory: str | Path, dtype: str = "float32") -> Path:
+        """Write the three models and pipeline.json (with their files' hashes) into ``directory``.
 
-    def _calibration_inputs(self, images: Sequence[ImageInput]) -> dict[str, list[np.ndarray]]:
-        """Each model's (each ensemble member's) normalised input for each photo, cropped as ``predict`` crops it
-        (largest face, else the centre)."""
-        arrays = []
-        for img in images:
-            try:
-                arrays.append(load_image(img))
-            except ImageError as exc:
-                raise UsageError(f"calibration photo: {exc}") from None
-        if not arrays:
-            raise UsageError("int8 export needs calibration photos")
-        inputs = self.model_inputs(arrays, self.detector.detect(arrays))
-        return {task: [x.numpy() for x in xs] for task, xs in inputs.items()}
+        ``dtype="float16"`` halves the weight files (as the pipeline shipped inside maskage is stored)."""
+        return save_pipeline(self, directory, dtype)
 
     def model_inputs(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection]) -> dict[str, list]:
         """Per task, each model's (each ensemble member's) preprocessed input for these photos' faces
@@ -271,37 +202,6 @@ class Pipeline:
                     made[key] = preprocess(crops[spec.crop_settings], spec.input_size, spec.mean, spec.std)
                 out[task].append(made[key])
         return out
-
-    def save(self, directory: str | Path, dtype: str = "float32") -> Path:
-        """Write the three models and pipeline.json (with their files' hashes) into ``directory``.
-
-        ``dtype="float16"`` halves the weight files (as the pipeline shipped inside maskage is stored)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        entries: dict[str, Any] = {}
-        done: dict[int, dict] = {}  # a joint or multi-head model is saved once, in a folder named by its task
-        for task, model in self.models.items():
-            saved = []
-            for i, m in enumerate(members(model)):
-                torch_model = _torch_model(task, m)
-                if id(torch_model) not in done:
-                    if isinstance(m, TaskView):
-                        rel = torch_model.task  # "joint" or "multihead", shared by the three slots
-                    else:
-                        rel = f"{task}/{i}" if isinstance(model, TaskEnsemble) else task
-                    sub = torch_model.save(d / rel, dtype=dtype)
-                    done[id(torch_model)] = {"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}}
-                saved.append(dict(done[id(torch_model)]))
-            if isinstance(model, TaskEnsemble):
-                entries[task] = {"members": saved, "weights": model.weights, "voting": model.voting}
-            else:
-                entries[task] = saved[0]
-        meta = {"format": PIPELINE_FORMAT, "version": 1, "detector": self.detector_settings.to_dict(),
-                "tta": {task: list(names) for task, names in self.tta.items()}, "models": entries}
-        if self.age_threshold != self.models["age"].spec.age_threshold:
-            meta["age_threshold"] = self.age_threshold
-        write_json_atomic(d / PIPELINE_NAME, meta)
-        return d
 
     def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[Prediction]:
         """One ``Prediction`` per input, in order. A bad photo gets ``error`` set; the others go on."""
@@ -471,60 +371,6 @@ def load_predictor(pipelines: Sequence[str | Path | None], backend: str = "auto"
             raise UsageError(f"{len(weights)} weights for one pipeline")
         return Pipeline.from_pretrained(pipelines[0] if pipelines else None, backend=backend)
     return PipelineEnsemble([Pipeline.from_pretrained(p, backend=backend) for p in pipelines], weights, voting)
-
-
-def _base(model: Any) -> Any:
-    """The model that runs for a slot: a view's joint or multi-head model, else the model itself."""
-    return model.model if isinstance(model, TaskView) else model
-
-
-def _slot_model(where: Any, model: Any, task: str, shared: dict[Any, SharedModel]) -> Any:
-    """``model`` for the ``task`` slot: itself when it is that task's model; a view of it when it is a joint or
-    multi-head model (one ``SharedModel`` per loaded model, so its three views share each forward pass)."""
-    if model.task == task:
-        return model
-    if model.task in JOINT_TASKS:
-        if id(model) not in shared:
-            shared[id(model)] = SharedModel(model)
-        return TaskView(shared[id(model)], task)
-    raise ModelFileError(f"{where}: expected a {task} model (or a joint or multihead one), found a {model.task} model")
-
-
-def _torch_model(task: str, model: Any) -> TaskModel:
-    """The PyTorch model behind a slot (an ONNX model exported on load keeps its source)."""
-    model = _base(model)
-    model = getattr(model, "source", None) or model
-    if not isinstance(model, TaskModel):
-        raise ModelFileError(f"the {task} model runs on ONNX Runtime from exported files; load the pipeline with "
-                             "backend='torch' to save or export it")
-    return model
-
-
-def _member_entries(entry: dict) -> list[dict]:
-    """The pipeline.json entries of a task's models: an ensemble's members, else the entry itself."""
-    return entry["members"] if "members" in entry else [entry]
-
-
-def _cached_onnx_models(models: dict[str, Any], entries: dict[str, dict]) -> dict[str, Any]:
-    """The PyTorch models (by directory) run by ONNX Runtime from exports cached by their files' hashes; the
-    PyTorch models themselves if exporting fails (with a warning: predictions are the same, only slower)."""
-    from .onnx_backend import cached_onnx
-
-    try:
-        out: dict[str, Any] = {}
-        for rel, model in models.items():
-            digests = entries[rel]["sha256"]
-            out[rel] = cached_onnx(model, f"{model.task}-{digests['weights.pt'][:16]}-{digests[CONFIG_NAME][:8]}")
-        return out
-    except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: keep working on PyTorch
-        warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); running the models with PyTorch")
-        return models
-
-
-def _has_onnxruntime() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def _describe(image: ImageInput) -> str:

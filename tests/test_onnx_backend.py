@@ -100,7 +100,7 @@ def test_auto_backend_exports_once_into_the_cache_when_the_pipeline_has_no_onnx(
     import os
     from pathlib import Path
 
-    import maskage.pipeline as pipeline_mod
+    import maskage.pipeline_files as pipeline_mod
 
     # seeds no other test uses: weights whose export is not in the session's cache yet
     d = Pipeline(tiny_model("mask", 21), tiny_model("gender", 22), tiny_model("age", 23)).save(tmp_path / "pipe")

@@ -265,6 +265,7 @@ def _predictor(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # long by nature: one flat block of argparse declarations per command, read top to bottom like `--help`
     parser = argparse.ArgumentParser(prog="maskage", description="Mask state, gender and age group from face photos.")
     sub = parser.add_subparsers(dest="command", required=True)
 

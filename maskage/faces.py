@@ -216,6 +216,8 @@ def _mtcnn_detect(mtcnn, images: np.ndarray, min_face: int, thresholds: Sequence
     on the uint8 photo (``_area_resize``), where facenet-pytorch calls torch's area interpolation on float tensors
     once per candidate (40% of its time). ``benchmarks/face_detection.py --compare`` measures speed and agreement.
     """
+    # one function on purpose: its three stages sit in the order of facenet-pytorch's detect_face, which it must
+    # match box for box (tests/test_faces.py), so the two read side by side
     from facenet_pytorch.models.utils.detect_face import bbreg, batched_nms_numpy, generateBoundingBox, pad, rerec
     from torchvision.ops import batched_nms
 

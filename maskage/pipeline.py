@@ -65,6 +65,9 @@ class Prediction:
 class Pipeline:
     """Face detection, the three task models and the combiner."""
 
+    # over 200 lines: the settings (detector, TTA, age threshold) and the predict family (photos, every face, video,
+    # the per-task probabilities benchmarks call) share one object; loading, saving and export are in pipeline_files
+
     def __init__(
         self,
         mask_model: TaskPredictor,

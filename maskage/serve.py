@@ -135,6 +135,7 @@ def create_app(pipeline: Any = None, pipeline_dir: str | Path | None = None, bac
                max_images: int = MAX_IMAGES, max_pixels: int = SERVE_MAX_PIXELS, max_wait_ms: float = 5.0):
     """The ASGI app: ``POST /predict``, ``GET /health``, ``GET /`` (the page) and the OpenAPI description.
     ``pipeline``: a loaded ``Pipeline`` (or ensemble); else the one in ``pipeline_dir`` (default: the shipped one)."""
+    # long because FastAPI routes are closures over the app's pipeline, batcher and limits: they stay together
     source = "given" if pipeline is not None else str(pipeline_dir) if pipeline_dir else "shipped"
     if pipeline is None:
         from .pipeline import Pipeline

@@ -343,6 +343,67 @@ class BuildReport:
     unlabelled: list[str]
 
 
+def _records(faces_dir: str | Path | Sequence[str], labels_csv: str | Path | None, races: Sequence[int] | None,
+             min_age: int, max_age: int, limit: int) -> tuple[list[FaceRecord], list[str]]:
+    """The labelled faces a build uses (a folder, or ``NAME=DIR`` sources; unknown ages kept for sources) and the
+    names that carry no labels."""
+    sourced = not isinstance(faces_dir, (str, Path))
+    if sourced:
+        from .sources import read_sources
+
+        records, unlabelled = read_sources(faces_dir)
+    else:
+        records, unlabelled = read_faces(faces_dir, labels_csv)
+    records = [r for r in records if (min_age <= r.age <= max_age or (sourced and r.age < 0))
+               and (not races or r.race in races)]
+    records = records[:limit] if limit else records
+    if not records:
+        raise UsageError(f"no faces in {faces_dir} pass the filters (races={races}, ages {min_age}..{max_age})")
+    return records, unlabelled
+
+
+def _person_photos(img: np.ndarray, det, stems: Sequence[str], pseed: int,
+                   chin_share: float) -> tuple[dict[str, np.ndarray], str]:
+    """One person's photos by stem (five correct masks, the incorrect one, the bare photo) and how the incorrect
+    mask is worn. Each mask has its own seed, so photos left out of ``stems`` change none of the others."""
+    drawn: dict[str, np.ndarray] = {}
+    for j in range(1, 6):
+        if f"mask{j}" in stems:
+            drawn[f"mask{j}"] = draw_mask(img, det.landmarks, det.box, CORRECT, pseed + j).image
+    kind = NOSE_EXPOSED if np.random.default_rng(pseed).random() < 1.0 - chin_share else UNDER_CHIN
+    if "incorrect_mask" in stems:
+        drawn["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6).image
+    drawn["normal"] = img
+    return drawn, kind
+
+
+def _race_name(r: FaceRecord) -> str:
+    return RACES.get(r.race, "Unknown") if r.race is not None else "Unknown"
+
+
+def _write_eval_person(images: Path, r: FaceRecord, pid: str, drawn: dict[str, np.ndarray], stems: Sequence[str],
+                       kind: str, seed: int, extra: list) -> list[list]:
+    """An eval person's photos under hashed names (nothing in a name tells its label); their meta.csv rows."""
+    rows = []
+    for stem in stems:
+        name = hashlib.sha1(f"{seed}:{pid}:{stem}".encode()).hexdigest()[:20] + ".jpg"
+        Image.fromarray(drawn[stem]).save(images / name, quality=95)
+        mask = MASK_FILE_STEMS[stem]
+        rows.append([name, encode(mask, r.gender, age_to_group(r.age)), pid, int(mask), r.gender, r.age, _race_name(r),
+                     kind if stem == "incorrect_mask" else "", Path(r.path).name] + extra)
+    return rows
+
+
+def _write_train_person(images: Path, r: FaceRecord, pid: str, drawn: dict[str, np.ndarray], stems: Sequence[str],
+                        kind: str, scene: str) -> list:
+    """A training person's folder of photos named by stem (the competition layout); their train.csv row's start."""
+    folder = f"{pid}_{GENDERS[r.gender]}_{_race_name(r)}_{r.age}"
+    (images / folder).mkdir(exist_ok=True)
+    for stem in stems:
+        Image.fromarray(drawn[stem]).save(images / folder / f"{stem}.jpg", quality=95)
+    return [pid, GENDERS[r.gender], _race_name(r), r.age, folder, kind, Path(r.path).name, scene]
+
+
 def build_dataset(
     faces_dir: str | Path | Sequence[str],
     out: str | Path,
@@ -390,20 +451,11 @@ def build_dataset(
         raise UsageError(f"train_scenes must be in [0, 1], got {train_scenes}")
     sourced = not isinstance(faces_dir, (str, Path))
     if sourced:
-        from .sources import held_out, read_sources
-
-        records, unlabelled = read_sources(faces_dir)
-    else:
-        records, unlabelled = read_faces(faces_dir, labels_csv)
-    records = [r for r in records if (min_age <= r.age <= max_age or (sourced and r.age < 0))
-               and (not races or r.race in races)]
+        from .sources import held_out
+    records, unlabelled = _records(faces_dir, labels_csv, races, min_age, max_age, limit)
     stems = list(MASK_FILE_STEMS) if photos is None else [s for s in MASK_FILE_STEMS if s in set(photos)]
     if photos is not None and (not stems or len(stems) != len(set(photos))):
         raise UsageError(f"photos must name some of {', '.join(MASK_FILE_STEMS)}; got {list(photos)}")
-    if limit:
-        records = records[:limit]
-    if not records:
-        raise UsageError(f"no faces in {faces_dir} pass the filters (races={races}, ages {min_age}..{max_age})")
     out = Path(out)
     for sub in ("train/images", "eval/images"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -427,41 +479,22 @@ def build_dataset(
                 skipped.append((r.path, "no face landmarks found"))
                 continue
             pseed = _person_seed(seed, r.path)
-            prng = np.random.default_rng(pseed)
             pid = f"{index:06d}"
             in_eval = held_out(r.person, eval_fraction) if sourced else split[index] < eval_fraction
             to_eval = in_eval and (not eval_races or r.race in eval_races)
-            drawn: dict[str, np.ndarray] = {}
-            for j in range(1, 6):
-                if f"mask{j}" in stems:  # masks left out are not drawn (each has its own seed, so the rest match)
-                    drawn[f"mask{j}"] = draw_mask(img, det.landmarks, det.box, CORRECT, pseed + j).image
-            kind = NOSE_EXPOSED if prng.random() < 1.0 - chin_share else UNDER_CHIN
-            if "incorrect_mask" in stems:
-                drawn["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6).image
-            drawn["normal"] = img
-            race = RACES.get(r.race, "Unknown") if r.race is not None else "Unknown"
+            drawn, kind = _person_photos(img, det, stems, pseed, chin_share)
+            extra = [r.source, r.person] if sourced else []
             if to_eval:
-                for stem in stems:
-                    name = hashlib.sha1(f"{seed}:{pid}:{stem}".encode()).hexdigest()[:20] + ".jpg"
-                    Image.fromarray(drawn[stem]).save(out / "eval" / "images" / name, quality=95)
-                    mask = MASK_FILE_STEMS[stem]
-                    eval_rows.append([name, encode(mask, r.gender, age_to_group(r.age)), pid, int(mask), r.gender, r.age,
-                                      race, kind if stem == "incorrect_mask" else "", Path(r.path).name]
-                                     + ([r.source, r.person] if sourced else []))
+                eval_rows += _write_eval_person(out / "eval" / "images", r, pid, drawn, stems, kind, seed, extra)
             else:
+                # its own stream, so that the option leaves the masks and the split as they were
+                srng = np.random.default_rng([pseed, 1])
                 scene = ""
-                if train_scenes:
-                    # its own stream, so that the option leaves the masks and the split as they were
-                    srng = np.random.default_rng([pseed, 1])
-                    if srng.random() < train_scenes:  # one placement and background for all seven photos
-                        scenes, scene = in_scene([drawn[stem] for stem in stems], srng)
-                        drawn = dict(zip(stems, scenes))
-                folder = f"{pid}_{GENDERS[r.gender]}_{race}_{r.age}"
-                (out / "train" / "images" / folder).mkdir(exist_ok=True)
-                for stem in stems:
-                    Image.fromarray(drawn[stem]).save(out / "train" / "images" / folder / f"{stem}.jpg", quality=95)
-                train_rows.append([pid, GENDERS[r.gender], race, r.age, folder, kind, Path(r.path).name, scene]
-                                  + ([r.source, r.person] if sourced else []) + ([";".join(stems)] if photos else []))
+                if train_scenes and srng.random() < train_scenes:  # one placement and background for all seven
+                    scenes, scene = in_scene([drawn[stem] for stem in stems], srng)
+                    drawn = dict(zip(stems, scenes))
+                train_rows.append(_write_train_person(out / "train" / "images", r, pid, drawn, stems, kind, scene)
+                                  + extra + ([";".join(stems)] if photos else []))
         bar.update(len(part))
     bar.close()
     write_csv_atomic(out / "train" / "train.csv", ["id", "gender", "race", "age", "path", "incorrect_kind", "source", "scene"]

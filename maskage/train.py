@@ -237,6 +237,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     With ``folds=K``, K models instead (``train_folds``). The steps: the photos (``_training_samples``), their
     crops (``_training_crops``), the model and its loader and optimiser, then the epochs, each ending with a
     checkpoint that ``resume=true`` continues from."""
+    # about 100 lines on purpose: the epoch loop stays straight-line (nanoGPT style); each step above it is a function
     if not config.data_dir:
         raise UsageError("data_dir is not set: pass data_dir=FOLDER (holding train.csv and images/)")
     if config.folds:

@@ -1,6 +1,7 @@
 """Scoring every-face predictions against labelled face boxes (photos of scenes: streets, shops, crowds).
 
-Torch-free: ``benchmarks/scenes.py`` runs a pipeline and calls these; the tests call them on made-up boxes.
+``benchmarks/scenes.py`` runs a pipeline and calls these; the tests call them on made-up boxes. ``export_faces``
+cuts the boxed faces into mask-state folders for training (``maskage scene-faces``).
 """
 from __future__ import annotations
 

@@ -95,16 +95,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_video(args: argparse.Namespace, videos: list[str]) -> int:
-    from .video import predict_video_to_csv, summary
+    from .video import predict_video_to_csv
 
     if len(args.inputs) + (args.camera is not None) != 1:
         raise UsageError("give one video file or --camera N, on its own (photos go in a separate call)")
     if len(args.pipeline or []) > 1:
         raise UsageError("videos work with one pipeline, not an ensemble")
     source = args.camera if args.camera is not None else videos[0]
-    counts = predict_video_to_csv(_predictor(args), source, args.out, args.annotate, args.every, args.limit)
-    n = counts.pop("_frames")
-    print(summary(counts, n) + f" -> {args.out}" + (f", annotated video {args.annotate}" if args.annotate else ""))
+    seen = predict_video_to_csv(_predictor(args), source, args.out, args.annotate, args.every, args.limit)
+    print(f"{seen} -> {args.out}" + (f", annotated video {args.annotate}" if args.annotate else ""))
     return 0
 
 

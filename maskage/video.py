@@ -96,18 +96,23 @@ def frame_rows(frame: VideoFrame) -> list[dict[str, Any]]:
             for k, p in enumerate(frame.predictions)]
 
 
-def summary(counts: Counter, n_frames: int) -> str:
-    """A line counting the faces seen, by mask state, over the processed frames."""
-    total = sum(counts.values())
-    parts = ", ".join(f"{m} {counts.get(m, 0)}" for m in MASK_LABELS)
-    return f"{n_frames} frame(s), {total} face(s): {parts}"
+@dataclass
+class VideoSummary:
+    """What a video run saw: the frames processed and the faces by mask state."""
+
+    frames: int
+    faces: Counter
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{m} {self.faces.get(m, 0)}" for m in MASK_LABELS)
+        return f"{self.frames} frame(s), {sum(self.faces.values())} face(s): {parts}"
 
 
 def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, annotate: str | Path | None = None,
-                         every: int = 1, limit: int | None = None, progress: bool = True) -> Counter:
+                         every: int = 1, limit: int | None = None, progress: bool = True) -> VideoSummary:
     """Predict every face of every ``every``-th frame into a CSV (one row per face per frame) and, with
-    ``annotate``, an mp4 of the processed frames with the faces boxed and labelled. Returns the faces counted by
-    mask state (``summary`` prints them)."""
+    ``annotate``, an mp4 of the processed frames with the faces boxed and labelled. Returns the frames and faces
+    counted (its ``str`` is the line the CLI prints)."""
     import cv2
     from tqdm.auto import tqdm
 
@@ -140,8 +145,7 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
         bar.close()
     fields = ["frame", "time", "face_index"] + [k for k in _row_fields(rows) if k not in ("frame", "time", "face_index")]
     write_csv_atomic(out, fields, rows)
-    counts["_frames"] = n
-    return counts
+    return VideoSummary(n, counts)
 
 
 def _until_interrupted(items: Iterator) -> Iterator:

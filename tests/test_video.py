@@ -1,5 +1,6 @@
 """Videos: frames read, every face of each processed frame predicted, rows, an annotated video, the CLI."""
 import csv
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -78,11 +79,12 @@ def test_predict_video_gives_every_face_of_each_frame(pipe, video):
 
 def test_video_rows_annotated_video_and_counts(pipe, video, tmp_path):
     out, annotated = tmp_path / "rows.csv", tmp_path / "boxed.mp4"
-    counts = predict_video_to_csv(pipe, video, out, annotated, every=2, progress=False)
+    seen = predict_video_to_csv(pipe, video, out, annotated, every=2, progress=False)
     rows = _rows(out)
     assert list(rows[0])[:3] == ["frame", "time", "face_index"] and "p_mask_wear" in rows[0]
     assert sorted({int(r["frame"]) for r in rows}) == [0, 2, 4, 6]
-    assert counts.pop("_frames") == 4 and sum(counts.values()) == len(rows)
+    assert seen.frames == 4 and sum(seen.faces.values()) == len(rows)
+    assert seen.faces == Counter(r["mask"] for r in rows) and str(seen).startswith(f"4 frame(s), {len(rows)} face(s)")
     cap = cv2.VideoCapture(str(annotated))
     n = 0
     while cap.read()[0]:

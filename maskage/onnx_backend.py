@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_path
-from .transforms import preprocess
+from .atomic import atomic_path, file_sha256
 from .errors import UsageError
-from .models import ModelFileError, TaskModel, head_softmax
+from .models import ModelFileError, TaskModel, head_softmax, read_model_json, read_spec
+from .transforms import preprocess
 
 ONNX_NAME = "model.onnx"  # beside model.json in each task folder; pipeline.json lists its hash
 OPSET = 17
@@ -35,11 +35,14 @@ def export_onnx(model: TaskModel, path: str | Path) -> Path:
 class OnnxTaskModel:
     """A task model run by ONNX Runtime: the same ``spec``, ``task`` and ``predict_proba`` as ``TaskModel``."""
 
-    def __init__(self, spec, onnx_path: str | Path, threads: int | None = None, source: TaskModel | None = None) -> None:
+    def __init__(self, spec, onnx_path: str | Path, threads: int | None = None, source: TaskModel | None = None,
+                 source_dir: str | Path | None = None) -> None:
+        """``source``: the PyTorch model it was exported from, or ``source_dir``, the saved model to load it from
+        when asked for (``source``): either lets a pipeline run on ONNX Runtime be saved or exported again."""
         import onnxruntime as ort
 
         self.spec = spec
-        self.source = source  # the PyTorch model it was exported from, when at hand (lets a pipeline be saved)
+        self._source, self._source_dir = source, source_dir
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or max(1, torch.get_num_threads())
         opts.inter_op_num_threads = 1
@@ -53,6 +56,13 @@ class OnnxTaskModel:
     def task(self) -> str:
         return self.spec.task
 
+    @property
+    def source(self) -> TaskModel | None:
+        """The PyTorch model behind it, loaded on first use (None when it has none)."""
+        if self._source is None and self._source_dir is not None:
+            self._source = TaskModel.load(self._source_dir, self.spec.task)
+        return self._source
+
     def eval(self) -> "OnnxTaskModel":
         return self
 
@@ -63,7 +73,12 @@ class OnnxTaskModel:
         onnx_path = d / ONNX_NAME
         if not onnx_path.is_file():
             raise ModelFileError(f"{d}: no {ONNX_NAME}; run `maskage export` first")
-        spec = TaskModel.load(d, task).spec  # checks task, labels and weights as for the torch backend
+
+        meta = read_model_json(d)
+        spec = read_spec(d, task, meta)  # task and labels checked as for the torch backend, no network built
+        weights = d / meta.get("weights", "weights.pt")
+        if not weights.is_file() or (meta.get("sha256") and file_sha256(weights) != meta["sha256"]):
+            raise ModelFileError(f"{weights}: missing or changed since the model was saved (sha256 mismatch)")
         return cls(spec, onnx_path)
 
     def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -82,12 +97,17 @@ class OnnxTaskModel:
         return np.concatenate(out)
 
 
+def cached_onnx_path(key: str, cache_dir: str | Path | None = None) -> Path:
+    """Where ``cached_onnx`` keeps the export named ``key``."""
+    from .faces import default_cache_dir
+
+    return Path(cache_dir or default_cache_dir()) / "onnx" / f"{key}-opset{OPSET}.onnx"
+
+
 def cached_onnx(model: TaskModel, key: str, cache_dir: str | Path | None = None) -> OnnxTaskModel:
     """``model`` run by ONNX Runtime from an export kept in the maskage cache (``$MASKAGE_CACHE/onnx``), made on
     first use. ``key`` names the model's files (e.g. their hashes) so that changed weights get a new export."""
-    from .faces import default_cache_dir
-
-    path = Path(cache_dir or default_cache_dir()) / "onnx" / f"{key}-opset{OPSET}.onnx"
+    path = cached_onnx_path(key, cache_dir)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(model, path)  # written atomically: a concurrent or interrupted export leaves no half file

@@ -53,7 +53,8 @@ def load_pipeline(cls: type, directory: str | Path | None = None, backend: str =
 
             loaded[rel] = OnnxTaskModel.load(sub)
         else:
-            loaded[rel] = TaskModel.load(sub)
+            # an export already in the cache needs no PyTorch model (nor timm, 2 s of start-up) to run
+            loaded[rel] = (_cached_export(sub, entry) if use_onnx else None) or TaskModel.load(sub)
     if use_onnx and not exported:
         loaded = _cached_onnx_models(loaded, by_dir)
     models = {}
@@ -155,16 +156,38 @@ def _member_entries(entry: dict) -> list[dict]:
     return entry["members"] if "members" in entry else [entry]
 
 
+def _onnx_key(task: str, digests: dict[str, str]) -> str:
+    """The name of a model's export in the cache: its task and its files' hashes (changed weights, new export)."""
+    return f"{task}-{digests['weights.pt'][:16]}-{digests[CONFIG_NAME][:8]}"
+
+
+def _cached_export(directory: Path, entry: dict) -> Any:
+    """The saved model in ``directory`` run by ONNX Runtime from its cached export, if the cache has it (its files'
+    hashes were checked against pipeline.json); None otherwise, or if ONNX Runtime fails on it."""
+    from .models import read_spec
+    from .onnx_backend import OnnxTaskModel, cached_onnx_path
+
+    spec = read_spec(directory)
+    path = cached_onnx_path(_onnx_key(spec.task, entry["sha256"]))
+    if not path.is_file():
+        return None
+    try:
+        return OnnxTaskModel(spec, path, source_dir=directory)
+    except Exception:  # noqa: BLE001 - a damaged cache file: make the export again from the PyTorch model
+        return None
+
+
 def _cached_onnx_models(models: dict[str, Any], entries: dict[str, dict]) -> dict[str, Any]:
-    """The PyTorch models (by directory) run by ONNX Runtime from exports cached by their files' hashes; the
-    PyTorch models themselves if exporting fails (with a warning: predictions are the same, only slower)."""
+    """The PyTorch models (by directory) run by ONNX Runtime from exports cached by their files' hashes (models
+    already on ONNX Runtime stay as they are); the PyTorch models themselves if exporting fails (with a warning:
+    predictions are the same, only slower)."""
     from .onnx_backend import cached_onnx
 
     try:
         out: dict[str, Any] = {}
         for rel, model in models.items():
-            digests = entries[rel]["sha256"]
-            out[rel] = cached_onnx(model, f"{model.task}-{digests['weights.pt'][:16]}-{digests[CONFIG_NAME][:8]}")
+            out[rel] = cached_onnx(model, _onnx_key(model.task, entries[rel]["sha256"])) \
+                if isinstance(model, TaskModel) else model
         return out
     except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: keep working on PyTorch
         warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); running the models with PyTorch")

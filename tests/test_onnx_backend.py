@@ -136,3 +136,32 @@ def test_auto_backend_exports_once_into_the_cache_when_the_pipeline_has_no_onnx(
 
 def tiny_pipeline_dir(path):
     return Pipeline(tiny_model("mask", 7), tiny_model("gender", 8), tiny_model("age", 9)).save(path)
+
+
+def test_cached_exports_load_without_building_the_networks(tmp_path, toy_root, monkeypatch):
+    import subprocess
+    import sys
+
+    from maskage.models import TaskModel
+
+    d = Pipeline(tiny_model("mask", 11), tiny_model("gender", 12), tiny_model("age", 13)).save(tmp_path / "pipe")
+    photos = sorted(str(p) for p in (toy_root / "eval" / "images").glob("*.jpg"))[:4]
+    first = Pipeline.from_pretrained(d)  # exports into the cache
+    expected = first.predict(photos)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a PyTorch network was built although the exports are cached")
+
+    monkeypatch.setattr(TaskModel, "__init__", no_network)
+    again = Pipeline.from_pretrained(d)
+    assert again.backend == "onnx"
+    got = again.predict(photos)
+    assert [p.class_id for p in got] == [p.class_id for p in expected]
+    assert [p.age_probs for p in got] == [p.age_probs for p in expected]
+    monkeypatch.undo()
+    # the PyTorch models are loaded when needed: such a pipeline still saves, with the same predictions
+    saved = Pipeline.from_pretrained(again.save(tmp_path / "again"), backend="torch")
+    assert [p.class_id for p in saved.predict(photos)] == [p.class_id for p in expected]
+    # and a fresh process loading it never imports timm (about 2 s of start-up)
+    code = f"import sys; from maskage.pipeline import Pipeline; Pipeline.from_pretrained({str(d)!r}); print('timm' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -95,7 +95,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_video(args: argparse.Namespace, videos: list[str]) -> int:
-    from .video import predict_video_to_csv
+    from .predict import predict_video_to_csv
 
     if len(args.inputs) + (args.camera is not None) != 1:
         raise UsageError("give one video file or --camera N, on its own (photos go in a separate call)")

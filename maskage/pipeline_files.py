@@ -1,11 +1,12 @@
 """A pipeline on disk: loading (with its files' hashes checked, and ONNX Runtime where it can), saving, exporting
-to ONNX. ``Pipeline.from_pretrained``, ``save`` and ``export_onnx`` call these."""
+to ONNX. ``Pipeline.from_pretrained``, ``save`` and ``export_onnx`` call these with the pipeline (or its class), so
+this module never imports pipeline.py."""
 from __future__ import annotations
 
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -19,16 +20,13 @@ from .labels import JOINT_TASKS, PIPELINE_TASKS as TASKS
 from .models import CONFIG_NAME, ModelFileError, TaskModel, read_format_json
 from .onnx_backend import ONNX_NAME
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
-
 PIPELINE_FORMAT = "maskage-pipeline"
 # the trained pipeline shipped inside the package (see its MODEL_CARD.md)
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 PIPELINE_NAME = "pipeline.json"
 
 
-def load_pipeline(cls: type, directory: str | Path | None = None, backend: str = "auto") -> "Pipeline":
+def load_pipeline(cls: type, directory: str | Path | None = None, backend: str = "auto") -> Any:
     """``cls.from_pretrained``: see there."""
     if backend not in ("auto", "torch", "onnx"):
         raise UsageError(f"backend must be auto, torch or onnx, got {backend!r}")
@@ -68,7 +66,7 @@ def load_pipeline(cls: type, directory: str | Path | None = None, backend: str =
                tta=meta.get("tta"), age_threshold=meta.get("age_threshold"))
 
 
-def save_pipeline(pipe: "Pipeline", directory: str | Path, dtype: str = "float32") -> Path:
+def save_pipeline(pipe: Any, directory: str | Path, dtype: str = "float32") -> Path:
     """Write the three models and pipeline.json (with their files' hashes) into ``directory``.
 
     ``dtype="float16"`` halves the weight files (as the pipeline shipped inside maskage is stored)."""
@@ -100,7 +98,7 @@ def save_pipeline(pipe: "Pipeline", directory: str | Path, dtype: str = "float32
     return d
 
 
-def export_pipeline_onnx(pipe: "Pipeline", directory: str | Path, int8: bool = False,
+def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool = False,
                          calibration: Sequence[ImageInput] | None = None) -> Path:
     """``Pipeline.export_onnx``: see there."""
     from .onnx_backend import export_onnx, quantize_int8
@@ -126,7 +124,7 @@ def export_pipeline_onnx(pipe: "Pipeline", directory: str | Path, int8: bool = F
     return d
 
 
-def _calibration_inputs(pipe: "Pipeline", images: Sequence[ImageInput]) -> dict[str, list[np.ndarray]]:
+def _calibration_inputs(pipe: Any, images: Sequence[ImageInput]) -> dict[str, list[np.ndarray]]:
     """Each model's (each ensemble member's) normalised input for each photo, cropped as ``predict`` crops it
     (largest face, else the centre)."""
     arrays = []

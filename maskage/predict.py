@@ -1,15 +1,23 @@
-"""Predicting files into CSVs: photos (one row per photo or per face), boxed pictures, competition submissions.
+"""Predicting files into CSVs: photos (one row per photo or per face), boxed pictures, competition submissions,
+videos (a row per face per frame, an annotated video, a summary).
 
-What ``maskage predict`` and ``maskage submit`` run, and the demo with them (videos: ``maskage.video``).
+What ``maskage predict`` and ``maskage submit`` run, and the demo with them.
 """
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from .atomic import write_csv_atomic
+import numpy as np
+
+from .atomic import atomic_path, write_csv_atomic
 from .errors import MaskageError
 from .images import IMAGE_EXTENSIONS
+from .labels import MASK_LABELS
+from .video import VideoError, VideoFrame, frame_count, open_video
 
 
 class SubmissionError(MaskageError):
@@ -109,3 +117,96 @@ def write_submission(eval_dir: Path, out: Path, pipeline: Any, batch_size: int =
 def _listing(items: Sequence[str], limit: int = 20) -> str:
     more = f"\n  ... and {len(items) - limit} more" if len(items) > limit else ""
     return "\n  ".join(items[:limit]) + more
+
+
+def frame_rows(frame: VideoFrame) -> list[dict[str, Any]]:
+    """One CSV row per face of a frame (``Prediction.to_row`` with frame, time and face index)."""
+    return [{"frame": frame.index, "time": f"{frame.time:.3f}", "face_index": k, **p.to_row()}
+            for k, p in enumerate(frame.predictions)]
+
+
+@dataclass
+class VideoSummary:
+    """What a video run saw: the frames processed and the faces by mask state."""
+
+    frames: int
+    faces: Counter
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{m} {self.faces.get(m, 0)}" for m in MASK_LABELS)
+        return f"{self.frames} frame(s), {sum(self.faces.values())} face(s): {parts}"
+
+
+def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, annotate: str | Path | None = None,
+                         every: int = 1, limit: int | None = None, progress: bool = True) -> VideoSummary:
+    """Predict every face of every ``every``-th frame into a CSV (one row per face per frame) and, with
+    ``annotate``, an mp4 of the processed frames with the faces boxed and labelled. Returns the frames and faces
+    counted (its ``str`` is the line the CLI prints)."""
+    import cv2
+    from tqdm.auto import tqdm
+
+    from .visualize import annotate as draw
+
+    total = frame_count(source)
+    bar = tqdm(total=None if total is None else -(-total // every) if limit is None else min(limit, -(-total // every)),
+               desc="video frames", unit="frame", disable=None if progress else True)
+    rows: list[dict[str, Any]] = []
+    counts: Counter = Counter()
+    writer, n = None, 0
+    try:
+        with atomic_path(annotate) if annotate else nullcontext() as tmp:
+            for frame in _until_interrupted(pipe.predict_video(source, every=every, limit=limit)):
+                rows.extend(frame_rows(frame))
+                counts.update(p.mask for p in frame.predictions if p.face_box is not None)
+                if tmp is not None:
+                    picture = np.asarray(draw(frame.image, frame.predictions) if frame.predictions else frame.image)
+                    if writer is None:
+                        writer = _writer(tmp, picture.shape[1], picture.shape[0], _fps(source, every))
+                    writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                n += 1
+                bar.update(1)
+            if writer is not None:
+                writer.release()
+                writer = None
+    finally:
+        if writer is not None:
+            writer.release()
+        bar.close()
+    fields = ["frame", "time", "face_index"] + [k for k in _row_fields(rows) if k not in ("frame", "time", "face_index")]
+    write_csv_atomic(out, fields, rows)
+    return VideoSummary(n, counts)
+
+
+def _until_interrupted(items: Iterator) -> Iterator:
+    """The items until Ctrl-C, which ends a camera's stream (what came before it is still written)."""
+    try:
+        yield from items
+    except KeyboardInterrupt:
+        return
+
+
+def _row_fields(rows: Sequence[dict]) -> list[str]:
+    from .pipeline import Prediction
+
+    fields = list(dict.fromkeys(k for r in rows for k in r)) if rows else list(Prediction("").to_row())
+    fields.remove("error")
+    return fields + ["error"]
+
+
+def _fps(source: str | Path | int, every: int) -> float:
+    import cv2
+
+    cap = open_video(source) if not isinstance(source, int) else None
+    fps = (cap.get(cv2.CAP_PROP_FPS) if cap is not None else 0.0) or 25.0
+    if cap is not None:
+        cap.release()
+    return fps / every
+
+
+def _writer(path: Path, width: int, height: int, fps: float) -> Any:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise VideoError(f"{path}: OpenCV cannot write an mp4 video here")
+    return writer

@@ -6,6 +6,7 @@ source's name, so that scores can be reported per source and sources left out of
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 import re
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,6 +19,18 @@ from . import labels
 from .labels import UNKNOWN_AGE, age_to_group
 
 _AGE_GENDER_RACE = re.compile(r"^(\d+)_([01])_(\d)_")
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One unmasked face photo with its labels; each record is one person of the built dataset."""
+
+    path: str
+    age: int  # -1: unknown (a gender-only source)
+    gender: int
+    race: int | None = None
+    person: str = ""  # who is in the photo, from a source adapter (maskage.sources); "" = the photo itself
+    source: str = ""  # the adapter's name
 
 
 class SourceError(MaskageError, ValueError):
@@ -33,8 +46,6 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _age_gender_race(folder: Path, source: str) -> tuple[list, list[str]]:
     """``AGE_GENDER_RACE_*.jpg`` (UTKFace, and All-Age-Faces as ../shared/data names it): one person per photo."""
-    from .synth import FaceRecord
-
     records, unlabelled = [], []
     for p in _image_files(folder):
         m = _AGE_GENDER_RACE.match(p.name)
@@ -61,8 +72,6 @@ _LFW_NAME = re.compile(r"^(.+)_(\d{4})$")
 
 def read_lfw(folder: str | Path) -> tuple[list, list[str]]:
     """LFW: ``male/`` and ``female/`` folders of ``Person_Name_NNNN.jpg``; same name = same person; no age."""
-    from .synth import FaceRecord
-
     root = Path(folder)
     records, unlabelled = [], []
     for gender, sub in ((0, "male"), (1, "female")):

@@ -22,6 +22,7 @@ from .atomic import write_csv_atomic
 from .errors import MaskageError, UsageError
 from .images import IMAGE_EXTENSIONS, ImageError, load_image
 from .labels import MASK_FILE_STEMS, age_to_group, encode
+from .sources import FaceRecord, held_out, read_sources
 
 # How a mask sits on the face. The competition's "incorrect" class is mostly nose exposed, some under the chin.
 CORRECT, NOSE_EXPOSED, UNDER_CHIN = "correct", "nose_exposed", "under_chin"
@@ -232,18 +233,6 @@ def landmark_points(face: FaceGeometry) -> dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------------------------------------ dataset builder
 
-@dataclass(frozen=True)
-class FaceRecord:
-    """One unmasked face photo with its labels; each record is one person of the built dataset."""
-
-    path: str
-    age: int  # -1: unknown (a gender-only source)
-    gender: int
-    race: int | None = None
-    person: str = ""  # who is in the photo, from a source adapter (maskage.sources); "" = the photo itself
-    source: str = ""  # the adapter's name
-
-
 _UTK = re.compile(r"^(\d+)_([01])_(\d)_")
 
 
@@ -349,8 +338,6 @@ def _records(faces_dir: str | Path | Sequence[str], labels_csv: str | Path | Non
     names that carry no labels."""
     sourced = not isinstance(faces_dir, (str, Path))
     if sourced:
-        from .sources import read_sources
-
         records, unlabelled = read_sources(faces_dir)
     else:
         records, unlabelled = read_faces(faces_dir, labels_csv)
@@ -450,8 +437,6 @@ def build_dataset(
     if not 0.0 <= train_scenes <= 1.0:
         raise UsageError(f"train_scenes must be in [0, 1], got {train_scenes}")
     sourced = not isinstance(faces_dir, (str, Path))
-    if sourced:
-        from .sources import held_out
     records, unlabelled = _records(faces_dir, labels_csv, races, min_age, max_age, limit)
     stems = list(MASK_FILE_STEMS) if photos is None else [s for s in MASK_FILE_STEMS if s in set(photos)]
     if photos is not None and (not stems or len(stems) != len(set(photos))):

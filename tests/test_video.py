@@ -8,7 +8,8 @@ import pytest
 
 from maskage import Pipeline
 from maskage.cli import main
-from maskage.video import VideoError, frames, predict_video_to_csv
+from maskage.predict import predict_video_to_csv
+from maskage.video import VideoError, frames
 
 from .conftest import tiny_model
 from .test_scenes import crowd
@@ -108,3 +109,9 @@ def test_cli_video_equals_api(pipe, video, tmp_path, capsys):
     assert main(["predict", str(tmp_path), "--every", "2", "--pipeline", str(d), "--out", str(out)]) == 2
     assert main(["predict", str(tmp_path / "gone.mp4"), "--pipeline", str(d), "--out", str(out)]) == 2
     assert "no such video" in capsys.readouterr().err
+
+
+def test_a_camera_that_is_not_there_is_a_clear_error(pipe, tmp_path, capsys):
+    d = pipe.save(tmp_path / "pipe")
+    assert main(["predict", "--camera", "97", "--pipeline", str(d), "--out", str(tmp_path / "c.csv")]) == 2
+    assert "cannot open camera 97" in capsys.readouterr().err and not (tmp_path / "c.csv").exists()

@@ -249,12 +249,12 @@ def _add_pipelines_args(p: argparse.ArgumentParser) -> None:
 
 
 def _predictor(args: argparse.Namespace):
+    from dataclasses import replace
+
     from .pipeline import load_predictor
 
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     predictor = load_predictor(args.pipeline or [None], backend=args.backend, voting=args.voting, weights=weights)
-    from dataclasses import replace
-
     for pipe in getattr(predictor, "pipelines", [predictor]):
         if getattr(args, "scene", None):
             pipe.detector_settings = replace(pipe.detector_settings, scene=args.scene)

@@ -240,11 +240,7 @@ class TaskModel(nn.Module):
         d = Path(directory)
         meta = read_model_json(d)
         spec = read_spec(d, task, meta)
-        weights = d / meta.get("weights", WEIGHTS_NAME)
-        if not weights.is_file():
-            raise ModelFileError(f"{d}: weights file {weights.name} not found")
-        if meta.get("sha256") and file_sha256(weights) != meta["sha256"]:
-            raise ModelFileError(f"{weights}: contents changed since the model was saved (sha256 mismatch)")
+        weights = checked_weights(d, meta)
         try:
             model = cls(spec)
         except RuntimeError as exc:  # timm: "Unknown model (...)"
@@ -272,6 +268,16 @@ def read_spec(directory: str | Path, task: str | None = None, meta: dict[str, An
     if list(spec.labels) != expected:
         raise ModelFileError(f"{d}: {spec.task} model labels {spec.labels} differ from maskage's {expected}")
     return spec
+
+
+def checked_weights(directory: Path, meta: dict[str, Any]) -> Path:
+    """A saved model's weights file, refused when missing or changed since saving (the sha256 in its model.json)."""
+    weights = directory / meta.get("weights", WEIGHTS_NAME)
+    if not weights.is_file():
+        raise ModelFileError(f"{directory}: weights file {weights.name} not found")
+    if meta.get("sha256") and file_sha256(weights) != meta["sha256"]:
+        raise ModelFileError(f"{weights}: contents changed since the model was saved (sha256 mismatch)")
+    return weights
 
 
 def fold_dirs(directory: str | Path) -> list[Path] | None:

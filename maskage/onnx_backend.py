@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_path, file_sha256
+from .atomic import atomic_path
 from .errors import UsageError
-from .models import ModelFileError, TaskModel, head_softmax, read_model_json, read_spec
+from .models import ModelFileError, TaskModel, checked_weights, head_softmax, read_model_json, read_spec
 from .transforms import preprocess
 
 ONNX_NAME = "model.onnx"  # beside model.json in each task folder; pipeline.json lists its hash
@@ -73,12 +73,9 @@ class OnnxTaskModel:
         onnx_path = d / ONNX_NAME
         if not onnx_path.is_file():
             raise ModelFileError(f"{d}: no {ONNX_NAME}; run `maskage export` first")
-
         meta = read_model_json(d)
-        spec = read_spec(d, task, meta)  # task and labels checked as for the torch backend, no network built
-        weights = d / meta.get("weights", "weights.pt")
-        if not weights.is_file() or (meta.get("sha256") and file_sha256(weights) != meta["sha256"]):
-            raise ModelFileError(f"{weights}: missing or changed since the model was saved (sha256 mismatch)")
+        spec = read_spec(d, task, meta)  # task, labels and weights checked as for the torch backend, no network built
+        checked_weights(d, meta)
         return cls(spec, onnx_path)
 
     def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:

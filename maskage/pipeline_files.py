@@ -171,7 +171,7 @@ def _cached_export(directory: Path, entry: dict) -> Any:
         return None
     try:
         return OnnxTaskModel(spec, path, source_dir=directory)
-    except Exception:  # noqa: BLE001 - a damaged cache file: make the export again from the PyTorch model
+    except Exception:  # noqa: BLE001 - a damaged cache file: load the PyTorch model, as without a cached export
         return None
 
 

@@ -17,7 +17,7 @@ from .atomic import atomic_path, write_csv_atomic
 from .errors import MaskageError
 from .images import IMAGE_EXTENSIONS
 from .labels import MASK_LABELS
-from .video import VideoError, VideoFrame, frame_count, open_video
+from .video import VideoError, VideoFrame, video_info
 
 
 class SubmissionError(MaskageError):
@@ -57,9 +57,7 @@ def predict_to_csv(paths: Sequence[str], out: Path, pipeline: Any = None, annota
         rows = [p.to_row() for p in per_path]
     if annotate_dir is not None:
         write_annotated(paths, per_path, annotate_dir)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    fields.remove("error")
-    write_csv_atomic(out, fields + ["error"], rows)
+    write_csv_atomic(out, _row_fields(rows), rows)
     return per_path
 
 
@@ -147,9 +145,11 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
 
     from .visualize import annotate as draw
 
-    total = frame_count(source)
-    bar = tqdm(total=None if total is None else -(-total // every) if limit is None else min(limit, -(-total // every)),
-               desc="video frames", unit="frame", disable=None if progress else True)
+    total, fps = video_info(source)
+    todo = None if total is None else -(-total // every)  # the frames processed: the first of every ``every``
+    if todo is not None and limit is not None:
+        todo = min(todo, limit)
+    bar = tqdm(total=todo, desc="video frames", unit="frame", disable=None if progress else True)
     rows: list[dict[str, Any]] = []
     counts: Counter = Counter()
     writer, n = None, 0
@@ -157,11 +157,11 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
         with atomic_path(annotate) if annotate else nullcontext() as tmp:
             for frame in _until_interrupted(pipe.predict_video(source, every=every, limit=limit)):
                 rows.extend(frame_rows(frame))
-                counts.update(p.mask for p in frame.predictions if p.face_box is not None)
+                counts.update(p.mask for p in frame.predictions)  # a frame's predictions are its found faces
                 if tmp is not None:
                     picture = np.asarray(draw(frame.image, frame.predictions) if frame.predictions else frame.image)
                     if writer is None:
-                        writer = _writer(tmp, picture.shape[1], picture.shape[0], _fps(source, every))
+                        writer = _writer(tmp, picture.shape[1], picture.shape[0], (fps or 25.0) / every)
                     writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                 n += 1
                 bar.update(1)
@@ -186,21 +186,13 @@ def _until_interrupted(items: Iterator) -> Iterator:
 
 
 def _row_fields(rows: Sequence[dict]) -> list[str]:
+    """A CSV header for prediction rows: their columns in first-seen order, ``error`` last (a prediction's columns
+    when there are no rows)."""
     from .pipeline import Prediction
 
     fields = list(dict.fromkeys(k for r in rows for k in r)) if rows else list(Prediction("").to_row())
     fields.remove("error")
     return fields + ["error"]
-
-
-def _fps(source: str | Path | int, every: int) -> float:
-    import cv2
-
-    cap = open_video(source) if not isinstance(source, int) else None
-    fps = (cap.get(cv2.CAP_PROP_FPS) if cap is not None else 0.0) or 25.0
-    if cap is not None:
-        cap.release()
-    return fps / every
 
 
 def _writer(path: Path, width: int, height: int, fps: float) -> Any:

@@ -74,13 +74,14 @@ def frames(source: str | Path | int, every: int = 1, limit: int | None = None) -
         cap.release()
 
 
-def frame_count(source: str | Path | int) -> int | None:
-    """The number of frames a video file says it has (None for a camera or when it does not say)."""
+def video_info(source: str | Path | int) -> tuple[int | None, float | None]:
+    """The number of frames and the frame rate a video file says it has (None for a camera, or for what the file
+    does not say)."""
     import cv2
 
     if isinstance(source, int):
-        return None
+        return None, None
     cap = open_video(source)
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
     cap.release()
-    return n if n > 0 else None
+    return (n if n > 0 else None), (fps if fps > 0 else None)

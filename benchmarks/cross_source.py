@@ -73,7 +73,9 @@ def score_rows(rows: list[dict], genders: np.ndarray, ages: np.ndarray | None, g
 def save_error_grids(out: Path, rows: list[dict], preds: list, images: Path, threshold: int, per_class: int = 12) -> None:
     """For gender and age group, one PNG per true class: its most confidently wrong photos (the wrong label's
     probability, highest first), each captioned with truth -> prediction."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
+
+    from maskage.visualize import captioned_grid
 
     out.mkdir(parents=True, exist_ok=True)
     tasks = {"gender": (lambda r: int(r["gender"]), lambda p: p.gender_probs),
@@ -93,13 +95,9 @@ def save_error_grids(out: Path, rows: list[dict], preds: list, images: Path, thr
             wrong.sort(key=lambda w: -w[0])
             if not wrong:
                 continue
-            tile = 128
-            grid = Image.new("RGB", (tile * 6, (tile + 14) * ((min(len(wrong), per_class) + 5) // 6)), "white")
-            draw = ImageDraw.Draw(grid)
-            for i, (conf, r, guess) in enumerate(wrong[:per_class]):
-                x, y = tile * (i % 6), (tile + 14) * (i // 6)
-                grid.paste(Image.open(images / r["ImageID"]).convert("RGB").resize((tile, tile)), (x, y))
-                draw.text((x + 2, y + tile), f"{label}->{guess} {conf:.2f} a{r['age']}", fill="black")
+            tiles = [(Image.open(images / r["ImageID"]), f"{label}->{guess} {conf:.2f} a{r['age']}")
+                     for conf, r, guess in wrong[:per_class]]
+            grid = captioned_grid(tiles, columns=6, tile=128, caption=14)
             grid.save(out / f"{task}_{label.replace('+', 'plus').replace('<', 'under')}.png")
 
 

@@ -33,19 +33,15 @@ from maskage.scenes import SceneScore, format_report, photo_split, read_boxes  #
 
 def save_errors(out: Path, errors: list[tuple[float, np.ndarray, str, str]], per_class: int = 24) -> None:
     """Per true mask state, a PNG of its most confidently wrong faces (or missed ones: "missed"), captioned."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
+
+    from maskage.visualize import captioned_grid
 
     out.mkdir(parents=True, exist_ok=True)
     for label in sorted({e[2] for e in errors}):
         rows = sorted((e for e in errors if e[2] == label), key=lambda e: -e[0])[:per_class]
-        tile = 96
-        grid = Image.new("RGB", (tile * 8, (tile + 12) * ((len(rows) + 7) // 8)), "white")
-        draw = ImageDraw.Draw(grid)
-        for i, (conf, crop, truth, guess) in enumerate(rows):
-            x, y = tile * (i % 8), (tile + 12) * (i // 8)
-            grid.paste(Image.fromarray(crop).resize((tile, tile)), (x, y))
-            draw.text((x + 2, y + tile), f"->{guess} {conf:.2f}", fill="black")
-        grid.save(out / f"{label}.png")
+        tiles = [(Image.fromarray(crop), f"->{guess} {conf:.2f}") for conf, crop, _, guess in rows]
+        captioned_grid(tiles, columns=8, tile=96).save(out / f"{label}.png")
 
 
 def main() -> None:

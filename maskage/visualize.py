@@ -42,6 +42,18 @@ def annotate(image: ImageInput, preds) -> Image.Image:
     return img
 
 
+def captioned_grid(tiles: Sequence[tuple[Image.Image, str]], columns: int, tile: int, caption: int = 12) -> Image.Image:
+    """Pictures scaled to ``tile`` squares, ``columns`` a row, each with its caption below it (error grids)."""
+    rows = (len(tiles) + columns - 1) // columns
+    grid = Image.new("RGB", (tile * columns, (tile + caption) * rows), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (picture, text) in enumerate(tiles):
+        x, y = tile * (i % columns), (tile + caption) * (i // columns)
+        grid.paste(picture.convert("RGB").resize((tile, tile)), (x, y))
+        draw.text((x + 2, y + tile), text, fill="black")
+    return grid
+
+
 def contact_sheet(images: Sequence[Image.Image], columns: int = 2, tile: int = 384) -> Image.Image:
     """Images side by side, each scaled to fit a ``tile`` square."""
     rows = (len(images) + columns - 1) // columns

@@ -100,25 +100,33 @@ class Detection:
 
 
 class FaceDetector:
-    """Batched MTCNN. Photos of equal size go through the network together."""
+    """Batched MTCNN (photos of equal size go through the network together), or YuNet for scenes."""
 
     def __init__(self, settings: DetectorSettings = DetectorSettings(), device: str = "cpu") -> None:
-        from facenet_pytorch import MTCNN  # heavy import, only when detection is needed
+        self.settings, self.device = settings, device
+        self._mtcnn = None
 
-        self.settings = settings
-        # MTCNN's layers draw random initial weights before its bundled weights replace them; fork the RNG so
-        # that building a detector never changes what a seeded run does next (fresh crops vs cached crops).
-        with torch.random.fork_rng(devices=[]):
-            # post_process=False: maskage normalises crops itself, with each backbone's own mean/std
-            self.mtcnn = MTCNN(
-                min_face_size=settings.min_face_size,
-                thresholds=list(settings.thresholds),
-                factor=settings.factor,
-                post_process=False,
-                select_largest=True,
-                keep_all=False,
-                device=device,
-            )
+    @property
+    def mtcnn(self):
+        """facenet-pytorch's MTCNN, built on first use: its import costs about 2 s (torchvision), which detection
+        by the scene detector alone (every face, videos) does not need."""
+        if self._mtcnn is None:
+            from facenet_pytorch import MTCNN
+
+            # MTCNN's layers draw random initial weights before its bundled weights replace them; fork the RNG so
+            # that building a detector never changes what a seeded run does next (fresh crops vs cached crops).
+            with torch.random.fork_rng(devices=[]):
+                # post_process=False: maskage normalises crops itself, with each backbone's own mean/std
+                self._mtcnn = MTCNN(
+                    min_face_size=self.settings.min_face_size,
+                    thresholds=list(self.settings.thresholds),
+                    factor=self.settings.factor,
+                    post_process=False,
+                    select_largest=True,
+                    keep_all=False,
+                    device=self.device,
+                )
+        return self._mtcnn
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
         """The largest face of each RGB uint8 image, in input order (``box=None`` where none was found)."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from maskage.faces import DetectorSettings, FaceDetector, box_iou
 from maskage.images import load_image
+from maskage.mtcnn import facenet_mtcnn
 
 ROOT = Path(os.environ.get("MASKAGE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 FOLDERS = ["utkface", "maskedfacenet/correct", "maskedfacenet/incorrect", "rmfd/with_mask", "rmfd/without_mask"]
@@ -72,10 +73,12 @@ def main() -> None:
 def reference(det: FaceDetector, images: list) -> list:
     """facenet-pytorch's MTCNN.detect with the detector's settings and batching: (box, landmarks) or None."""
     out: list = [None] * len(images)
+    s = det.settings
+    ref = facenet_mtcnn(s.min_face_size, s.thresholds, s.factor)
     for chunk in det.batches(images):
-        det.mtcnn.min_face_size = det.min_face(*images[chunk[0]].shape[:2])
+        ref.min_face_size = det.min_face(*images[chunk[0]].shape[:2])
         try:
-            boxes, _, points = det.mtcnn.detect(np.stack([images[i] for i in chunk]), landmarks=True)
+            boxes, _, points = ref.detect(np.stack([images[i] for i in chunk]), landmarks=True)
         except (ValueError, RuntimeError):  # its empty pyramid for photos smaller than the smallest face
             continue
         for i, b, p in zip(chunk, boxes, points):

@@ -7,7 +7,7 @@ import numpy as np
 
 from .combine import check_voting, vote
 from .errors import UsageError
-from .models import ModelFileError
+from .spec import ModelFileError
 
 # what every member of an ensemble must share: its outputs mean the same thing
 _SHARED = ("task", "labels", "age_bin_edges", "age_threshold", "age_groups")

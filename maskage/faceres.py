@@ -251,7 +251,7 @@ class FaceResHeads(nn.Module):
 
         males, ages = [], []
         for start in range(0, len(crops), batch_size):
-            m, a = self(preprocess(crops[start : start + batch_size], input_size, MEAN, STD))
+            m, a = self(torch.from_numpy(preprocess(crops[start : start + batch_size], input_size, MEAN, STD)))
             males.append(m.numpy())
             ages.append(a.numpy())
         if not males:

@@ -1,7 +1,5 @@
-"""Face detection (MTCNN, batched) and face crops with a fallback and an on-disk cache.
-
-The only module that imports MTCNN.
-"""
+"""Face detection (MTCNN, batched, for one-face photos; YuNet for scenes) and face crops with a fallback and an
+on-disk cache. No PyTorch: MTCNN's networks run on ONNX Runtime (``maskage.mtcnn``)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,12 +11,13 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path, write_json_atomic
 from .errors import UsageError
+from . import mtcnn
 from .images import ImageError, load_image
+from .mtcnn import MtcnnNets
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
 SCENE_MODES = ("auto", "on", "off")
@@ -102,31 +101,16 @@ class Detection:
 class FaceDetector:
     """Batched MTCNN (photos of equal size go through the network together), or YuNet for scenes."""
 
-    def __init__(self, settings: DetectorSettings = DetectorSettings(), device: str = "cpu") -> None:
-        self.settings, self.device = settings, device
-        self._mtcnn = None
+    def __init__(self, settings: DetectorSettings = DetectorSettings()) -> None:
+        self.settings = settings
+        self._nets: MtcnnNets | None = None
 
     @property
-    def mtcnn(self):
-        """facenet-pytorch's MTCNN, built on first use: its import costs about 2 s (torchvision), which detection
-        by the scene detector alone (every face, videos) does not need."""
-        if self._mtcnn is None:
-            from facenet_pytorch import MTCNN
-
-            # MTCNN's layers draw random initial weights before its bundled weights replace them; fork the RNG so
-            # that building a detector never changes what a seeded run does next (fresh crops vs cached crops).
-            with torch.random.fork_rng(devices=[]):
-                # post_process=False: maskage normalises crops itself, with each backbone's own mean/std
-                self._mtcnn = MTCNN(
-                    min_face_size=self.settings.min_face_size,
-                    thresholds=list(self.settings.thresholds),
-                    factor=self.settings.factor,
-                    post_process=False,
-                    select_largest=True,
-                    keep_all=False,
-                    device=self.device,
-                )
-        return self._mtcnn
+    def nets(self) -> MtcnnNets:
+        """MTCNN's three networks on ONNX Runtime, loaded on first use (scene detection alone never needs them)."""
+        if self._nets is None:
+            self._nets = MtcnnNets()
+        return self._nets
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
         """The largest face of each RGB uint8 image, in input order (``box=None`` where none was found)."""
@@ -157,7 +141,7 @@ class FaceDetector:
 
     def _detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
         min_face = self.min_face(*images[0].shape[:2])  # a batch holds photos of one size
-        found = _mtcnn_detect(self.mtcnn, np.stack(images), min_face, self.settings.thresholds, self.settings.factor)
+        found = mtcnn.detect(self.nets, np.stack(images), min_face, self.settings.thresholds, self.settings.factor)
         out = []
         for boxes, points in found:
             order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
@@ -202,112 +186,6 @@ def box_iou(a: Box | None, b: Box | None) -> float:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def _area_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Close to area resampling to ``size`` (w, h), 3-4x quicker than OpenCV's direct non-integer area resize of a
-    large image: bilinear to k times the size (a reduction of less than (k+1)/k), then OpenCV's fast integer-factor
-    area reduction by k."""
-    w, h = size
-    k = min(img.shape[0] // h, img.shape[1] // w)
-    if k >= 2:
-        img = cv2.resize(img, (w * k, h * k), interpolation=cv2.INTER_LINEAR)
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-
-
-@torch.inference_mode()
-def _mtcnn_detect(mtcnn, images: np.ndarray, min_face: int, thresholds: Sequence[float],
-                  factor: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """MTCNN on N x H x W x 3 uint8 photos: per photo (K x 5 boxes with score, K x 5 x 2 landmarks).
-
-    facenet-pytorch's ``detect_face`` with the same networks, thresholds and box arithmetic, but faster on a CPU:
-    the scale pyramid and the candidate faces of the 2nd and 3rd stages are resized with OpenCV's area resampling
-    on the uint8 photo (``_area_resize``), where facenet-pytorch calls torch's area interpolation on float tensors
-    once per candidate (40% of its time). ``benchmarks/face_detection.py --compare`` measures speed and agreement.
-    """
-    # one function on purpose: its three stages sit in the order of facenet-pytorch's detect_face, which it must
-    # match box for box (tests/test_faces.py), so the two read side by side
-    from facenet_pytorch.models.utils.detect_face import bbreg, batched_nms_numpy, generateBoundingBox, pad, rerec
-    from torchvision.ops import batched_nms
-
-    n, h, w = images.shape[:3]
-    empty = [(np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)) for _ in range(n)]
-    scale, scales = 12.0 / min_face, []
-    while min(h, w) * scale >= 12:
-        scales.append(scale)
-        scale *= factor
-    if not scales:
-        return empty  # photos smaller than the smallest face searched for
-
-    def net_input(patches: list[np.ndarray]) -> torch.Tensor:
-        x = torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).float()
-        return (x - 127.5) * 0.0078125
-
-    # Stage 1: P-Net over the scale pyramid; levels of at most half the photo's size are made from one
-    # half-size copy (an exact 2x2 area reduction), which costs a quarter of resizing the photo each time
-    boxes, inds = [], []
-    half = None
-    for scale in scales:
-        size = (int(w * scale + 1), int(h * scale + 1))
-        if 2 * size[0] <= w and 2 * size[1] <= h:
-            if half is None:
-                half = [cv2.resize(im[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-                        for im in images]
-            level = [_area_resize(im, size) for im in half]
-        else:
-            level = [_area_resize(im, size) for im in images]
-        reg, probs = mtcnn.pnet(net_input(level))
-        b, i = generateBoundingBox(reg, probs[:, 1], scale, thresholds[0])
-        pick = batched_nms(b[:, :4], b[:, 4], i, 0.5)
-        boxes.append(b[pick])
-        inds.append(i[pick])
-    boxes, inds = torch.cat(boxes), torch.cat(inds)
-    pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
-    boxes, inds = boxes[pick], inds[pick]
-    if len(boxes) == 0:
-        return empty
-    regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
-                         boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh, boxes[:, 4]], 1)
-    boxes = rerec(boxes)
-
-    def cut(boxes: torch.Tensor, inds: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # the box clipped to the photo (facenet-pytorch's pad), resized to size x size; empty boxes are dropped
-        y, ey, x, ex = pad(boxes, w, h)
-        keep = np.flatnonzero((ey > y - 1) & (ex > x - 1))
-        patches = [_area_resize(images[inds[k]][y[k] - 1 : ey[k], x[k] - 1 : ex[k]], (size, size)) for k in keep]
-        keep = torch.from_numpy(keep)
-        return (net_input(patches) if patches else torch.zeros(0, 3, size, size)), keep
-
-    # Stage 2: R-Net on the candidates
-    x, keep = cut(boxes, inds, 24)
-    boxes, inds = boxes[keep], inds[keep]
-    reg, score = mtcnn.rnet(x)
-    keep = score[:, 1] > thresholds[1]
-    boxes = torch.cat([boxes[keep, :4], score[keep, 1:2]], 1)
-    inds, reg = inds[keep], reg[keep]
-    pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
-    boxes, inds, reg = boxes[pick], inds[pick], reg[pick]
-    if len(boxes) == 0:
-        return empty
-    boxes = rerec(bbreg(boxes, reg))
-
-    # Stage 3: O-Net gives the final boxes and the five landmarks
-    x, keep = cut(boxes, inds, 48)
-    boxes, inds = boxes[keep], inds[keep]
-    reg, marks, score = mtcnn.onet(x)
-    keep = score[:, 1] > thresholds[2]
-    boxes = torch.cat([boxes[keep, :4], score[keep, 1:2]], 1)
-    inds, reg, marks = inds[keep], reg[keep], marks[keep]
-    if len(boxes) == 0:
-        return empty
-    bw = (boxes[:, 2] - boxes[:, 0] + 1).unsqueeze(1)
-    bh = (boxes[:, 3] - boxes[:, 1] + 1).unsqueeze(1)
-    points = torch.stack([bw * marks[:, :5] + boxes[:, :1] - 1, bh * marks[:, 5:] + boxes[:, 1:2] - 1], 2)
-    boxes = bbreg(boxes, reg)
-    pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], inds, 0.7, "Min")
-    boxes, inds, points = boxes[pick].numpy(), inds[pick].numpy(), points[pick].numpy()
-    return [(boxes[inds == k], points[inds == k]) for k in range(n)]
 
 
 def crop_face(image: np.ndarray, box: Box | None, settings: CropSettings = CropSettings()) -> np.ndarray:
@@ -386,11 +264,9 @@ class CropCache:
         root: str | Path | None = None,
         crop: CropSettings = CropSettings(),
         detector: DetectorSettings = DetectorSettings(),
-        device: str = "cpu",
     ) -> None:
         self.crop = crop
         self.detector_settings = detector
-        self.device = device
         # batch size stays out of the key: boxes can shift slightly with a photo's batch-mates whatever the
         # batch size (near-tied MTCNN candidates), so keying on it would cost re-detection and buy no reproducibility
         found_by = {k: v for k, v in detector.to_dict().items() if k != "batch_size"}
@@ -398,7 +274,8 @@ class CropCache:
             found_by.pop("min_face_fraction")
         for k in ("scene", "scene_threshold", "scene_min_face"):  # training crops come from MTCNN (detect)
             found_by.pop(k)
-        # v2: maskage's own batched MTCNN (_mtcnn_detect), whose boxes differ slightly from facenet-pytorch's
+        # v2: maskage's own batched MTCNN (maskage.mtcnn), whose boxes differ slightly from facenet-pytorch's; its
+        # move from torch to ONNX Runtime kept the key (boxes equal to 1e-4 px on 79 of 80 real photos, IoU 0.93 on one)
         key = json.dumps({"crop": crop.to_dict(), "detector": found_by, "v": 2}, sort_keys=True)
         self.dir = Path(root or default_cache_dir()) / "crops" / hashlib.sha1(key.encode()).hexdigest()[:16]
         self._detector: FaceDetector | None = None
@@ -407,7 +284,7 @@ class CropCache:
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            self._detector = FaceDetector(self.detector_settings, self.device)
+            self._detector = FaceDetector(self.detector_settings)
         return self._detector
 
     def _entry(self, digest: str) -> Path:

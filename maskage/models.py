@@ -1,67 +1,25 @@
-"""A task model: a timm backbone with a classifier head, plus the data config it was trained with."""
+"""A task model: a timm backbone with a classifier head, plus the data config it was trained with (its ``ModelSpec``,
+read and checked without PyTorch in ``maskage.spec``)."""
 from __future__ import annotations
 
 import importlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from .atomic import file_sha256, torch_save_atomic, write_json_atomic
-from .errors import MaskageError, UsageError
+from .errors import UsageError
 from .faces import CropSettings, DetectorSettings
-from .labels import GENDER_LABELS, MASK_LABELS, AgeBins
+from .labels import AgeBins
+from .spec import (CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME, ModelFileError, ModelSpec, checked_weights,
+                   head_softmax, read_model_json, read_spec, task_labels)
 from .tasks import task_kind
 from .transforms import preprocess
 
-FORMAT = "maskage-task-model"
-FORMAT_VERSION = 1
-CONFIG_NAME = "model.json"
-FOLDS_NAME = "folds.json"  # in a k-fold run directory: its fold models
-WEIGHTS_NAME = "weights.pt"
 PRETRAINED_BACKBONE = "tf_efficientnet_lite0"
-
-
-class ModelFileError(MaskageError, ValueError):
-    """A saved model that is missing, malformed, or not what the caller asked for."""
-
-
-@dataclass
-class ModelSpec:
-    """Everything needed to rebuild a task model and feed it the right pixels; stored in model.json."""
-
-    task: str
-    backbone: str
-    labels: list[str]
-    input_size: int = 224
-    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    crop: dict[str, Any] = field(default_factory=lambda: CropSettings().to_dict())
-    detector: dict[str, Any] = field(default_factory=lambda: DetectorSettings().to_dict())
-    age_bin_edges: list[int] | None = None  # age task only
-    age_threshold: int | None = None  # age task only
-    age_groups: list[int] | None = None  # age task only: group of each bin
-
-    @property
-    def crop_settings(self) -> CropSettings:
-        return CropSettings(**self.crop)
-
-    @property
-    def heads(self) -> tuple[int, ...] | None:
-        """Output sizes of the multi-head model's heads (mask, gender, age bins), each softmaxed on its own;
-        None for one-head models."""
-        if self.task != "multihead":
-            return None
-        return (len(MASK_LABELS), len(GENDER_LABELS), len(self.age_bin_edges or ()))
-
-
-def task_labels(task: str, bins: AgeBins | None = None) -> list[str]:
-    """Output labels of a task model."""
-    return task_kind(task).labels(bins or AgeBins())
 
 
 def make_spec(
@@ -122,13 +80,6 @@ def pretrained_state_dict(backbone: str = PRETRAINED_BACKBONE) -> dict[str, torc
             raise ModelFileError(f"{package} tensor {sk} {tuple(sv.shape)} does not fit timm's {rk} {tuple(rv.shape)}")
         out[rk] = sv
     return out
-
-
-def head_softmax(logits: torch.Tensor, heads: tuple[int, ...] | None = None) -> torch.Tensor:
-    """Softmax over the outputs, or over each head's own outputs (``heads``: their sizes, in order)."""
-    if heads is None:
-        return torch.softmax(logits, dim=1)
-    return torch.cat([torch.softmax(part, dim=1) for part in torch.split(logits, list(heads), dim=1)], dim=1)
 
 
 def _timm():
@@ -193,8 +144,8 @@ class TaskModel(nn.Module):
             for p in module.parameters():
                 p.requires_grad_(False)
 
-    def preprocess(self, crops: np.ndarray) -> torch.Tensor:
-        """uint8 crops -> the input tensor this model expects."""
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops -> the input array this model expects."""
         return preprocess(crops, self.spec.input_size, self.spec.mean, self.spec.std)
 
     def predict_proba(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -202,16 +153,17 @@ class TaskModel(nn.Module):
         return self.predict_inputs(self.preprocess(crops), batch_size)
 
     @torch.inference_mode()
-    def predict_inputs(self, inputs: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    def predict_inputs(self, inputs: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
         """Class probabilities for inputs already made by ``preprocess`` (N x 3 x S x S, normalised)."""
         self.eval()
+        inputs = torch.as_tensor(inputs)
         device = next(self.parameters()).device
         out = []
         for start in range(0, len(inputs), batch_size):
             x = inputs[start : start + batch_size].to(device)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
-            out.append(head_softmax(self(x).float(), self.spec.heads).cpu().numpy())
+            out.append(head_softmax(self(x).float().cpu().numpy(), self.spec.heads))
         if not out:
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
         return np.concatenate(out)
@@ -255,64 +207,3 @@ class TaskModel(nn.Module):
         except RuntimeError as exc:
             raise ModelFileError(f"{weights}: weights do not fit backbone {spec.backbone!r}: {exc}") from None
         return model.eval()
-
-
-def read_spec(directory: str | Path, task: str | None = None, meta: dict[str, Any] | None = None) -> ModelSpec:
-    """A saved model's ``ModelSpec`` from its model.json, checked (task, labels) without building the network."""
-    d = Path(directory)
-    meta = meta if meta is not None else read_model_json(d)
-    if task is not None and meta["task"] != task:
-        raise ModelFileError(f"{d}: expected a {task} model, found a {meta['task']} model")
-    spec = ModelSpec(**{k: meta[k] for k in ModelSpec.__dataclass_fields__ if k in meta})
-    expected = task_labels(spec.task, AgeBins(spec.age_bin_edges, spec.age_threshold) if spec.age_bin_edges else None)
-    if list(spec.labels) != expected:
-        raise ModelFileError(f"{d}: {spec.task} model labels {spec.labels} differ from maskage's {expected}")
-    return spec
-
-
-def checked_weights(directory: Path, meta: dict[str, Any]) -> Path:
-    """A saved model's weights file, refused when missing or changed since saving (the sha256 in its model.json)."""
-    weights = directory / meta.get("weights", WEIGHTS_NAME)
-    if not weights.is_file():
-        raise ModelFileError(f"{directory}: weights file {weights.name} not found")
-    if meta.get("sha256") and file_sha256(weights) != meta["sha256"]:
-        raise ModelFileError(f"{weights}: contents changed since the model was saved (sha256 mismatch)")
-    return weights
-
-
-def fold_dirs(directory: str | Path) -> list[Path] | None:
-    """The fold models of a k-fold run directory (``maskage train ... folds=K``), or None when it is not one."""
-    d = Path(directory)
-    path = d / FOLDS_NAME
-    if not path.is_file():
-        return None
-    try:
-        names = json.loads(path.read_text())["folds"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ModelFileError(f"{path}: not a k-fold run listing ({exc})") from None
-    return [d / str(name) for name in names]
-
-
-def read_format_json(path: Path, fmt: str, kind: str, missing: str) -> dict[str, Any]:
-    """A maskage JSON file that says its ``format``: ``ModelFileError`` when it is missing (``missing`` says what
-    the folder should be), not JSON, or of another format (``kind`` names the expected one)."""
-    if not path.is_file():
-        raise ModelFileError(f"{path.parent}: no {path.name}; {missing}")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: not valid JSON ({exc})") from None
-    if meta.get("format") != fmt:
-        raise ModelFileError(f"{path}: not a maskage {kind} (format {meta.get('format')!r})")
-    return meta
-
-
-def read_model_json(d: Path) -> dict[str, Any]:
-    path = d / CONFIG_NAME
-    meta = read_format_json(path, FORMAT, "task model", "is this a maskage model or run directory?")
-    if meta.get("version", 0) > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: format version {meta['version']} is newer than this maskage reads")
-    for key in ("task", "backbone", "labels", "input_size", "mean", "std", "crop"):
-        if key not in meta:
-            raise ModelFileError(f"{path}: missing key {key!r}")
-    return meta

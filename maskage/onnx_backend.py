@@ -2,23 +2,29 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .atomic import atomic_path
 from .errors import UsageError
-from .models import ModelFileError, TaskModel, checked_weights, head_softmax, read_model_json, read_spec
+from .spec import ModelFileError, checked_weights, head_softmax, read_model_json, read_spec
 from .transforms import preprocess
+
+if TYPE_CHECKING:
+    from .models import TaskModel
 
 ONNX_NAME = "model.onnx"  # beside model.json in each task folder; pipeline.json lists its hash
 OPSET = 17
 
 
-def export_onnx(model: TaskModel, path: str | Path) -> Path:
+def export_onnx(model: "TaskModel", path: str | Path) -> Path:
     """Write the model's network (normalised N x 3 x S x S input -> logits, any batch size) as ONNX."""
+    import torch
+
     path = Path(path)
     net = model.net.eval()
     size = model.spec.input_size
@@ -35,7 +41,7 @@ def export_onnx(model: TaskModel, path: str | Path) -> Path:
 class OnnxTaskModel:
     """A task model run by ONNX Runtime: the same ``spec``, ``task`` and ``predict_proba`` as ``TaskModel``."""
 
-    def __init__(self, spec, onnx_path: str | Path, threads: int | None = None, source: TaskModel | None = None,
+    def __init__(self, spec, onnx_path: str | Path, threads: int | None = None, source: "TaskModel | None" = None,
                  source_dir: str | Path | None = None) -> None:
         """``source``: the PyTorch model it was exported from, or ``source_dir``, the saved model to load it from
         when asked for (``source``): either lets a pipeline run on ONNX Runtime be saved or exported again."""
@@ -44,7 +50,7 @@ class OnnxTaskModel:
         self.spec = spec
         self._source, self._source_dir = source, source_dir
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or max(1, torch.get_num_threads())
+        opts.intra_op_num_threads = threads or _default_threads()
         opts.inter_op_num_threads = 1
         # ONNX Runtime's workers spin-wait after each run by default, which takes the cores from the MTCNN step
         # that runs next: end to end 67 -> 92 photos/s on 2 cores without it (benchmarks/speed.py)
@@ -57,9 +63,11 @@ class OnnxTaskModel:
         return self.spec.task
 
     @property
-    def source(self) -> TaskModel | None:
+    def source(self) -> "TaskModel | None":
         """The PyTorch model behind it, loaded on first use (None when it has none)."""
         if self._source is None and self._source_dir is not None:
+            from .models import TaskModel
+
             self._source = TaskModel.load(self._source_dir, self.spec.task)
         return self._source
 
@@ -82,16 +90,23 @@ class OnnxTaskModel:
         """Softmax probabilities for N x S x S x 3 uint8 crops, batched."""
         return self.predict_inputs(preprocess(crops, self.spec.input_size, self.spec.mean, self.spec.std), batch_size)
 
-    def predict_inputs(self, inputs: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    def predict_inputs(self, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Softmax probabilities for inputs made by ``preprocess`` (N x 3 x S x S, normalised)."""
         out = []
-        x_all = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs, dtype=np.float32)
+        x_all = np.asarray(inputs, dtype=np.float32)
         for start in range(0, len(x_all), batch_size):
             logits = self.session.run(None, {"input": np.ascontiguousarray(x_all[start : start + batch_size])})[0]
-            out.append(head_softmax(torch.from_numpy(logits).float(), self.spec.heads).numpy())
+            out.append(head_softmax(logits.astype(np.float32), self.spec.heads))
         if not out:
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
         return np.concatenate(out)
+
+
+def _default_threads() -> int:
+    """torch's thread count when torch is loaded (it may have been set), else 0: ONNX Runtime's default, one thread
+    per physical core, as torch's default."""
+    torch = sys.modules.get("torch")
+    return max(1, torch.get_num_threads()) if torch is not None else 0
 
 
 def cached_onnx_path(key: str, cache_dir: str | Path | None = None) -> Path:
@@ -101,7 +116,7 @@ def cached_onnx_path(key: str, cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / "onnx" / f"{key}-opset{OPSET}.onnx"
 
 
-def cached_onnx(model: TaskModel, key: str, cache_dir: str | Path | None = None) -> OnnxTaskModel:
+def cached_onnx(model: "TaskModel", key: str, cache_dir: str | Path | None = None) -> OnnxTaskModel:
     """``model`` run by ONNX Runtime from an export kept in the maskage cache (``$MASKAGE_CACHE/onnx``), made on
     first use. ``key`` names the model's files (e.g. their hashes) so that changed weights get a new export."""
     path = cached_onnx_path(key, cache_dir)

@@ -15,8 +15,9 @@ from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .joint import SharedModel
 from .labels import GENDER_LABELS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, class_grid, decode, encode
-from .models import ModelFileError, TaskModel, fold_dirs
-from .pipeline_files import PRETRAINED_DIR, _base, _slot_model, export_pipeline_onnx, load_pipeline, save_pipeline
+from .spec import ModelFileError, fold_dirs
+from .pipeline_files import (PRETRAINED_DIR, _base, _slot_model, export_pipeline_onnx, is_torch_model, load_pipeline,
+                             load_torch_model, save_pipeline)
 from .tasks import TaskPredictor
 from .transforms import TTA_TRANSFORMS, check_tta, preprocess
 
@@ -127,7 +128,7 @@ class Pipeline:
     @property
     def backend(self) -> str:
         """``torch`` or ``onnx``: what runs the three models."""
-        return "torch" if all(isinstance(_base(m), TaskModel) for t in self.models.values() for m in members(t)) else "onnx"
+        return "torch" if all(is_torch_model(_base(m)) for t in self.models.values() for m in members(t)) else "onnx"
 
     @property
     def detector(self) -> FaceDetector:
@@ -151,7 +152,7 @@ class Pipeline:
             runs = []
             for run in [dirs] if isinstance(dirs, (str, Path)) else list(dirs):
                 runs.extend(fold_dirs(run) or [run])  # a k-fold run gives its fold models
-            loaded = [_slot_model(d, TaskModel.load(d), task, shared) for d in runs]
+            loaded = [_slot_model(d, load_torch_model(d), task, shared) for d in runs]
             if len(loaded) == 1 and task not in weights and task not in voting:
                 models.append(loaded[0])
             else:
@@ -289,7 +290,7 @@ class Pipeline:
         for m, x in zip(ms, inputs):
             p = m.predict_inputs(x)
             for name in self.tta.get(task, ()):
-                p = p + m.predict_inputs(TTA_TRANSFORMS[name](x).contiguous())
+                p = p + m.predict_inputs(TTA_TRANSFORMS[name](x))
             probs.append(p / (1 + len(self.tta.get(task, ()))))
         return model.combine(probs) if isinstance(model, TaskEnsemble) else probs[0]
 

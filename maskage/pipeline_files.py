@@ -4,9 +4,10 @@ this module never imports pipeline.py."""
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -17,8 +18,11 @@ from .faces import DetectorSettings
 from .images import ImageError, ImageInput, load_image
 from .joint import SharedModel, TaskView
 from .labels import JOINT_TASKS, PIPELINE_TASKS as TASKS
-from .models import CONFIG_NAME, ModelFileError, TaskModel, read_format_json
+from .spec import CONFIG_NAME, ModelFileError, read_format_json
 from .onnx_backend import ONNX_NAME
+
+if TYPE_CHECKING:
+    from .models import TaskModel
 
 PIPELINE_FORMAT = "maskage-pipeline"
 # the trained pipeline shipped inside the package (see its MODEL_CARD.md)
@@ -52,7 +56,7 @@ def load_pipeline(cls: type, directory: str | Path | None = None, backend: str =
             loaded[rel] = OnnxTaskModel.load(sub)
         else:
             # an export already in the cache needs no PyTorch model (nor timm, 2 s of start-up) to run
-            loaded[rel] = (_cached_export(sub, entry) if use_onnx else None) or TaskModel.load(sub)
+            loaded[rel] = (_cached_export(sub, entry) if use_onnx else None) or load_torch_model(sub)
     if use_onnx and not exported:
         loaded = _cached_onnx_models(loaded, by_dir)
     models = {}
@@ -136,14 +140,14 @@ def _calibration_inputs(pipe: Any, images: Sequence[ImageInput]) -> dict[str, li
     if not arrays:
         raise UsageError("int8 export needs calibration photos")
     inputs = pipe.model_inputs(arrays, pipe.detector.detect(arrays))
-    return {task: [x.numpy() for x in xs] for task, xs in inputs.items()}
+    return {task: list(xs) for task, xs in inputs.items()}
 
 
-def _torch_model(task: str, model: Any) -> TaskModel:
+def _torch_model(task: str, model: Any) -> "TaskModel":
     """The PyTorch model behind a slot (an ONNX model exported on load keeps its source)."""
     model = _base(model)
     model = getattr(model, "source", None) or model
-    if not isinstance(model, TaskModel):
+    if not is_torch_model(model):
         raise ModelFileError(f"the {task} model runs on ONNX Runtime from exported files; load the pipeline with "
                              "backend='torch' to save or export it")
     return model
@@ -162,7 +166,7 @@ def _onnx_key(task: str, digests: dict[str, str]) -> str:
 def _cached_export(directory: Path, entry: dict) -> Any:
     """The saved model in ``directory`` run by ONNX Runtime from its cached export, if the cache has it (its files'
     hashes were checked against pipeline.json); None otherwise, or if ONNX Runtime fails on it."""
-    from .models import read_spec
+    from .spec import read_spec
     from .onnx_backend import OnnxTaskModel, cached_onnx_path
 
     spec = read_spec(directory)
@@ -185,11 +189,25 @@ def _cached_onnx_models(models: dict[str, Any], entries: dict[str, dict]) -> dic
         out: dict[str, Any] = {}
         for rel, model in models.items():
             out[rel] = cached_onnx(model, _onnx_key(model.task, entries[rel]["sha256"])) \
-                if isinstance(model, TaskModel) else model
+                if is_torch_model(model) else model
         return out
     except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: keep working on PyTorch
         warnings.warn(f"ONNX export failed ({type(exc).__name__}: {exc}); running the models with PyTorch")
         return models
+
+
+def load_torch_model(directory: str | Path, task: str | None = None) -> "TaskModel":
+    """A saved model on PyTorch (``TaskModel.load``); torch and timm are imported here, only when one is needed."""
+    from .models import TaskModel
+
+    return TaskModel.load(directory, task)
+
+
+def is_torch_model(model: Any) -> bool:
+    """Whether ``model`` is a PyTorch ``TaskModel``, without importing torch to find out (none can exist before
+    maskage.models is imported)."""
+    models = sys.modules.get(f"{__package__}.models")
+    return models is not None and isinstance(model, models.TaskModel)
 
 
 def _has_onnxruntime() -> bool:

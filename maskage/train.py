@@ -40,7 +40,8 @@ from .errors import UsageError
 from .faces import CachedCrops, CropCache, CropSettings, DetectorSettings
 from .labels import AgeBins, unpack_heads
 from .losses import MultiHeadLoss, balanced_weights, build_loss
-from .models import FOLDS_NAME, TaskModel, make_spec
+from .models import TaskModel, make_spec
+from .spec import FOLDS_NAME
 
 
 @dataclass

@@ -2,33 +2,53 @@
 training, evaluation and prediction) and the test-time transforms averaged with it (``TTA_TRANSFORMS``)."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .errors import UsageError
 from .labels import PIPELINE_TASKS as TASKS
 
 # test-time augmentation: a task's probabilities are the mean over the crop and these transforms of it
-TTA_TRANSFORMS = {"hflip": lambda x: x.flip(-1)}  # on the normalised N x 3 x H x W input
+TTA_TRANSFORMS = {"hflip": lambda x: np.ascontiguousarray(x[..., ::-1])}  # on the normalised N x 3 x H x W input
 
 
-def preprocess(crops: np.ndarray | torch.Tensor, input_size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """N x S x S x 3 uint8 crops -> N x 3 x input_size x input_size normalised float tensor.
+def preprocess(crops: np.ndarray, input_size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """N x S x S x 3 uint8 crops (or one S x S x 3 crop) -> N x 3 x input_size x input_size normalised float32.
 
-    Used by evaluation and by ``Pipeline``, so both see the same pixels.
+    Used by training, evaluation and ``Pipeline``, so all see the same pixels. numpy only (no torch), so that
+    prediction on ONNX Runtime never imports PyTorch; a crop of another size is resized as torch's bilinear
+    interpolation with antialiasing does it (``resize_weights``; tests hold the two equal).
     """
-    x = torch.as_tensor(crops)
+    x = np.asarray(crops)
     if x.ndim == 3:
-        x = x.unsqueeze(0)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-1] != input_size or x.shape[-2] != input_size:
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False)
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous()
+        x = x[None]
+    x = x.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    h, w = x.shape[-2:]
+    if (h, w) != (input_size, input_size):
+        x = resize_weights(h, input_size) @ x @ resize_weights(w, input_size).T
+    m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((x - m) / s, dtype=np.float32)
+
+
+@lru_cache(maxsize=32)
+def resize_weights(in_size: int, out_size: int) -> np.ndarray:
+    """out_size x in_size matrix of 1-D bilinear resampling with antialiasing (a triangle filter widened by the
+    reduction factor; PIL's and torch's ``interpolate(..., antialias=True, align_corners=False)``)."""
+    scale = in_size / out_size
+    support = max(scale, 1.0)  # the triangle's half-width in input pixels
+    inv = 1.0 / support
+    out = np.zeros((out_size, in_size), dtype=np.float64)
+    for i in range(out_size):
+        centre = scale * (i + 0.5)
+        lo = max(int(centre - support + 0.5), 0)
+        hi = min(int(centre + support + 0.5), in_size)
+        taps = np.clip(1.0 - np.abs((np.arange(lo, hi) - centre + 0.5) * inv), 0.0, None)
+        if taps.sum() > 0:
+            out[i, lo:hi] = taps / taps.sum()
+    return out.astype(np.float32)
 
 
 def parse_tta(items: Sequence[str]) -> dict[str, list[str]]:

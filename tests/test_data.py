@@ -113,8 +113,22 @@ def test_dataset_errors_name_the_row(toy_root, tmp_path):
 def test_preprocess_normalises_with_given_mean_std():
     crops = np.full((2, 20, 20, 3), 255, dtype=np.uint8)
     x = preprocess(crops, 16, (0.5, 0.5, 0.5), (0.5, 0.25, 0.5))
-    assert x.shape == (2, 3, 16, 16)
-    assert torch.allclose(x[:, 0], torch.tensor(1.0)) and torch.allclose(x[:, 1], torch.tensor(2.0))
+    assert x.shape == (2, 3, 16, 16) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:, 0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(x[:, 1], 2.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("size,out", [(160, 128), (100, 160), (37, 16), (40, 40)])
+def test_preprocess_resizes_as_torchs_antialiased_bilinear(size, out):
+    import torch.nn.functional as F
+
+    crops = np.random.default_rng(size).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    x = torch.as_tensor(crops).permute(0, 3, 1, 2).float() / 255.0
+    if size != out:
+        x = F.interpolate(x, size=(out, out), mode="bilinear", antialias=True, align_corners=False)
+    ref = ((x - 0.5) / 0.25).numpy()
+    np.testing.assert_allclose(preprocess(crops, out, (0.5,) * 3, (0.25,) * 3), ref, atol=1e-4)
+    assert preprocess(crops[0], out, (0.5,) * 3, (0.25,) * 3).shape == (1, 3, out, out)  # one crop: a batch of one
 
 
 def test_augment_is_deterministic_for_a_seed():

@@ -150,27 +150,6 @@ def test_stack_is_a_memory_map_built_once(tmp_path, toy_root):
     assert other.crops.shape[0] == 5 and again.detections_run == 0
 
 
-def test_batched_mtcnn_agrees_with_facenet_pytorch_on_a_real_face():
-    from maskage.demo import sample_photo
-    from maskage.images import load_image
-
-    img = load_image(sample_photo())  # one face of about 110 px
-    photos = [img, img[:, ::-1].copy(), np.asarray(Image.fromarray(img).rotate(8)), np.full_like(img, 128)]
-    det = FaceDetector(DetectorSettings())
-    ours = det.detect_all(photos)
-    boxes, probs, points = det.mtcnn.detect(np.stack(photos), landmarks=True)  # facenet-pytorch's own
-    assert ours[3] == [] and boxes[3] is None  # the grey photo: no face by either
-    for mine, b, p, pts in zip(ours[:3], boxes, probs, points):
-        assert len(mine) == len(b) >= 1
-        face = mine[0]
-        assert box_iou(face.box, tuple(b[0])) > 0.9
-        assert np.abs(np.asarray(face.landmarks) - pts[0]).max() < 0.05 * (face.box[2] - face.box[0])
-        assert face.prob == pytest.approx(p[0], abs=0.02)
-    # the mirrored photo's face is the mirror of the first
-    w = img.shape[1]
-    assert ours[1][0].box[0] == pytest.approx(w - ours[0][0].box[2], abs=6)
-
-
 def test_box_iou():
     assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)

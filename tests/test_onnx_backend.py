@@ -61,7 +61,7 @@ def test_int8_quantisation_quantises_the_convolutions_and_stays_close(tmp_path):
     model.save(tmp_path / "age")
     export_onnx(model, tmp_path / "age" / "fp32.onnx")
     crops = np.random.default_rng(2).integers(0, 255, (24, 40, 40, 3), dtype=np.uint8)
-    x = preprocess(crops, 32, model.spec.mean, model.spec.std).numpy()
+    x = preprocess(crops, 32, model.spec.mean, model.spec.std)
     quantize_int8(tmp_path / "age" / "fp32.onnx", tmp_path / "age" / "model.onnx", x, batch_size=8)
     assert "QuantizeLinear" not in _op_types(tmp_path / "age" / "fp32.onnx")
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= _op_types(tmp_path / "age" / "model.onnx")
@@ -162,6 +162,10 @@ def test_cached_exports_load_without_building_the_networks(tmp_path, toy_root, m
     # the PyTorch models are loaded when needed: such a pipeline still saves, with the same predictions
     saved = Pipeline.from_pretrained(again.save(tmp_path / "again"), backend="torch")
     assert [p.class_id for p in saved.predict(photos)] == [p.class_id for p in expected]
-    # and a fresh process loading it never imports timm (about 2 s of start-up)
-    code = f"import sys; from maskage.pipeline import Pipeline; Pipeline.from_pretrained({str(d)!r}); print('timm' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    # and a fresh process that loads it and predicts never imports torch, timm or facenet-pytorch (seconds of
+    # start-up), with the same answers
+    code = (f"import sys; from maskage.pipeline import Pipeline; p = Pipeline.from_pretrained({str(d)!r}); "
+            f"print(*[q.class_id for q in p.predict({photos!r})], *(m in sys.modules for m in "
+            "('torch', 'timm', 'facenet_pytorch', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(p.class_id) for p in expected] + ["False"] * 4

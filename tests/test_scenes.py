@@ -145,13 +145,13 @@ def test_scene_detector_finds_most_faces_of_40_px_in_real_scenes():
     assert r["found_40px_share"] >= 0.85 and r["unmatched_share"] <= 0.10, r
 
 
-def test_scene_detection_alone_never_builds_mtcnn():
+def test_scene_detection_alone_never_builds_mtcnn_and_neither_detector_imports_torch():
     import subprocess
     import sys
 
     code = ("import sys, numpy as np; from maskage.faces import FaceDetector; "
             "d = FaceDetector(); d.detect_all([np.zeros((64, 64, 3), np.uint8)], scene=True); "
-            "print('facenet_pytorch' in sys.modules); d.detect([np.zeros((64, 64, 3), np.uint8)]); "
-            "print('facenet_pytorch' in sys.modules)")
+            "print(d._nets is None, 'torch' in sys.modules); d.detect([np.zeros((64, 64, 3), np.uint8)]); "
+            "print(d._nets is None, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "True"]  # MTCNN (and its 2 s import) only once the largest face is asked for
+    assert out == ["True", "False", "False", "False"]  # MTCNN's networks only once the largest face is asked for

@@ -18,7 +18,7 @@ from .faces import DetectorSettings
 from .images import ImageError, ImageInput, load_image
 from .joint import SharedModel, TaskView
 from .labels import JOINT_TASKS, PIPELINE_TASKS as TASKS
-from .spec import CONFIG_NAME, ModelFileError, read_format_json
+from .spec import CONFIG_NAME, ModelFileError, read_format_json, read_spec
 from .onnx_backend import ONNX_NAME
 
 if TYPE_CHECKING:
@@ -166,7 +166,6 @@ def _onnx_key(task: str, digests: dict[str, str]) -> str:
 def _cached_export(directory: Path, entry: dict) -> Any:
     """The saved model in ``directory`` run by ONNX Runtime from its cached export, if the cache has it (its files'
     hashes were checked against pipeline.json); None otherwise, or if ONNX Runtime fails on it."""
-    from .spec import read_spec
     from .onnx_backend import OnnxTaskModel, cached_onnx_path
 
     spec = read_spec(directory)

@@ -129,6 +129,8 @@ def test_preprocess_resizes_as_torchs_antialiased_bilinear(size, out):
     ref = ((x - 0.5) / 0.25).numpy()
     np.testing.assert_allclose(preprocess(crops, out, (0.5,) * 3, (0.25,) * 3), ref, atol=1e-4)
     assert preprocess(crops[0], out, (0.5,) * 3, (0.25,) * 3).shape == (1, 3, out, out)  # one crop: a batch of one
+    # crops of another dtype take the arithmetic path, with the same result
+    np.testing.assert_allclose(preprocess(crops.astype(np.float32), out, (0.5,) * 3, (0.25,) * 3), ref, atol=1e-4)
 
 
 def test_augment_is_deterministic_for_a_seed():

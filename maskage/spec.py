@@ -22,6 +22,7 @@ CONFIG_NAME = "model.json"
 FOLDS_NAME = "folds.json"  # in a k-fold run directory: its fold models
 WEIGHTS_NAME = "weights.pt"
 
+
 class ModelFileError(MaskageError, ValueError):
     """A saved model that is missing, malformed, or not what the caller asked for."""
 

@@ -14,6 +14,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from .onnx_files import cpu_session, export_module
+
 NETS_DIR = Path(__file__).parent / "pretrained" / "mtcnn"
 NET_NAMES = ("pnet", "rnet", "onet")
 # each network's outputs, in facenet-pytorch's order: box regression, (O-Net: 5 landmarks,) face probability
@@ -24,14 +26,7 @@ class MtcnnNets:
     """The three networks on ONNX Runtime, loaded from ``directory`` (the shipped ``pretrained/mtcnn``)."""
 
     def __init__(self, directory: str | Path = NETS_DIR) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.inter_op_num_threads = 1
-        # spin-waiting workers would hold the cores the task models need next (see onnx_backend.OnnxTaskModel)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sessions = {name: ort.InferenceSession(str(Path(directory) / f"{name}.onnx"), opts,
-                                                    providers=["CPUExecutionProvider"]) for name in NET_NAMES}
+        self.sessions = {name: cpu_session(Path(directory) / f"{name}.onnx") for name in NET_NAMES}
 
     def run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
         """One network's outputs (``OUTPUTS[name]``) for N x 3 x H x W inputs scaled to -1..1."""
@@ -41,24 +36,16 @@ class MtcnnNets:
 def export_nets(directory: str | Path) -> Path:
     """Write facenet-pytorch's P-Net, R-Net and O-Net (its bundled weights) as ONNX into ``directory``: how
     ``pretrained/mtcnn`` was made (needs torch and facenet-pytorch)."""
-    import warnings
-
     import torch
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
-
-    from .atomic import atomic_path
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     for name, cls, size in (("pnet", PNet, 24), ("rnet", RNet, 24), ("onet", ONet, 48)):
-        net = cls(pretrained=True).eval()
+        # P-Net slides over a photo of any size; R-Net and O-Net take fixed-size candidates
         axes = {0: "batch", 2: "height", 3: "width"} if name == "pnet" else {0: "batch"}
-        out_axes = axes if name == "pnet" else {0: "batch"}
-        dynamic = {"input": axes, **{o: out_axes for o in OUTPUTS[name]}}
-        with atomic_path(d / f"{name}.onnx") as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(net, torch.zeros(2, 3, size, size), str(tmp), input_names=["input"],
-                              output_names=list(OUTPUTS[name]), dynamic_axes=dynamic, opset_version=17, dynamo=False)
+        export_module(cls(pretrained=True).eval(), torch.zeros(2, 3, size, size), d / f"{name}.onnx", OUTPUTS[name],
+                      {n: axes for n in ("input", *OUTPUTS[name])})
     return d
 
 

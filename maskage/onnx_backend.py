@@ -11,6 +11,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import UsageError
+from .onnx_files import OPSET, cpu_session, export_module
 from .spec import ModelFileError, checked_weights, head_softmax, read_model_json, read_spec
 from .transforms import preprocess
 
@@ -18,24 +19,15 @@ if TYPE_CHECKING:
     from .models import TaskModel
 
 ONNX_NAME = "model.onnx"  # beside model.json in each task folder; pipeline.json lists its hash
-OPSET = 17
 
 
 def export_onnx(model: "TaskModel", path: str | Path) -> Path:
     """Write the model's network (normalised N x 3 x S x S input -> logits, any batch size) as ONNX."""
     import torch
 
-    path = Path(path)
-    net = model.net.eval()
     size = model.spec.input_size
-    dummy = torch.zeros(2, 3, size, size)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            net, dummy, str(tmp), input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
-        )
-    return path
+    return export_module(model.net.eval(), torch.zeros(2, 3, size, size), path, ["logits"],
+                         {"input": {0: "batch"}, "logits": {0: "batch"}})
 
 
 class OnnxTaskModel:
@@ -45,18 +37,9 @@ class OnnxTaskModel:
                  source_dir: str | Path | None = None) -> None:
         """``source``: the PyTorch model it was exported from, or ``source_dir``, the saved model to load it from
         when asked for (``source``): either lets a pipeline run on ONNX Runtime be saved or exported again."""
-        import onnxruntime as ort
-
         self.spec = spec
         self._source, self._source_dir = source, source_dir
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or _default_threads()
-        opts.inter_op_num_threads = 1
-        # ONNX Runtime's workers spin-wait after each run by default, which takes the cores from the MTCNN step
-        # that runs next: end to end 67 -> 92 photos/s on 2 cores without it (benchmarks/speed.py)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(onnx_path, threads or _default_threads())
 
     @property
     def task(self) -> str:

@@ -18,7 +18,7 @@ from .faces import DetectorSettings
 from .images import ImageError, ImageInput, load_image
 from .joint import SharedModel, TaskView
 from .labels import JOINT_TASKS, PIPELINE_TASKS as TASKS
-from .spec import CONFIG_NAME, ModelFileError, read_format_json, read_spec
+from .spec import CONFIG_NAME, WEIGHTS_NAME, ModelFileError, read_format_json, read_spec
 from .onnx_backend import ONNX_NAME
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def save_pipeline(pipe: Any, directory: str | Path, dtype: str = "float32") -> P
                 else:
                     rel = f"{task}/{i}" if isinstance(model, TaskEnsemble) else task
                 sub = torch_model.save(d / rel, dtype=dtype)
-                done[id(torch_model)] = {"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, "weights.pt")}}
+                done[id(torch_model)] = {"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, WEIGHTS_NAME)}}
             saved.append(dict(done[id(torch_model)]))
         if isinstance(model, TaskEnsemble):
             entries[task] = {"members": saved, "weights": model.weights, "voting": model.voting}
@@ -160,7 +160,7 @@ def _member_entries(entry: dict) -> list[dict]:
 
 def _onnx_key(task: str, digests: dict[str, str]) -> str:
     """The name of a model's export in the cache: its task and its files' hashes (changed weights, new export)."""
-    return f"{task}-{digests['weights.pt'][:16]}-{digests[CONFIG_NAME][:8]}"
+    return f"{task}-{digests[WEIGHTS_NAME][:16]}-{digests[CONFIG_NAME][:8]}"
 
 
 def _cached_export(directory: Path, entry: dict) -> Any:

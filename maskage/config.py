@@ -64,6 +64,11 @@ class TrainConfig:
     source_weight: float = 1.0  # how much more often a mask_sources photo is drawn than a dataset photo
     pseudo_labels: str = ""  # a CSV from `maskage pseudo`: its confident photos join training (never validation)
     pseudo_threshold: float = 0.9  # the task's top probability a pseudo-labelled photo needs
+    # knowledge distillation (gender, age): "faceres" = FaceRes's own heads label every training crop (maskage.teacher)
+    teacher: str = ""
+    teacher_weight: float = 0.5  # share of the loss on the teacher's soft labels (the rest: the true labels)
+    teacher_input_size: int = 224  # the crops are resized to this for the teacher (FaceRes's own size)
+    teacher_age_shift: str = "auto"  # years added to the teacher's ages: auto (median gap on training rows) | N
     hflip: bool = True
     color_jitter: float = 0.2  # brightness and contrast
     scale_jitter: float = 0.1
@@ -72,6 +77,9 @@ class TrainConfig:
     # the lowest resolution photo_aug scales a crop down to, as a share of its side (0.1 of 160 px: the 16 px faces
     # of a crowd scene)
     photo_aug_min_scale: float = 0.25
+    # mask task: the probability that a bare face's crop gets a piece of another bare face pasted over its mouth
+    # (data.paste_occluder: a hand or another head in front of an unmasked face)
+    occlude: float = 0.0
     mixup_alpha: float = 0.0  # MixUp's Beta(alpha, alpha); 0 = off
     cutmix_alpha: float = 0.0  # CutMix's Beta(alpha, alpha); 0 = off (both set: one or the other per batch)
     num_workers: int = 0
@@ -132,7 +140,23 @@ class TrainConfig:
             raise UsageError(f"source_weight must be > 0, got {self.source_weight}")
         if self.samples_per_epoch < 0:
             raise UsageError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
-        for name in ("clahe", "pseudo_threshold"):
+        if self.teacher:
+            from .teacher import TEACHERS
+
+            if self.teacher not in TEACHERS:
+                raise UsageError(f"teacher must be one of {TEACHERS[1:]} or empty, got {self.teacher!r}")
+            if self.task not in ("gender", "age"):
+                raise UsageError(f"a teacher labels the gender or age task, not {self.task!r}")
+            if self.teacher_age_shift != "auto":
+                try:
+                    int(self.teacher_age_shift)
+                except ValueError:
+                    raise UsageError(f"teacher_age_shift must be auto or whole years, got {self.teacher_age_shift!r}") from None
+        if self.teacher_input_size < 1:
+            raise UsageError(f"teacher_input_size must be >= 1, got {self.teacher_input_size}")
+        if self.occlude and self.task != "mask":
+            raise UsageError(f"occlude is for the mask task (it pastes over bare faces), not {self.task!r}")
+        for name in ("clahe", "pseudo_threshold", "teacher_weight", "occlude"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UsageError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("mixup_alpha", "cutmix_alpha", "color_jitter", "scale_jitter"):

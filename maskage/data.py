@@ -349,6 +349,29 @@ def degrade(crop: np.ndarray, rng: np.random.Generator, p: float, min_scale: flo
     return out
 
 
+def paste_occluder(crop: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Something in front of the lower face: an elliptical piece of ``other`` (another bare face's crop: skin as a
+    hand's, hair as another head's, background as a phone's) over the mouth and chin, with a soft edge. Real scenes'
+    bare faces behind a hand or a head were called masked; pasted on bare crops, it teaches that a covered mouth is
+    not yet a mask."""
+    import cv2
+
+    s = crop.shape[0]
+    h, w = int(s * rng.uniform(0.25, 0.5)), int(s * rng.uniform(0.3, 0.65))
+    sy, sx = int(rng.integers(0, other.shape[0] - h + 1)), int(rng.integers(0, other.shape[1] - w + 1))
+    piece = other[sy : sy + h, sx : sx + w].astype(np.float32)
+    # the crop is the face's box plus 20% a side: the mouth sits near 0.68 of its height
+    y0 = int(np.clip(s * rng.uniform(0.6, 0.85) - h / 2, 0, s - h))
+    x0 = int(np.clip(s * rng.uniform(0.25, 0.75) - w / 2, 0, s - w))
+    yy, xx = np.mgrid[:h, :w]
+    alpha = ((((yy + 0.5) / h - 0.5) / 0.5) ** 2 + (((xx + 0.5) / w - 0.5) / 0.5) ** 2 <= 1).astype(np.float32)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, s / 80))[..., None]
+    out = crop.copy()
+    region = out[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
+    out[y0 : y0 + h, x0 : x0 + w] = np.clip(alpha * piece + (1 - alpha) * region + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
 def clahe(crop: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
     """CLAHE on the L channel of an RGB uint8 image (colours kept), as the competition's teams applied it."""
     import cv2
@@ -398,18 +421,29 @@ class CropDataset(Dataset):
         std: Sequence[float],
         augment: TrainAugment | None = None,
         indices: Sequence[int] | None = None,
+        occlude: float = 0.0,
+        occlude_rows: Sequence[int] = (),
     ) -> None:
+        """``occlude``: the probability that a crop among ``occlude_rows`` (rows of ``crops``: the bare faces) gets
+        a piece of another such crop pasted over its mouth (``paste_occluder``); it draws from ``augment``'s stream."""
         self.indices = np.arange(len(crops)) if indices is None else np.asarray(indices, dtype=np.int64)
         if len(self.indices) != len(targets):
             raise UsageError(f"{len(self.indices)} crops but {len(targets)} targets")
         self.crops, self.targets = crops, np.asarray(targets, dtype=np.int64)
         self.input_size, self.mean, self.std, self.augment = input_size, mean, std, augment
+        self.occlude_rows = np.asarray(occlude_rows, dtype=np.int64)
+        self.occlude = occlude if len(self.occlude_rows) > 1 and augment is not None else 0.0
+        self._occludable = set(self.occlude_rows.tolist())
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        crop = np.array(self.crops[self.indices[i]])  # a private copy: the crops may be a read-only memory map
+        row = int(self.indices[i])
+        crop = np.array(self.crops[row])  # a private copy: the crops may be a read-only memory map
+        if self.occlude and row in self._occludable and self.augment.rng.random() < self.occlude:
+            other = int(self.occlude_rows[self.augment.rng.integers(len(self.occlude_rows))])
+            crop = paste_occluder(crop, np.asarray(self.crops[other]), self.augment.rng)
         if self.augment is not None:
             crop = self.augment(crop)
         return preprocess(crop, self.input_size, self.mean, self.std)[0], int(self.targets[i])

@@ -220,6 +220,28 @@ def _criterion(config: TrainConfig, spec, targets: np.ndarray) -> torch.nn.Modul
     return MultiHeadLoss(one(mask, n_mask, None), one(gender, n_gender, None), one(age_bin, n_bins, spec.age_groups), n_bins)
 
 
+def _teacher_loss(config: TrainConfig, spec, bins: AgeBins, samples: list, cached: CachedCrops, targets: np.ndarray,
+                  tr_idx: np.ndarray, criterion: torch.nn.Module, progress: bool) -> torch.nn.Module:
+    """The loss with the teacher's soft labels (``maskage.teacher``), for every photo; the age shift is fitted on
+    the training rows."""
+    from .faces import default_cache_dir
+    from .teacher import DistillLoss, age_shift, faceres_outputs, soft_targets
+
+    crop_key = repr((config.crop_size, config.margin, config.frame, config.frame_shift, config.min_face_size))
+    p_male, age_dist = faceres_outputs(cached.crops, [s.path for s in samples], config.cache_dir or default_cache_dir(),
+                                       config.teacher_input_size, crop_key, progress)
+    shift = 0
+    if config.task == "age":
+        shift = (age_shift(age_dist[tr_idx], np.array([samples[i].age for i in tr_idx]))
+                 if config.teacher_age_shift == "auto" else int(config.teacher_age_shift))
+    soft = soft_targets(config.task, spec.labels, bins, p_male, age_dist, shift)
+    if progress:
+        agree = float((soft[tr_idx].argmax(1) == targets[tr_idx]).mean()) if len(tr_idx) else 0.0
+        print(f"teacher {config.teacher}: weight {config.teacher_weight}, age shift {shift:+d} years, "
+              f"agrees with {agree:.1%} of the training labels", flush=True)
+    return DistillLoss(criterion, targets, soft, config.teacher_weight)
+
+
 def _init_from(model: TaskModel, directory: str) -> None:
     """Start from a saved model's weights (to train it further); it must be the same network for the same task."""
     start = TaskModel.load(directory, model.spec.task)
@@ -266,8 +288,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     spec = make_spec(config.task, config.backbone, config.input_size, crop, detector, bins)
     model = _new_model(config, spec, device)
-    criterion = _criterion(config, spec, targets[tr_idx]).to(device)
-    loader, generator, augment = _loader(config, cached, targets, samples, tr_idx, spec, dist_ctx)
+    criterion = _criterion(config, spec, targets[tr_idx])
+    if config.teacher:  # the loader then yields row numbers, which the loss maps to true and soft labels
+        criterion = _teacher_loss(config, spec, bins, samples, cached, targets, tr_idx, criterion, progress)
+    criterion = criterion.to(device)
+    loader, generator, augment = _loader(config, cached, targets, samples, tr_idx, spec, dist_ctx,
+                                         rows=bool(config.teacher))
     net = dist_ctx.wrap(model)  # the DistributedDataParallel wrapper under torchrun, else the model itself
     optimizer, scheduler = _optimizer(config, model)
     use_amp = config.amp and device.type == "cuda"
@@ -402,14 +428,16 @@ def _new_model(config: TrainConfig, spec, device: torch.device) -> TaskModel:
 
 
 def _loader(config: TrainConfig, cached: CachedCrops, targets: np.ndarray, samples: list, tr_idx: np.ndarray, spec,
-            dist_ctx: DistContext) -> tuple[DataLoader, torch.Generator, TrainAugment]:
+            dist_ctx: DistContext, rows: bool = False) -> tuple[DataLoader, torch.Generator, TrainAugment]:
     """The training photos' loader (augmented, drawn as ``epoch_sampler`` says, sharded under torchrun), its
-    generator and its augmentation (both part of a checkpoint's random state)."""
+    generator and its augmentation (both part of a checkpoint's random state). With ``rows`` it yields each photo's
+    row number in ``samples`` instead of its target (for ``DistillLoss``)."""
     # each process augments with its own stream
     augment = TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed + dist_ctx.rank,
                            clahe=config.clahe, photo=config.photo_aug, photo_min_scale=config.photo_aug_min_scale)
-    train_set = CropDataset(cached.crops, targets[tr_idx], spec.input_size, spec.mean, spec.std, augment,
-                            indices=tr_idx)
+    bare = tr_idx[targets[tr_idx] == spec.labels.index("not_wear")] if config.occlude else ()
+    train_set = CropDataset(cached.crops, tr_idx if rows else targets[tr_idx], spec.input_size, spec.mean, spec.std,
+                            augment, indices=tr_idx, occlude=config.occlude, occlude_rows=bare)
     generator = torch.Generator().manual_seed(config.seed)
     from_sources = np.array([samples[i].gender < 0 for i in tr_idx])  # mask_sources photos carry no gender
     cells = balance_cells([samples[i] for i in tr_idx], config.balance, config.age_threshold)

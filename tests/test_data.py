@@ -331,3 +331,30 @@ def test_filter_datasets_keeps_the_named_sources():
     assert filter_datasets(samples, []) == samples
     with pytest.raises(DatasetError, match="no photo in train.csv is from imdb"):
         filter_datasets(samples, ["imdb"])
+
+
+def test_occluder_covers_the_lower_face_with_a_piece_of_the_other_crop():
+    from maskage.data import paste_occluder
+
+    crop, other = np.zeros((80, 80, 3), np.uint8), np.full((80, 80, 3), 200, np.uint8)
+    for seed in range(20):
+        out = paste_occluder(crop, other, np.random.default_rng(seed))
+        changed = out.max(2) > 0
+        assert out.shape == crop.shape and out.dtype == np.uint8 and changed.any()
+        rows = np.flatnonzero(changed.any(1))
+        assert rows.min() >= 80 * 0.6 - 0.25 * 80 - 1  # nothing above the nose: the eyes stay in view
+        assert out.max() <= 200 and np.array_equal(crop, np.zeros_like(crop))  # the input is not written to
+
+
+def test_dataset_occludes_only_the_rows_it_is_given():
+    from maskage.data import CropDataset
+
+    crops = np.zeros((4, 48, 48, 3), np.uint8)
+    crops[2:] = 250  # rows 2 and 3: the "bare faces" whose pieces are pasted
+    plain = TrainAugment(hflip=False, color_jitter=0, scale_jitter=0, seed=0)
+    ds = CropDataset(crops, [0, 1, 2, 2], 48, (0, 0, 0), (1, 1, 1), plain, occlude=1.0, occlude_rows=[0, 2, 3])
+    x0 = ds[0][0]  # a listed row: a bright piece over its mouth
+    assert float(x0.max()) > 0.5 and float(x0[:, :20].max()) == 0.0
+    assert float(ds[1][0].max()) == 0.0  # row 1 is not listed: untouched
+    off = CropDataset(crops, [0, 1, 2, 2], 48, (0, 0, 0), (1, 1, 1), plain, occlude=0.0, occlude_rows=[0, 2, 3])
+    assert float(off[0][0].max()) == 0.0

@@ -439,3 +439,32 @@ def test_faceres_backbone_trains_with_its_batchnorm_frozen(tiny_overrides, tmp_p
     state = faceres.load_state()
     assert torch.equal(model.net.conv_stem.weight, state["conv_stem.weight"])
     assert not torch.equal(model.net.blocks[4][1].conv_pw.weight, state["blocks.4.1.conv_pw.weight"])
+
+
+def test_occlude_pastes_over_bare_faces_only_and_is_a_mask_setting(tiny_overrides, monkeypatch):
+    import maskage.data as data_mod
+    from maskage.errors import UsageError
+
+    calls = []
+    real = data_mod.paste_occluder
+
+    def spy(crop, other, rng):
+        calls.append(1)
+        return real(crop, other, rng)
+
+    monkeypatch.setattr(data_mod, "paste_occluder", spy)
+    seen = {}
+    real_init = data_mod.CropDataset.__init__
+
+    def keep(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        seen["targets"], seen["rows"], seen["indices"] = self.targets, self.occlude_rows, self.indices
+
+    monkeypatch.setattr(data_mod.CropDataset, "__init__", keep)
+    result = train(load_config(None, dict(tiny_overrides, occlude=0.5), task="mask"), progress=False)
+    assert calls and result.best_epoch >= 1
+    # the rows it may occlude are exactly the training photos labelled not_wear
+    not_wear = set(seen["indices"][seen["targets"] == 2].tolist())
+    assert set(seen["rows"].tolist()) == not_wear and not_wear
+    with pytest.raises(UsageError, match="occlude"):
+        load_config(None, dict(tiny_overrides, occlude=0.5), task="gender")

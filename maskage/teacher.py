@@ -1,0 +1,101 @@
+"""A teacher's soft labels for training (knowledge distillation): FaceRes's own gender and age heads, off the shelf,
+label every training crop once; the student then learns from ``(1 - w) x`` its loss on the true labels plus
+``w x`` cross-entropy with the teacher's distribution (config ``teacher=faceres teacher_weight=w``).
+
+FaceRes calls ages about 5 years young on our sources, so its age distribution is shifted by the median gap between
+the true ages and its expected ages on the training rows (``teacher_age_shift=auto``) before it is summed into the
+fine bins. Its outputs depend only on the crops, so they are cached beside the crop cache.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .atomic import atomic_path
+from .labels import AgeBins
+
+TEACHERS = ("", "faceres")
+
+
+def age_bin_matrix(bins: AgeBins, n_ages: int) -> np.ndarray:
+    """``n_ages x len(bins)``: 1 where age a (0..n_ages-1) falls in the bin, as ``AgeBins.bin_of`` places it."""
+    out = np.zeros((n_ages, len(bins)), np.float32)
+    out[np.arange(n_ages), [bins.bin_of(a) for a in range(n_ages)]] = 1.0
+    return out
+
+
+def shift_ages(dist: np.ndarray, years: int) -> np.ndarray:
+    """Move each age distribution (N x A) ``years`` older (younger if negative); mass beyond the ends stays there."""
+    n_ages = dist.shape[1]
+    out = np.zeros_like(dist)
+    target = np.clip(np.arange(n_ages) + years, 0, n_ages - 1)
+    np.add.at(out.T, target, dist.T)
+    return out
+
+
+def age_shift(dist: np.ndarray, true_ages: np.ndarray) -> int:
+    """The whole years to add to a teacher's ages: the median of true age minus its expected age."""
+    if not len(true_ages):
+        return 0
+    expected = dist @ np.arange(dist.shape[1], dtype=np.float64)
+    return int(np.round(np.median(np.asarray(true_ages, np.float64) - expected)))
+
+
+def soft_targets(task: str, labels: Sequence[str], bins: AgeBins, p_male: np.ndarray, age_dist: np.ndarray,
+                 shift: int = 0) -> np.ndarray:
+    """The teacher's distribution over a task's classes (N x classes): gender from P(male), age summed into bins."""
+    if task == "gender":
+        out = np.zeros((len(p_male), len(labels)), np.float32)
+        out[:, list(labels).index("male")] = p_male
+        out[:, list(labels).index("female")] = 1.0 - p_male
+        return out
+    if task == "age":
+        return shift_ages(age_dist, shift) @ age_bin_matrix(bins, age_dist.shape[1])
+    raise ValueError(f"a teacher labels gender or age, not {task!r}")
+
+
+def faceres_outputs(crops: np.ndarray, paths: Sequence[str], cache_dir: str | Path, input_size: int,
+                    crop_key: str = "", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """FaceRes's P(male) (N) and age distribution (N x 100) for the crops of ``paths``, computed once and cached
+    under ``cache_dir/teacher``; the key: ``crop_key`` (how the crops were made), the paths and the input size."""
+    text = f"{crop_key}|{input_size}|{crops.shape}|" + "\n".join(paths)
+    path = Path(cache_dir) / "teacher" / f"faceres_{hashlib.sha1(text.encode()).hexdigest()[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            return saved["p_male"], saved["age"]
+    from tqdm import tqdm
+
+    from .faceres import FaceResHeads
+
+    heads, males, ages, step = FaceResHeads(), [], [], 256
+    for start in tqdm(range(0, len(crops), step), desc="teacher: FaceRes labels", disable=None if progress else True):
+        m, a = heads.predict(np.asarray(crops[start : start + step]), input_size)
+        males.append(m)
+        ages.append(a)
+    p_male = np.concatenate(males) if males else np.zeros(0, np.float32)
+    age = np.concatenate(ages) if ages else np.zeros((0, 100), np.float32)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, p_male=p_male, age=age)
+    return p_male, age
+
+
+class DistillLoss(nn.Module):
+    """``(1 - weight) x base(logits, true) + weight x`` cross-entropy with the teacher's soft labels. The targets
+    it is called with are row numbers into its tables (the true label and the teacher's distribution of each
+    training photo), so that MixUp and the samplers work on them unchanged."""
+
+    def __init__(self, base: nn.Module, hard: np.ndarray, soft: np.ndarray, weight: float) -> None:
+        super().__init__()
+        self.base, self.weight = base, float(weight)
+        self.register_buffer("hard", torch.as_tensor(np.asarray(hard), dtype=torch.long))
+        self.register_buffer("soft", torch.as_tensor(np.asarray(soft), dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        soft = -(self.soft[rows] * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+        return (1.0 - self.weight) * self.base(logits, self.hard[rows]) + self.weight * soft

@@ -69,6 +69,7 @@ class TrainConfig:
     teacher_weight: float = 0.5  # share of the loss on the teacher's soft labels (the rest: the true labels)
     teacher_input_size: int = 224  # the crops are resized to this for the teacher (FaceRes's own size)
     teacher_age_shift: str = "auto"  # years added to the teacher's ages: auto (median gap on training rows) | N
+    teacher_age_sigma: float = 3.0  # teacher=gaussian (age): the sd in years of the distribution around a true age
     hflip: bool = True
     color_jitter: float = 0.2  # brightness and contrast
     scale_jitter: float = 0.1
@@ -147,6 +148,10 @@ class TrainConfig:
                 raise UsageError(f"teacher must be one of {TEACHERS[1:]} or empty, got {self.teacher!r}")
             if self.task not in ("gender", "age"):
                 raise UsageError(f"a teacher labels the gender or age task, not {self.task!r}")
+            if self.teacher == "gaussian" and self.task != "age":
+                raise UsageError("teacher=gaussian spreads true ages: it is for the age task")
+            if self.teacher_age_sigma <= 0:
+                raise UsageError(f"teacher_age_sigma must be > 0, got {self.teacher_age_sigma}")
             if self.teacher_age_shift != "auto":
                 try:
                     int(self.teacher_age_shift)

@@ -20,7 +20,7 @@ from torch import nn
 from .atomic import atomic_path
 from .labels import AgeBins
 
-TEACHERS = ("", "faceres")
+TEACHERS = ("", "faceres", "gaussian")  # gaussian: no network, a distribution around each true age (age only)
 
 
 def age_bin_matrix(bins: AgeBins, n_ages: int) -> np.ndarray:
@@ -58,6 +58,15 @@ def soft_targets(task: str, labels: Sequence[str], bins: AgeBins, p_male: np.nda
     if task == "age":
         return shift_ages(age_dist, shift) @ age_bin_matrix(bins, age_dist.shape[1])
     raise ValueError(f"a teacher labels gender or age, not {task!r}")
+
+
+def gaussian_ages(true_ages: np.ndarray, sigma: float, n_ages: int = 100) -> np.ndarray:
+    """A normal distribution over whole ages 0..n_ages-1 around each true age, sd ``sigma`` years (N x n_ages):
+    label distribution learning, so that a 31-year-old also teaches a little of the bins either side of 30."""
+    ages = np.arange(n_ages, dtype=np.float64)
+    logits = -0.5 * ((ages[None, :] - np.asarray(true_ages, np.float64)[:, None]) / sigma) ** 2
+    dist = np.exp(logits - logits.max(1, keepdims=True))
+    return (dist / dist.sum(1, keepdims=True)).astype(np.float32)
 
 
 def faceres_outputs(crops: np.ndarray, paths: Sequence[str], cache_dir: str | Path, input_size: int,

@@ -225,13 +225,18 @@ def _teacher_loss(config: TrainConfig, spec, bins: AgeBins, samples: list, cache
     """The loss with the teacher's soft labels (``maskage.teacher``), for every photo; the age shift is fitted on
     the training rows."""
     from .faces import default_cache_dir
-    from .teacher import DistillLoss, age_shift, faceres_outputs, soft_targets
+    from .teacher import DistillLoss, age_shift, faceres_outputs, gaussian_ages, soft_targets
 
-    crop_key = repr((config.crop_size, config.margin, config.frame, config.frame_shift, config.min_face_size))
-    p_male, age_dist = faceres_outputs(cached.crops, [s.path for s in samples], config.cache_dir or default_cache_dir(),
-                                       config.teacher_input_size, crop_key, progress)
+    if config.teacher == "gaussian":
+        p_male, age_dist = np.zeros(len(samples), np.float32), gaussian_ages([s.age for s in samples],
+                                                                             config.teacher_age_sigma)
+    else:
+        crop_key = repr((config.crop_size, config.margin, config.frame, config.frame_shift, config.min_face_size))
+        p_male, age_dist = faceres_outputs(cached.crops, [s.path for s in samples],
+                                           config.cache_dir or default_cache_dir(), config.teacher_input_size,
+                                           crop_key, progress)
     shift = 0
-    if config.task == "age":
+    if config.task == "age" and config.teacher == "faceres":
         shift = (age_shift(age_dist[tr_idx], np.array([samples[i].age for i in tr_idx]))
                  if config.teacher_age_shift == "auto" else int(config.teacher_age_shift))
     soft = soft_targets(config.task, spec.labels, bins, p_male, age_dist, shift)

@@ -49,6 +49,18 @@ def test_soft_targets_for_gender_and_age():
         teacher.soft_targets("mask", [], bins, p_male, dist)
 
 
+def test_gaussian_ages_centre_on_the_true_age_with_the_given_spread():
+    dist = teacher.gaussian_ages(np.array([31, 0]), sigma=3.0)
+    assert dist.shape == (2, 100) and np.allclose(dist.sum(1), 1, atol=1e-5)
+    ages = np.arange(100)
+    assert dist[0].argmax() == 31 and abs(dist[0] @ ages - 31) < 1e-3
+    assert abs(np.sqrt(dist[0] @ (ages - 31.0) ** 2) - 3.0) < 0.05
+    # summed into bins, a 31-year-old keeps most weight in 30-34 and some on the <30 side of the boundary
+    bins = AgeBins()
+    b = teacher.soft_targets("age", [], bins, np.zeros(2), dist)[0]
+    assert b.argmax() == bins.bin_of(31) and 0.1 < b[bins.bin_of(29)] < b[bins.bin_of(31)]
+
+
 def test_distill_loss_mixes_true_and_soft_labels_by_row():
     torch.manual_seed(0)
     logits = torch.randn(3, 4, requires_grad=True)
@@ -100,6 +112,18 @@ def test_training_with_the_faceres_teacher_labels_once_and_caches(task, tiny_ove
     # a second run reads the cached labels: FaceRes is not run again
     monkeypatch.setattr(faceres, "FaceResHeads", lambda *a, **k: pytest.fail("the teacher ran again"))
     train(load_config(None, dict(over, output_dir=str(tmp_path / "again")), task=task), progress=False)
+
+
+def test_gaussian_teacher_trains_age_without_faceres(tiny_overrides, tmp_path, capsys, monkeypatch):
+    from maskage import faceres
+
+    monkeypatch.setattr(faceres, "FaceResHeads", lambda *a, **k: pytest.fail("gaussian needs no network"))
+    over = dict(tiny_overrides, teacher="gaussian", teacher_age_sigma=2.0, epochs=1)
+    result = train(load_config(None, over, task="age"), progress=True)
+    assert "teacher gaussian" in capsys.readouterr().out
+    assert TaskModel.load(result.output_dir, "age").spec.task == "age"
+    with pytest.raises(UsageError, match="age task"):
+        load_config(None, dict(over, teacher="gaussian"), task="gender")
 
 
 def test_the_teacher_changes_what_is_learnt(tiny_overrides, tmp_path):

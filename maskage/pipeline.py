@@ -170,14 +170,14 @@ class Pipeline:
         """
         return load_pipeline(cls, directory, backend)
 
-    def export_onnx(self, directory: str | Path, int8: bool = False,
+    def export_onnx(self, directory: str | Path, int8: bool | Sequence[str] = False,
                     calibration: Sequence[ImageInput] | None = None) -> Path:
         """Add ``model.onnx`` to each task of the pipeline saved in ``directory`` and their hashes to
         pipeline.json; ``Pipeline.from_pretrained`` then runs them with ONNX Runtime.
 
         ``int8=True`` writes int8 models instead (faster on a CPU with VNNI, at an accuracy cost to measure: see
         ``onnx_backend.quantize_int8``), their activation ranges read from the faces in ``calibration`` photos: use a
-        few hundred photos like the ones it will see.
+        few hundred photos like the ones it will see. ``int8=["gender", "age"]`` quantises those tasks only.
         """
         return export_pipeline_onnx(self, directory, int8, calibration)
 

@@ -102,28 +102,33 @@ def save_pipeline(pipe: Any, directory: str | Path, dtype: str = "float32") -> P
     return d
 
 
-def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool = False,
+def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool | Sequence[str] = False,
                          calibration: Sequence[ImageInput] | None = None) -> Path:
     """``Pipeline.export_onnx``: see there."""
     from .onnx_backend import export_onnx, quantize_int8
 
+    quantised = set(pipe.models) if int8 is True else set(int8 or ())
+    if quantised - set(pipe.models):
+        raise UsageError(f"int8: no task {sorted(quantised - set(pipe.models))} in this pipeline "
+                         f"(its tasks: {', '.join(pipe.models)})")
     d = Path(directory)
     path = d / PIPELINE_NAME
     meta = json.loads(path.read_text())
     torch_models = {task: [_torch_model(task, m) for m in members(model)] for task, model in pipe.models.items()}
-    inputs = _calibration_inputs(pipe, calibration or []) if int8 else {}
-    exported: set[str] = set()  # a joint or multi-head model's directory serves three tasks: export it once
+    inputs = _calibration_inputs(pipe, calibration or []) if quantised else {}
+    exported: dict[str, dict] = {}  # a joint or multi-head model's directory serves three tasks: export it once
     for task, models in torch_models.items():
         for i, (model, entry) in enumerate(zip(models, _member_entries(meta["models"][task]))):
             sub = d / entry["dir"]
             if entry["dir"] not in exported:
                 export_onnx(model, sub / ONNX_NAME)
-                if int8:
+                n = 0
+                if task in quantised:
                     quantize_int8(sub / ONNX_NAME, sub / ONNX_NAME, inputs[task][i])
-                exported.add(entry["dir"])
+                    n = len(inputs[task][i])
+                exported[entry["dir"]] = {"precision": "int8" if n else "float32", "calibration_photos": n}
             entry["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
-            entry["onnx"] = {"precision": "int8" if int8 else "float32",
-                             "calibration_photos": len(inputs[task][i]) if int8 else 0}
+            entry["onnx"] = dict(exported[entry["dir"]])
     write_json_atomic(path, meta)
     return d
 

@@ -169,3 +169,22 @@ def test_cached_exports_load_without_building_the_networks(tmp_path, toy_root, m
             "('torch', 'timm', 'facenet_pytorch', 'torchvision')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == [str(p.class_id) for p in expected] + ["False"] * 4
+
+
+def test_int8_for_named_tasks_only(tmp_path, toy_root, capsys):
+    d = Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3)).save(tmp_path / "pipe")
+    images = toy_root / "eval" / "images"
+    assert main(["export", str(d), "--int8", "gender", "age", "--calibration", str(images),
+                 "--calibration-limit", "6"]) == 0
+    assert "int8 for gender, age (calibrated on 6 photos)" in capsys.readouterr().out
+    meta = json.loads((d / "pipeline.json").read_text())
+    assert [meta["models"][t]["onnx"]["precision"] for t in ("mask", "gender", "age")] == ["float32", "int8", "int8"]
+    assert meta["models"]["mask"]["onnx"]["calibration_photos"] == 0
+    assert "QuantizeLinear" not in _op_types(d / "mask" / "model.onnx")
+    assert "QuantizeLinear" in _op_types(d / "age" / "model.onnx")
+    with pytest.raises(SystemExit):  # a task that does not exist is refused by the parser
+        main(["export", str(d), "--int8", "nose", "--calibration", str(images)])
+    from maskage.errors import UsageError
+
+    with pytest.raises(UsageError, match="no task"):
+        Pipeline.from_pretrained(d, backend="torch").export_onnx(d, int8=["face"], calibration=[])

@@ -2,9 +2,11 @@
 label every training crop once; the student then learns from ``(1 - w) x`` its loss on the true labels plus
 ``w x`` cross-entropy with the teacher's distribution (config ``teacher=faceres teacher_weight=w``).
 
-FaceRes calls ages about 5 years young on our sources, so its age distribution is shifted by the median gap between
-the true ages and its expected ages on the training rows (``teacher_age_shift=auto``) before it is summed into the
-fine bins. Its outputs depend only on the crops, so they are cached beside the crop cache.
+FaceRes calls ages young (by 3 years on the multi-source build's training rows), so its age distribution is shifted
+by the median gap between the true ages and its expected ages on the training rows (``teacher_age_shift=auto``)
+before it is summed into the fine bins. Its outputs depend only on the crops, so they are cached beside the crop
+cache. Measured (docs/measurements.md, fourth session): neither teacher beat training on the true labels alone
+across sources; the option stays for others' data and teachers.
 """
 from __future__ import annotations
 
@@ -82,6 +84,9 @@ def faceres_outputs(crops: np.ndarray, paths: Sequence[str], cache_dir: str | Pa
 
     from .faceres import FaceResHeads
 
+    if progress:  # a long step (about 45 min for 42,000 crops at 224 px on 2 busy cores): say so before it starts
+        print(f"teacher: FaceRes labels {len(crops)} crops at {input_size} px, once (cached in {path.parent})",
+              flush=True)
     heads, males, ages, step = FaceResHeads(), [], [], 256
     for start in tqdm(range(0, len(crops), step), desc="teacher: FaceRes labels", disable=None if progress else True):
         m, a = heads.predict(np.asarray(crops[start : start + step]), input_size)

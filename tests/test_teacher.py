@@ -100,6 +100,7 @@ def test_training_with_the_faceres_teacher_labels_once_and_caches(task, tiny_ove
     result = train(load_config(None, over, task=task), progress=True)
     out = capsys.readouterr().out
     assert "teacher faceres: weight 0.7" in out and "agrees with" in out
+    assert "teacher: FaceRes labels" in out  # the long labelling step says so before it starts
     saved = list((tmp_path / "cache" / "teacher").glob("faceres_*.npz"))
     assert len(saved) == 1
     with np.load(saved[0]) as z:

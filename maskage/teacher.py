@@ -4,8 +4,8 @@ label every training crop once; the student then learns from ``(1 - w) x`` its l
 
 FaceRes calls ages young (by 3 years on the multi-source build's training rows), so its age distribution is shifted
 by the median gap between the true ages and its expected ages on the training rows (``teacher_age_shift=auto``)
-before it is summed into the fine bins. Its outputs depend only on the crops, so they are cached beside the crop
-cache. Measured (docs/measurements.md, fourth session): neither teacher beat training on the true labels alone
+before it is summed into the fine bins. Its outputs depend only on the crops, so they are cached in the crop cache's
+folder. Measured (docs/measurements.md, fourth session): neither teacher beat training on the true labels alone
 across sources; the option stays for others' data and teachers.
 """
 from __future__ import annotations
@@ -71,12 +71,13 @@ def gaussian_ages(true_ages: np.ndarray, sigma: float, n_ages: int = 100) -> np.
     return (dist / dist.sum(1, keepdims=True)).astype(np.float32)
 
 
-def faceres_outputs(crops: np.ndarray, paths: Sequence[str], cache_dir: str | Path, input_size: int,
-                    crop_key: str = "", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def faceres_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Path, input_size: int,
+                    progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """FaceRes's P(male) (N) and age distribution (N x 100) for the crops of ``paths``, computed once and cached
-    under ``cache_dir/teacher``; the key: ``crop_key`` (how the crops were made), the paths and the input size."""
-    text = f"{crop_key}|{input_size}|{crops.shape}|" + "\n".join(paths)
-    path = Path(cache_dir) / "teacher" / f"faceres_{hashlib.sha1(text.encode()).hexdigest()[:16]}.npz"
+    in ``crop_dir/teacher``: ``crop_dir`` is the crop cache's folder (``CropCache.dir``, keyed by how the crops were
+    made), the file's key the paths and the input size."""
+    text = f"{input_size}|{crops.shape}|" + "\n".join(paths)
+    path = Path(crop_dir) / "teacher" / f"faceres_{hashlib.sha1(text.encode()).hexdigest()[:16]}.npz"
     if path.is_file():
         with np.load(path) as saved:
             return saved["p_male"], saved["age"]

@@ -220,21 +220,19 @@ def _criterion(config: TrainConfig, spec, targets: np.ndarray) -> torch.nn.Modul
     return MultiHeadLoss(one(mask, n_mask, None), one(gender, n_gender, None), one(age_bin, n_bins, spec.age_groups), n_bins)
 
 
-def _teacher_loss(config: TrainConfig, spec, bins: AgeBins, samples: list, cached: CachedCrops, targets: np.ndarray,
-                  tr_idx: np.ndarray, criterion: torch.nn.Module, progress: bool) -> torch.nn.Module:
+def _teacher_loss(config: TrainConfig, spec, bins: AgeBins, samples: list, crops: np.ndarray, crop_dir: Path,
+                  targets: np.ndarray, tr_idx: np.ndarray, criterion: torch.nn.Module,
+                  progress: bool) -> torch.nn.Module:
     """The loss with the teacher's soft labels (``maskage.teacher``), for every photo; the age shift is fitted on
-    the training rows."""
-    from .faces import default_cache_dir
+    the training rows. A FaceRes teacher's labels are cached in the crop cache's folder ``crop_dir``."""
     from .teacher import DistillLoss, age_shift, faceres_outputs, gaussian_ages, soft_targets
 
     if config.teacher == "gaussian":
         p_male, age_dist = np.zeros(len(samples), np.float32), gaussian_ages([s.age for s in samples],
                                                                              config.teacher_age_sigma)
     else:
-        crop_key = repr((config.crop_size, config.margin, config.frame, config.frame_shift, config.min_face_size))
-        p_male, age_dist = faceres_outputs(cached.crops, [s.path for s in samples],
-                                           config.cache_dir or default_cache_dir(), config.teacher_input_size,
-                                           crop_key, progress)
+        p_male, age_dist = faceres_outputs(crops, [s.path for s in samples], crop_dir, config.teacher_input_size,
+                                           progress)
     shift = 0
     if config.task == "age" and config.teacher == "faceres":
         shift = (age_shift(age_dist[tr_idx], np.array([samples[i].age for i in tr_idx]))
@@ -285,8 +283,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     samples, folds, n_pseudo = _training_samples(config)
     crop = CropSettings(config.crop_size, config.margin, frame=config.frame, frame_shift=config.frame_shift)
     detector = DetectorSettings(config.min_face_size, batch_size=config.detect_batch_size)
-    samples, cached, n_skipped = _training_crops(config, samples, CropCache(config.cache_dir or None, crop, detector),
-                                                 dist_ctx, progress)
+    cache = CropCache(config.cache_dir or None, crop, detector)
+    samples, cached, n_skipped = _training_crops(config, samples, cache, dist_ctx, progress)
     targets = np.array([task_target(s, config.task, bins) for s in samples], dtype=np.int64)
     is_val = np.array([folds[s.person] == config.fold for s in samples])
     tr_idx, va_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
@@ -295,7 +293,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     model = _new_model(config, spec, device)
     criterion = _criterion(config, spec, targets[tr_idx])
     if config.teacher:  # the loader then yields row numbers, which the loss maps to true and soft labels
-        criterion = _teacher_loss(config, spec, bins, samples, cached, targets, tr_idx, criterion, progress)
+        criterion = _teacher_loss(config, spec, bins, samples, cached.crops, cache.dir, targets, tr_idx, criterion,
+                                  progress)
     criterion = criterion.to(device)
     loader, generator, augment = _loader(config, cached, targets, samples, tr_idx, spec, dist_ctx,
                                          rows=bool(config.teacher))

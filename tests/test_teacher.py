@@ -101,7 +101,7 @@ def test_training_with_the_faceres_teacher_labels_once_and_caches(task, tiny_ove
     out = capsys.readouterr().out
     assert "teacher faceres: weight 0.7" in out and "agrees with" in out
     assert "teacher: FaceRes labels" in out  # the long labelling step says so before it starts
-    saved = list((tmp_path / "cache" / "teacher").glob("faceres_*.npz"))
+    saved = list((tmp_path / "cache" / "crops").glob("*/teacher/faceres_*.npz"))  # beside the crops it labelled
     assert len(saved) == 1
     with np.load(saved[0]) as z:
         assert z["age"].shape[1] == faceres.AGES and np.allclose(z["age"].sum(1), 1, atol=1e-4)

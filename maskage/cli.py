@@ -48,6 +48,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     pipe.tta = parse_tta(args.tta or [])
     if args.min_face_fraction is not None:
         pipe.detector_settings = replace(pipe.detector_settings, min_face_fraction=args.min_face_fraction)
+    if args.portrait:
+        pipe.detector_settings = replace(pipe.detector_settings, portrait=args.portrait)
     if args.age_threshold is not None:
         pipe.age_threshold = args.age_threshold
     for task, value in _task_values(args.frame, "--frame").items():
@@ -248,6 +250,12 @@ def _add_pipelines_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="several pipelines: their voting weights, e.g. 2,1 (default: equal)")
     p.add_argument("--age-threshold", type=int, metavar="AGE", help="the age the oldest group starts at (default: the "
                    "pipeline's, 60): any edge of the age model's fine bins, e.g. 58 with the default bins")
+    _add_portrait_arg(p, "the pipeline's")
+
+
+def _add_portrait_arg(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--portrait", choices=["mtcnn", "yunet"], help="the detector that finds the largest face of a "
+                   f"photo (outside scene mode): mtcnn, or yunet on the photo scaled down (faster; default: {default})")
 
 
 def _predictor(args: argparse.Namespace):
@@ -260,6 +268,8 @@ def _predictor(args: argparse.Namespace):
     for pipe in getattr(predictor, "pipelines", [predictor]):
         if getattr(args, "scene", None):
             pipe.detector_settings = replace(pipe.detector_settings, scene=args.scene)
+        if args.portrait:
+            pipe.detector_settings = replace(pipe.detector_settings, portrait=args.portrait)
         if getattr(args, "age_threshold", None) is not None:
             pipe.age_threshold = args.age_threshold
     return predictor
@@ -295,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "photo's shorter side (the shipped pipeline: 0.2; default: the mask model's setting, 0)")
     p.add_argument("--age-threshold", type=int, metavar="AGE", help="the age the oldest group starts at, saved with "
                    "the pipeline (default: the age model's): any edge of its fine bins")
+    _add_portrait_arg(p, "the mask model's, mtcnn")
     p.add_argument("--tta", action="append", metavar="TASK=TRANSFORM",
                    help="test-time augmentation, repeatable: e.g. --tta gender=hflip (transforms: hflip)")
     p.add_argument("--frame", action="append", metavar="TASK=FRAME[:SHIFT]",

@@ -39,6 +39,7 @@ class TrainConfig:
     frame: float = 0.0  # UTKFace framing of the crop (faces.CropSettings.frame); 0 = off
     frame_shift: float = 0.0
     min_face_size: int = 40
+    portrait: str = "mtcnn"  # the detector that finds the faces the crops are cut around: mtcnn | yunet (faces.py)
     detect_batch_size: int = 16
     cache_dir: str = ""  # default: $MASKAGE_CACHE or ~/.cache/maskage
     # data
@@ -121,6 +122,8 @@ class TrainConfig:
             raise UsageError(f"folds must be 0 (one run) or >= 2, got {self.folds}")
         if not 0 <= self.fold < self.n_folds:
             raise UsageError(f"fold must be in 0..{self.n_folds - 1}, got {self.fold}")
+        from .faces import PORTRAIT_DETECTORS
+
         choices = {
             "optimizer": ("adam", "adamw", "sgd"),
             "scheduler": ("cosine", "step", "none"),
@@ -128,6 +131,7 @@ class TrainConfig:
             "balance": ("none", "cell", "source_cell"),
             "device": ("auto", "cpu", "cuda"),
             "gender_age_photos": ("wear", "all"),
+            "portrait": PORTRAIT_DETECTORS,
             "save_dtype": ("float32", "float16"),
         }
         for name, allowed in choices.items():

@@ -1,7 +1,9 @@
-"""Face detection (MTCNN, batched, for one-face photos; YuNet for scenes) and face crops with a fallback and an
+"""Face detection (MTCNN, batched, or YuNet for one-face photos; YuNet for scenes) and face crops with a fallback and an
 on-disk cache. No PyTorch: MTCNN's networks run on ONNX Runtime (``maskage.mtcnn``)."""
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -21,6 +23,8 @@ from .mtcnn import MtcnnNets
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
 SCENE_MODES = ("auto", "on", "off")
+PORTRAIT_DETECTORS = ("mtcnn", "yunet")
+YUNET_ONE_THREAD_PIXELS = 240 * 320  # smaller YuNet inputs run on one thread (see _yunet_detect)
 YUNET_MAX_SIDE = 960  # libfacedetection's stated input limit: larger photos are scaled down to it first
 
 
@@ -51,7 +55,7 @@ class CropSettings:
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    """MTCNN settings."""
+    """How faces are found: MTCNN or YuNet for photos of one person (the largest face), YuNet for scenes."""
 
     min_face_size: int = 40
     # the smallest face searched for is also at least this share of the photo's shorter side: fewer pyramid
@@ -66,14 +70,26 @@ class DetectorSettings:
     scene: str = "auto"
     scene_threshold: float = 0.7  # YuNet's score (0..1) a face needs
     scene_min_face: int = 15  # px, shorter side: smaller faces are too few pixels to tell a mask's state
+    # The detector outside scene mode (the largest face of a photo): "mtcnn", or "yunet" on the photo scaled down so
+    # that the smallest face searched for (``min_face``) is ``portrait_face_px`` px: 4.6x MTCNN's speed on 384x512
+    # photos with min_face_fraction 0.2, and boxes that hold on tight crops where MTCNN's outgrow the photo
+    # (benchmarks/cross_source.py, docs/measurements.md). Its score threshold is ``scene_threshold``.
+    portrait: str = "mtcnn"
+    portrait_face_px: int = 20
 
     def __post_init__(self) -> None:
         if self.scene not in SCENE_MODES:
             raise UsageError(f"scene must be one of {', '.join(SCENE_MODES)}, got {self.scene!r}")
+        if self.portrait not in PORTRAIT_DETECTORS:
+            raise UsageError(f"portrait must be one of {', '.join(PORTRAIT_DETECTORS)}, got {self.portrait!r}")
+        if self.portrait_face_px < 8:
+            raise UsageError(f"portrait_face_px must be >= 8 (YuNet finds no smaller face), got {self.portrait_face_px}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["thresholds"] = list(self.thresholds)
+        if self.portrait == "mtcnn":  # files and crop-cache keys from before the setting existed stay as they were
+            d.pop("portrait"), d.pop("portrait_face_px")
         return d
 
     def uses_scene(self, all_faces: bool) -> bool:
@@ -99,7 +115,8 @@ class Detection:
 
 
 class FaceDetector:
-    """Batched MTCNN (photos of equal size go through the network together), or YuNet for scenes."""
+    """Batched MTCNN (photos of equal size go through the network together), or YuNet (scenes; portraits when
+    ``DetectorSettings.portrait`` says so)."""
 
     def __init__(self, settings: DetectorSettings = DetectorSettings()) -> None:
         self.settings = settings
@@ -107,7 +124,7 @@ class FaceDetector:
 
     @property
     def nets(self) -> MtcnnNets:
-        """MTCNN's three networks on ONNX Runtime, loaded on first use (scene detection alone never needs them)."""
+        """MTCNN's three networks on ONNX Runtime, loaded on first use (YuNet alone never needs them)."""
         if self._nets is None:
             self._nets = MtcnnNets()
         return self._nets
@@ -118,9 +135,14 @@ class FaceDetector:
 
     def detect_all(self, images: Sequence[np.ndarray], scene: bool = False) -> list[list[Detection]]:
         """Every face of each image, largest first; an empty list where none was found. ``scene``: with the scene
-        detector (YuNet, see ``DetectorSettings.scene``) instead of MTCNN."""
+        detector (YuNet at full size, see ``DetectorSettings.scene``); else faces of at least ``min_face`` px, by
+        the ``portrait`` detector."""
         if scene:
             return [_yunet_detect(img, self.settings.scene_threshold, self.settings.scene_min_face) for img in images]
+        if self.settings.portrait == "yunet":
+            # no size filter: as MTCNN's pyramid, the scale sets the smallest face found (somewhat under min_face)
+            return [_yunet_detect(img, self.settings.scene_threshold, 0.0,
+                                  self.settings.portrait_face_px / self.min_face(*img.shape[:2])) for img in images]
         out: list[list[Detection] | None] = [None] * len(images)
         for chunk in self.batches(images):
             for i, dets in zip(chunk, self._detect_batch([images[i] for i in chunk])):
@@ -153,19 +175,23 @@ class FaceDetector:
         return out
 
 
-def _yunet_detect(image: np.ndarray, threshold: float, min_face: int) -> list[Detection]:
-    """YuNet's faces in one RGB photo, largest first. Its boxes match MTCNN's in centre and size (median offset
-    under 0.01 of the side over 319 faces of AAF and RMFD, the same five landmarks in the same order), so the crops
-    the task models learnt from MTCNN's boxes come out alike."""
+def _yunet_detect(image: np.ndarray, threshold: float, min_face: float, scale: float = 1.0) -> list[Detection]:
+    """YuNet's faces of at least ``min_face`` px in one RGB photo, largest first, found on the photo scaled by
+    ``scale`` (at most 1, and at most YuNet's 960 px) and mapped back. Its boxes match MTCNN's in centre and size
+    (median offset under 0.01 of the side over 319 faces of AAF and RMFD, the same five landmarks in the same
+    order), so the crops the task models learnt from MTCNN's boxes come out alike."""
     try:
         from yuface import yuface as _yu  # the compiled detector; yuface's Python wrapper only filters and warns
     except ImportError:
-        raise ImportError("scene detection needs the yuface package (pip install yuface); or set the detector's "
-                          "scene='off' to use MTCNN") from None
+        raise ImportError("YuNet needs the yuface package (pip install yuface); or set the detector's scene='off' "
+                          "and portrait='mtcnn' to use MTCNN only") from None
     h, w = image.shape[:2]
-    scale = min(1.0, YUNET_MAX_SIDE / max(h, w))
+    scale = min(1.0, scale, YUNET_MAX_SIDE / max(h, w))
     small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA) \
         if scale < 1 else image
+    # a second thread gains nothing on a small input (portraits scaled down: 225 vs 231 photos/s on 2 idle cores)
+    # and its OpenMP spin-waits cost 5x while another job holds the cores; full scenes gain about 10% from it
+    _yunet_threads(1 if small.shape[0] * small.shape[1] < YUNET_ONE_THREAD_PIXELS else 0)
     # one row per face: score (0..100), x, y, w, h, five (x, y) landmarks, and a last column maskage does not use
     found = np.asarray(_yu.detect(np.ascontiguousarray(small[:, :, ::-1])), dtype=np.float64).reshape(-1, 16)
     out = []
@@ -176,6 +202,23 @@ def _yunet_detect(image: np.ndarray, threshold: float, min_face: int) -> list[De
         box = (max(0.0, float(x)), max(0.0, float(y)), min(float(w), float(x + bw)), min(float(h), float(y + bh)))
         out.append(Detection(box, float(score), tuple((float(px), float(py)) for px, py in marks)))
     return sorted(out, key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+
+
+@functools.lru_cache(maxsize=1)
+def _yunet_gomp() -> ctypes.CDLL | None:
+    """The OpenMP runtime bundled with yuface (its wheel's ``yuface.libs``), already loaded by its import; None when
+    this build has none."""
+    import yuface
+
+    found = sorted(Path(yuface.__file__).parent.parent.glob("yuface.libs/libgomp*.so*"))
+    return ctypes.CDLL(str(found[0])) if found else None
+
+
+def _yunet_threads(n: int) -> None:
+    """YuNet's OpenMP threads for the calls this thread makes next: n, or 0 for the runtime's default (one a core)."""
+    gomp = _yunet_gomp()
+    if gomp is not None:
+        gomp.omp_set_num_threads(n or len(os.sched_getaffinity(0)))
 
 
 def box_iou(a: Box | None, b: Box | None) -> float:
@@ -272,7 +315,9 @@ class CropCache:
         found_by = {k: v for k, v in detector.to_dict().items() if k != "batch_size"}
         if not detector.min_face_fraction:  # keys from before that setting existed stay valid
             found_by.pop("min_face_fraction")
-        for k in ("scene", "scene_threshold", "scene_min_face"):  # training crops come from MTCNN (detect)
+        # training crops come from the portrait detector (detect); the scene settings never touch them, but for
+        # YuNet its score threshold does
+        for k in ("scene", "scene_min_face") + (("scene_threshold",) if detector.portrait == "mtcnn" else ()):
             found_by.pop(k)
         # v2: maskage's own batched MTCNN (maskage.mtcnn), whose boxes differ slightly from facenet-pytorch's; its
         # move from torch to ONNX Runtime kept the key (boxes equal to 1e-4 px on 79 of 80 real photos, IoU 0.93 on one)

@@ -223,3 +223,30 @@ def test_main_maps_maskage_errors_to_exit_2_and_lets_bugs_raise(monkeypatch, cap
     monkeypatch.setattr(cli, "cmd_evaluate", failing(KeyError("x")))
     with pytest.raises(KeyError):
         main(["evaluate", "a.csv", "b.csv"])
+
+
+def test_portrait_option_saves_the_detector_and_predict_equals_the_api(tmp_path):
+    from dataclasses import replace
+
+    from maskage.demo import sample_photo
+
+    runs = [tiny_model(task, i).save(tmp_path / task) for i, task in enumerate(("mask", "gender", "age"))]
+    out = tmp_path / "pipe"
+    assert main(["pipeline", *map(str, runs), "--out", str(out), "--portrait", "yunet"]) == 0
+    saved = Pipeline.from_pretrained(out)
+    assert saved.detector_settings.portrait == "yunet"
+    photo = str(sample_photo())
+    (yunet,) = saved.predict([photo])
+    api = Pipeline.from_runs(*runs)
+    (mtcnn,) = api.predict([photo])
+    assert yunet.face_box != mtcnn.face_box  # another detector's box for the same face
+    assert main(["predict", photo, "--pipeline", str(tmp_path / "pipe"), "--portrait", "mtcnn",
+                 "--out", str(tmp_path / "m.csv")]) == 0
+    row = _rows(tmp_path / "m.csv")[0]
+    assert row["class"] == str(mtcnn.class_id) and row["face_box"] == mtcnn.to_row()["face_box"]
+    api.detector_settings = replace(api.detector_settings, portrait="yunet")
+    assert main(["predict", photo, "--pipeline", str(tmp_path / "pipe"), "--out", str(tmp_path / "y.csv")]) == 0
+    row = _rows(tmp_path / "y.csv")[0]
+    (again,) = api.predict([photo])
+    assert again.face_box == yunet.face_box and row["face_box"] == again.to_row()["face_box"]
+    assert row["class"] == str(again.class_id)

@@ -155,3 +155,56 @@ def test_scene_detection_alone_never_builds_mtcnn_and_neither_detector_imports_t
             "print(d._nets is None, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False", "False", "False"]  # MTCNN's networks only once the largest face is asked for
+
+
+def test_portrait_yunet_finds_the_largest_face_on_a_scaled_down_photo(monkeypatch):
+    from maskage.demo import sample_photo
+    from maskage.images import load_image
+    from yuface import yuface
+
+    img = load_image(sample_photo())  # 512 x 512, one face
+    mtcnn = FaceDetector(DetectorSettings(min_face_fraction=0.1)).detect([img])[0]
+    settings = DetectorSettings(min_face_fraction=0.1, portrait="yunet", portrait_face_px=20)
+    seen = []
+    real = yuface.detect
+    monkeypatch.setattr(yuface, "detect", lambda x: seen.append(x.shape) or real(x))
+    (found,) = FaceDetector(settings).detect([img])
+    # the smallest face searched for is 51 px (0.1 of 512): YuNet sees the photo at 20/51 of its size
+    assert seen == [(201, 201, 3)]
+    assert box_iou(found.box, mtcnn.box) > 0.7 and len(found.landmarks) == 5
+    left_eye, right_eye, nose = found.landmarks[:3]
+    assert left_eye[0] < nose[0] < right_eye[0] and found.prob >= settings.scene_threshold
+    # faces well under min_face are not found, as with MTCNN: the crowd's faces are 30-60 px, min_face 144 px
+    canvas, _ = crowd()
+    small_faces = DetectorSettings(min_face_fraction=0.2, portrait="yunet")
+    assert FaceDetector(small_faces).detect_all([canvas]) == [[]]
+    assert len(FaceDetector(DetectorSettings(min_face_size=20, portrait="yunet", portrait_face_px=20)).detect_all(
+        [canvas])[0]) == 3
+
+
+def test_portrait_setting_is_checked_saved_and_keys_its_own_crops():
+    with pytest.raises(ValueError, match="portrait"):
+        DetectorSettings(portrait="dlib")
+    with pytest.raises(ValueError, match="portrait_face_px"):
+        DetectorSettings(portrait="yunet", portrait_face_px=4)
+    yunet = DetectorSettings(portrait="yunet", portrait_face_px=24)
+    assert DetectorSettings.from_dict(yunet.to_dict()) == yunet
+    assert "portrait" not in DetectorSettings().to_dict()  # files from before the setting read and write alike
+    # MTCNN's crops keep their cache; YuNet's crops have their own, which its score threshold is part of
+    assert CropCache().dir == CropCache(detector=DetectorSettings(portrait_face_px=30)).dir != CropCache(detector=yunet).dir
+    assert CropCache(detector=yunet).dir != CropCache(detector=DetectorSettings(portrait="yunet", portrait_face_px=24,
+                                                                                scene_threshold=0.5)).dir
+
+
+def test_yunet_runs_small_inputs_on_one_thread_and_scenes_on_every_core():
+    import os
+
+    from maskage.faces import _yunet_detect, _yunet_gomp
+
+    canvas, _ = crowd()  # 720 x 720: a scene
+    gomp = _yunet_gomp()
+    assert gomp is not None  # yuface's wheel bundles its OpenMP runtime
+    _yunet_detect(canvas, 0.7, 15, scale=0.25)  # 180 x 180
+    assert gomp.omp_get_max_threads() == 1
+    _yunet_detect(canvas, 0.7, 15)
+    assert gomp.omp_get_max_threads() == len(os.sched_getaffinity(0))

@@ -133,6 +133,23 @@ def test_framed_crops_train_and_the_model_describes_them(tiny_overrides):
                                               frame_shift=0.1)
 
 
+def test_portrait_yunet_cuts_the_training_crops_and_the_model_says_so(tiny_overrides, tmp_path, monkeypatch):
+    import maskage.faces as faces
+
+    calls = []
+    real = faces._yunet_detect
+    monkeypatch.setattr(faces, "_yunet_detect", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    cfg = load_config(None, dict(tiny_overrides, portrait="yunet", cache_dir=str(tmp_path / "cache")), task="gender")
+    result = train(cfg, progress=False)
+    entries = list((tmp_path / "cache" / "crops").glob("*/??/*.npz"))
+    assert len(calls) == len(entries) > 0  # every crop of the run was cut around a YuNet box, each photo once
+    spec = TaskModel.load(result.output_dir, "gender").spec
+    assert faces.DetectorSettings.from_dict(spec.detector).portrait == "yunet"
+    # the crops live in YuNet's own part of the cache, apart from MTCNN's
+    assert [d.name for d in (tmp_path / "cache" / "crops").iterdir()] == [
+        faces.CropCache(tmp_path / "cache", spec.crop_settings, faces.DetectorSettings.from_dict(spec.detector)).dir.name]
+
+
 def test_same_seed_same_model_with_fresh_or_cached_crops(tiny_overrides, tmp_path):
     import torch
 

@@ -75,7 +75,7 @@ class DetectorSettings:
     # photos with min_face_fraction 0.2, and boxes that hold on tight crops where MTCNN's outgrow the photo
     # (benchmarks/cross_source.py, docs/measurements.md). Its score threshold is ``scene_threshold``.
     portrait: str = "mtcnn"
-    portrait_face_px: int = 20
+    portrait_face_px: int = 24
 
     def __post_init__(self) -> None:
         if self.scene not in SCENE_MODES:
@@ -140,14 +140,20 @@ class FaceDetector:
         if scene:
             return [_yunet_detect(img, self.settings.scene_threshold, self.settings.scene_min_face) for img in images]
         if self.settings.portrait == "yunet":
-            # no size filter: as MTCNN's pyramid, the scale sets the smallest face found (somewhat under min_face)
-            return [_yunet_detect(img, self.settings.scene_threshold, 0.0,
-                                  self.settings.portrait_face_px / self.min_face(*img.shape[:2])) for img in images]
+            return [self._yunet_portrait(img) for img in images]
         out: list[list[Detection] | None] = [None] * len(images)
         for chunk in self.batches(images):
             for i, dets in zip(chunk, self._detect_batch([images[i] for i in chunk])):
                 out[i] = dets
         return out  # type: ignore[return-value]
+
+    def _yunet_portrait(self, image: np.ndarray) -> list[Detection]:
+        # no size filter: as with MTCNN's pyramid, the scale sets the smallest face found (somewhat under min_face);
+        # a photo without a face at that scale gets a second look at twice it: masked faces near min_face score
+        # under the threshold when that small (no face at all, and the centre crop, otherwise)
+        scale = self.settings.portrait_face_px / self.min_face(*image.shape[:2])
+        found = _yunet_detect(image, self.settings.scene_threshold, 0.0, scale)
+        return found if found or scale >= 1 else _yunet_detect(image, self.settings.scene_threshold, 0.0, 2 * scale)
 
     def batches(self, images: Sequence[np.ndarray]) -> list[list[int]]:
         """Indices of the images in the batches MTCNN sees: photos of one size, at most ``batch_size`` each."""

@@ -174,12 +174,30 @@ def test_portrait_yunet_finds_the_largest_face_on_a_scaled_down_photo(monkeypatc
     assert box_iou(found.box, mtcnn.box) > 0.7 and len(found.landmarks) == 5
     left_eye, right_eye, nose = found.landmarks[:3]
     assert left_eye[0] < nose[0] < right_eye[0] and found.prob >= settings.scene_threshold
-    # faces well under min_face are not found, as with MTCNN: the crowd's faces are 30-60 px, min_face 144 px
+    # every face of a crowd (30-60 px) once min_face lets them be (24 / 20 px: YuNet sees the photo at full size)
     canvas, _ = crowd()
-    small_faces = DetectorSettings(min_face_fraction=0.2, portrait="yunet")
-    assert FaceDetector(small_faces).detect_all([canvas]) == [[]]
-    assert len(FaceDetector(DetectorSettings(min_face_size=20, portrait="yunet", portrait_face_px=20)).detect_all(
+    assert len(FaceDetector(DetectorSettings(min_face_size=20, portrait="yunet")).detect_all(
         [canvas])[0]) == 3
+
+
+def test_portrait_yunet_looks_again_at_twice_the_scale_when_it_finds_no_face(tmp_path, monkeypatch):
+    from maskage.demo import masked_variants, sample_photo
+    from maskage.images import load_image
+    import maskage.faces as faces
+
+    # the demo photo with a drawn mask: her face (17% of the photo's side) is under min_face (20%), and at the
+    # first scale (24 px for min_face) YuNet scores it under the threshold
+    img = load_image(masked_variants(sample_photo(), tmp_path)["correct"])
+    scales = []
+    real = faces._yunet_detect
+    monkeypatch.setattr(faces, "_yunet_detect", lambda *a: scales.append(round(a[3], 3)) or real(*a))
+    (found,) = FaceDetector(DetectorSettings(min_face_fraction=0.2, portrait="yunet")).detect([img])
+    assert scales == [round(24 / 102, 3), round(48 / 102, 3)]
+    mtcnn = FaceDetector(DetectorSettings(min_face_fraction=0.2)).detect([img])[0]
+    assert found.box is not None and box_iou(found.box, mtcnn.box) > 0.7
+    scales.clear()  # a face found at once needs no second look
+    FaceDetector(DetectorSettings(min_face_fraction=0.2, portrait="yunet")).detect([load_image(sample_photo())])
+    assert len(scales) == 1
 
 
 def test_portrait_setting_is_checked_saved_and_keys_its_own_crops():

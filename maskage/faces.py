@@ -71,8 +71,8 @@ class DetectorSettings:
     scene_threshold: float = 0.7  # YuNet's score (0..1) a face needs
     scene_min_face: int = 15  # px, shorter side: smaller faces are too few pixels to tell a mask's state
     # The detector outside scene mode (the largest face of a photo): "mtcnn", or "yunet" on the photo scaled down so
-    # that the smallest face searched for (``min_face``) is ``portrait_face_px`` px: 4.6x MTCNN's speed on 384x512
-    # photos with min_face_fraction 0.2, and boxes that hold on tight crops where MTCNN's outgrow the photo
+    # that the smallest face searched for (``min_face``) is ``portrait_face_px`` px: 2.7x MTCNN's speed at 24 px on
+    # 384x512 photos with min_face_fraction 0.2, and boxes that hold on tight crops where MTCNN's outgrow the photo
     # (benchmarks/cross_source.py, docs/measurements.md). Its score threshold is ``scene_threshold``.
     portrait: str = "mtcnn"
     portrait_face_px: int = 24
@@ -135,7 +135,7 @@ class FaceDetector:
 
     def detect_all(self, images: Sequence[np.ndarray], scene: bool = False) -> list[list[Detection]]:
         """Every face of each image, largest first; an empty list where none was found. ``scene``: with the scene
-        detector (YuNet at full size, see ``DetectorSettings.scene``); else faces of at least ``min_face`` px, by
+        detector (YuNet at full size, see ``DetectorSettings.scene``); else faces from about ``min_face`` px up, by
         the ``portrait`` detector."""
         if scene:
             return [_yunet_detect(img, self.settings.scene_threshold, self.settings.scene_min_face) for img in images]
@@ -185,7 +185,8 @@ def _yunet_detect(image: np.ndarray, threshold: float, min_face: float, scale: f
     """YuNet's faces of at least ``min_face`` px in one RGB photo, largest first, found on the photo scaled by
     ``scale`` (at most 1, and at most YuNet's 960 px) and mapped back. Its boxes match MTCNN's in centre and size
     (median offset under 0.01 of the side over 319 faces of AAF and RMFD, the same five landmarks in the same
-    order), so the crops the task models learnt from MTCNN's boxes come out alike."""
+    order), so the crops the task models learnt from MTCNN's boxes come out alike; not on tight crops (UTKFace's),
+    where MTCNN's box outgrows the photo and YuNet's does not."""
     try:
         from yuface import yuface as _yu  # the compiled detector; yuface's Python wrapper only filters and warns
     except ImportError:
@@ -224,7 +225,12 @@ def _yunet_threads(n: int) -> None:
     """YuNet's OpenMP threads for the calls this thread makes next: n, or 0 for the runtime's default (one a core)."""
     gomp = _yunet_gomp()
     if gomp is not None:
-        gomp.omp_set_num_threads(n or len(os.sched_getaffinity(0)))
+        gomp.omp_set_num_threads(n or _cores())
+
+
+def _cores() -> int:
+    """The cores this process may run on (all of them where the platform cannot say)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def box_iou(a: Box | None, b: Box | None) -> float:

@@ -32,7 +32,8 @@ from maskage.scenes import SceneScore, format_report, photo_split, read_boxes  #
 
 
 def save_errors(out: Path, errors: list[tuple[float, np.ndarray, str, str]], per_class: int = 24) -> None:
-    """Per true mask state, a PNG of its most confidently wrong faces (or missed ones: "missed"), captioned."""
+    """Per true mask state, a PNG of its most confidently wrong faces (or missed ones: "missed"), captioned; and
+    unmatched.png: the detections no labelled face matches, highest detector score first."""
     from PIL import Image
 
     from maskage.visualize import captioned_grid
@@ -57,7 +58,8 @@ def main() -> None:
     ap.add_argument("--split", choices=("all", "eval", "train"), default="all")
     ap.add_argument("--eval-fraction", type=float, default=0.5)
     ap.add_argument("--limit", type=int, default=None, help="first N photos only (quick looks)")
-    ap.add_argument("--errors", metavar="DIR", help="save grids of each mask state's worst errors and misses here")
+    ap.add_argument("--errors", metavar="DIR",
+                    help="save grids of each mask state's worst errors and misses, and of unmatched detections, here")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
@@ -97,7 +99,8 @@ def main() -> None:
 
 
 def _errors(path: str, truth, found, pairs) -> list:
-    """(confidence, crop, true state, predicted state or "missed") for each wrongly called or missed face."""
+    """(confidence, crop, true state, predicted state or "missed") for each wrongly called or missed face, and
+    (detector score, crop, "unmatched", predicted state) for each detection that matches no labelled face."""
     from maskage.faces import crop_face
     from maskage.images import load_image
 
@@ -111,6 +114,10 @@ def _errors(path: str, truth, found, pairs) -> list:
         elif found[matched[i]].mask != t.mask:
             p = found[matched[i]]
             out.append((p.mask_probs[p.mask], crop, t.mask, p.mask))
+    taken = set(matched.values())
+    for j, p in enumerate(found):
+        if j not in taken:
+            out.append((p.face_prob or 0.0, crop_face(img, p.face_box), "unmatched", p.mask))
     return out
 
 

@@ -70,3 +70,27 @@ def test_cross_source_sets_are_balanced_one_photo_per_person_and_scored(tmp_path
     save_error_grids(tmp_path / "grids", rows, [P(0.9, 0.9), P(0.8, 0.1), P(0.4, 0.2)], tmp_path / "img", 60)
     # the woman called a man is in the female grid, the 65-year-old called 30-59 in the 60+ grid
     assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == ["age_60plus.png", "gender_female.png"]
+
+
+def test_scene_error_grids_hold_wrong_missed_and_unmatched_faces(tmp_path):
+    from scenes import _errors, save_errors
+
+    from maskage.pipeline import Prediction
+    from maskage.scenes import LabelledFace, match
+
+    Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(tmp_path / "scene.jpg")
+    truth = [LabelledFace((10, 10, 60, 60), "wear"), LabelledFace((100, 10, 150, 60), "incorrect"),
+             LabelledFace((200, 100, 250, 150), "not_wear")]
+    found = [Prediction("scene.jpg", mask="wear", mask_probs={"wear": 0.9}, face_box=(12, 12, 60, 60), face_prob=0.99),
+             Prediction("scene.jpg", mask="not_wear", mask_probs={"not_wear": 0.8}, face_box=(100, 12, 150, 60),
+                        face_prob=0.95),
+             Prediction("scene.jpg", mask="wear", mask_probs={"wear": 0.7}, face_box=(10, 120, 40, 150),
+                        face_prob=0.75)]
+    pairs = match([t.box for t in truth], [p.face_box for p in found])
+    errors = _errors(str(tmp_path / "scene.jpg"), truth, found, pairs)
+    kinds = sorted((e[2], e[3]) for e in errors)
+    # the right call is left out; the wrong one, the missed face and the detection no label matches are in
+    assert kinds == [("incorrect", "not_wear"), ("not_wear", "missed"), ("unmatched", "wear")]
+    assert [e[0] for e in errors if e[2] == "unmatched"] == [0.75]  # ranked by the detector's score
+    save_errors(tmp_path / "grids", errors)
+    assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == ["incorrect.png", "not_wear.png", "unmatched.png"]

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from real_accuracy import f1, peer_predict  # noqa: E402
 from maskage.labels import age_to_group  # noqa: E402
+from maskage.metrics import bootstrap_f1, interval  # noqa: E402
 from maskage.sources import balanced_people  # noqa: E402
 
 KINDS = {"unmasked": 2, "masked": 0}  # mask state of the build's photo: normal, mask1
@@ -60,29 +61,6 @@ def eval_sets(data: Path, per_cell: int, seed: int = 0) -> dict[str, dict[str, l
         out[source] = {kind: [r for r in rows if r["source_person"] in chosen and first[r["source_person"]] == r["person"]
                               and int(r["mask"]) == mask] for kind, mask in KINDS.items()}
     return out
-
-
-def bootstrap_f1(truth: np.ndarray, preds: list[np.ndarray], rounds: int = 1000, seed: int = 0) -> np.ndarray:
-    """Macro F1 of each prediction on ``rounds`` resamples of the people (with replacement): (rounds, len(preds)).
-    The same seed draws the same resamples, so columns, and two calls on the same people, are paired."""
-    idx = np.random.default_rng(seed).integers(0, len(truth), (rounds, len(truth)))
-    labels = np.unique(np.concatenate([truth, *preds]))
-    t = truth[idx]
-    out = []
-    for p in preds:
-        pp = p[idx]
-        per_class = []
-        for c in labels:  # as sklearn's macro F1 with zero_division=0
-            tp = ((t == c) & (pp == c)).sum(1)
-            wrong = ((t == c) != (pp == c)).sum(1)  # false positives and false negatives
-            per_class.append(np.where(tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0))
-        out.append(np.mean(per_class, 0))
-    return np.stack(out, 1)
-
-
-def interval(samples: np.ndarray) -> list[float]:
-    """The central 95% of bootstrap samples."""
-    return [float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))]
 
 
 def score_rows(rows: list[dict], genders: np.ndarray, ages: np.ndarray | None, groups: np.ndarray | None,

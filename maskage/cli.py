@@ -164,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {len(missing)} ground-truth image(s) have no prediction, e.g. {missing[:5]}", file=sys.stderr)
         return 1
     keys = list(gt)
-    s = score([gt[k] for k in keys], [pred[k] for k in keys])
+    s = score([gt[k] for k in keys], [pred[k] for k in keys], intervals=True)
     print(format_report(s))
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=2))

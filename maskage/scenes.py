@@ -9,7 +9,7 @@ import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -17,6 +17,7 @@ from sklearn.metrics import f1_score
 from .errors import UsageError
 from .faces import Box, box_iou
 from .labels import MASK_LABELS
+from .metrics import bootstrap_f1, interval
 
 SMALL_FACE = 40  # px: "faces of at least 40 px": the shorter side of the labelled box
 
@@ -89,16 +90,23 @@ class SceneScore:
             self.pred_mask.append(masks[j])
         return pairs
 
-    def report(self) -> dict[str, float | int]:
+    def report(self) -> dict[str, Any]:
+        """The figures, with bootstrap 95% intervals (the found faces resampled) on mask F1 and incorrect recall:
+        with a dozen incorrect masks, one face moves recall by 0.07."""
         t, p = np.array(self.true_mask), np.array(self.pred_mask)
         incorrect = t == "incorrect"
+        caught = (p[incorrect] == "incorrect").astype(float)
+        recall_samples = caught[np.random.default_rng(0).integers(0, len(caught), (1000, len(caught)))].mean(1) \
+            if len(caught) else np.zeros(1)
         return {
             "faces": self.faces, "found": self.found, "found_share": self.found / max(self.faces, 1),
             "faces_40px": self.faces_large, "found_40px": self.found_large,
             "found_40px_share": self.found_large / max(self.faces_large, 1),
             "mask_f1": float(f1_score(t, p, labels=list(MASK_LABELS), average="macro", zero_division=0)) if len(t) else 0.0,
             "incorrect_found": int(incorrect.sum()), "incorrect_caught": int((p[incorrect] == "incorrect").sum()),
+            "mask_f1_ci": interval(bootstrap_f1(t, [p])[:, 0]) if len(t) else [0.0, 0.0],
             "incorrect_recall": float((p[incorrect] == "incorrect").mean()) if incorrect.any() else 0.0,
+            "incorrect_recall_ci": interval(recall_samples),
             "detections": self.detections, "unmatched": self.unmatched,
             "unmatched_share": self.unmatched / max(self.found, 1),
         }
@@ -106,11 +114,13 @@ class SceneScore:
 
 def format_report(name: str, r: dict) -> str:
     """One block of text for a ``SceneScore.report``."""
+    f1_lo, f1_hi = r["mask_f1_ci"]
+    rec_lo, rec_hi = r["incorrect_recall_ci"]
     return (f"{name}: faces found {r['found']}/{r['faces']} ({r['found_share']:.3f}), >= {SMALL_FACE} px "
             f"{r['found_40px']}/{r['faces_40px']} ({r['found_40px_share']:.3f})\n"
-            f"  mask-state macro F1 on found faces {r['mask_f1']:.3f}; incorrect caught {r['incorrect_caught']}/"
-            f"{r['incorrect_found']} (recall {r['incorrect_recall']:.3f}); unmatched detections {r['unmatched']} "
-            f"({r['unmatched_share']:.3f} of found)")
+            f"  mask-state macro F1 on found faces {r['mask_f1']:.3f} [{f1_lo:.3f}-{f1_hi:.3f}]; incorrect caught "
+            f"{r['incorrect_caught']}/{r['incorrect_found']} (recall {r['incorrect_recall']:.3f} [{rec_lo:.2f}-"
+            f"{rec_hi:.2f}]); unmatched detections {r['unmatched']} ({r['unmatched_share']:.3f} of found)")
 
 
 def export_faces(scenes_dir: str | Path, out: str | Path, part: str = "train", fraction: float = 0.5) -> dict[str, int]:

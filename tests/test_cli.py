@@ -1,4 +1,5 @@
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -47,8 +48,10 @@ def test_train_pipeline_submit_evaluate_end_to_end(toy_root, tmp_path, capsys):
     text = capsys.readouterr().out
     gt = {r["ImageID"]: int(r["ans"]) for r in _rows(toy_root / "eval" / "gt.csv")}
     expected = score([gt[r["ImageID"]] for r in rows], [int(r["ans"]) for r in rows])
-    assert f"18-class macro F1: {expected['macro_f1']:.4f}" in text
+    assert f"18-class macro F1: {expected['macro_f1']:.4f} [" in text  # with its bootstrap interval
     assert "confusion matrix" in text
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["macro_f1_ci"][0] <= saved["macro_f1"] <= saved["macro_f1_ci"][1] and "gender_f1_ci" in saved
 
 
 def test_predict_cli_equals_api(toy_root, tmp_path):

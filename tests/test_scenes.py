@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from maskage.faces import CropCache, DetectorSettings, FaceDetector, box_iou
-from maskage.scenes import SceneScore, export_faces, match, photo_split, read_boxes
+from maskage.scenes import SceneScore, export_faces, format_report, match, photo_split, read_boxes
 
 from .conftest import SHARED_DATA
 
@@ -51,6 +51,13 @@ def test_scene_score_counts_sizes_misses_and_incorrect_recall():
     assert (r["incorrect_found"], r["incorrect_caught"], r["incorrect_recall"]) == (1, 1, 1.0)
     assert (r["unmatched"], r["unmatched_share"]) == (1, pytest.approx(1 / 3))
     assert r["mask_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)  # wear 2/3, incorrect 1, not_wear 0
+    assert r["mask_f1_ci"][0] <= r["mask_f1"] <= r["mask_f1_ci"][1] and r["incorrect_recall_ci"] == [1.0, 1.0]
+    assert "[" in format_report("s", r)
+    half = SceneScore()  # 2 of 4 incorrect masks caught: an interval that says how little 4 faces tell
+    boxes = [(100 * i, 0, 100 * i + 50, 50) for i in range(4)]
+    half.add([LabelledFace(b, "incorrect") for b in boxes], boxes, ["incorrect", "incorrect", "wear", "wear"])
+    lo, hi = half.report()["incorrect_recall_ci"]
+    assert lo <= 0.25 and hi >= 0.75
 
 
 def test_boxes_csv_is_read_and_checked(tmp_path):

@@ -160,7 +160,8 @@ def report(results: dict, name: str, source: str, kind: str, entry: dict) -> Non
     ci = "[{:.3f}-{:.3f}]"
     age = f" age {entry['age_f1']:.4f} {ci.format(*entry['age_ci'])}" if "age_f1" in entry else ""
     found = f", face found {entry['face_found']:.1%}" if entry.get("face_found") is not None else ""
-    print(f"  {name:<12} {source:<8} {kind:<9} gender {entry['gender_f1']:.4f} {ci.format(*entry['gender_ci'])}{age}  (n={entry['n']}{found})",
+    gender = f"gender {entry['gender_f1']:.4f} {ci.format(*entry['gender_ci'])}"
+    print(f"  {name:<12} {source:<8} {kind:<9} {gender}{age}  (n={entry['n']}{found})",
           flush=True)
 
 

@@ -102,7 +102,8 @@ def compare(results: dict, base: str) -> list[str]:
                     if task in ref["_labels"]:
                         both = bootstrap_f1(truth, [ref["_labels"][task][1], pred])
                         lo, hi = interval(both[:, 1] - both[:, 0])
-                        parts.append(f"{task} {entry[task + '_f1'] - ref[task + '_f1']:+.4f} [{lo:+.3f}, {hi:+.3f}]")
+                        gain = entry[task + "_f1"] - ref[task + "_f1"]
+                        parts.append(f"{task} {gain:+.4f} [{lo:+.3f}, {hi:+.3f}]")
                 lines.append(f"  {name:<12} {source:<8} {kind:<9} " + "  ".join(parts))
     return lines
 

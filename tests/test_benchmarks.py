@@ -96,7 +96,6 @@ def test_scene_error_grids_hold_wrong_missed_and_unmatched_faces(tmp_path):
     assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == ["incorrect.png", "not_wear.png", "unmatched.png"]
 
 
-
 def test_cross_source_scores_carry_intervals_and_paired_differences():
     from cross_source import compare, score_rows, without_labels
 

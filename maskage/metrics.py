@@ -36,21 +36,30 @@ def score(true_ids: Sequence[int], pred_ids: Sequence[int], intervals: bool = Fa
     return out
 
 
-def bootstrap_f1(truth: Sequence, preds: Sequence[Sequence], rounds: int = 1000, seed: int = 0) -> np.ndarray:
-    """Macro F1 of each prediction on ``rounds`` resamples of the rows (with replacement): (rounds, len(preds)).
-    The same seed and length draw the same resamples, so the columns, and calls on the same rows, are paired."""
+def resamples(n: int, rounds: int = 1000, seed: int = 0) -> np.ndarray:
+    """Row indices of ``rounds`` bootstrap resamples of ``n`` rows, drawn with replacement: (rounds, n)."""
+    return np.random.default_rng(seed).integers(0, n, (rounds, n))
+
+
+def bootstrap_f1(truth: Sequence, preds: Sequence[Sequence], rounds: int = 1000, seed: int = 0,
+                 labels: Sequence | None = None) -> np.ndarray:
+    """Macro F1 of each prediction on ``rounds`` resamples of the rows: (rounds, len(preds)). The same seed and
+    length draw the same resamples, so the columns, and calls on the same rows, are paired. As sklearn's macro F1
+    (zero_division=0): over ``labels``, each counted (0 where absent), or by default over the classes in each
+    resample's truth or guesses."""
     truth = np.asarray(truth)
-    idx = np.random.default_rng(seed).integers(0, len(truth), (rounds, len(truth)))
-    labels = np.unique(np.concatenate([truth, *map(np.asarray, preds)]))
+    idx = resamples(len(truth), rounds, seed)
+    classes = np.unique(np.concatenate([truth, *map(np.asarray, preds)])) if labels is None else labels
+    absent = np.nan if labels is None else 0.0
     t = truth[idx]
     out = []
     for p in preds:
         pp = np.asarray(p)[idx]
         per_class = []
-        for c in labels:  # as sklearn's macro F1 (zero_division=0): over the classes in the resample's truth or guess
+        for c in classes:
             tp = ((t == c) & (pp == c)).sum(1)
             wrong = ((t == c) != (pp == c)).sum(1)  # false positives and false negatives
-            per_class.append(np.where(tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), np.nan))
+            per_class.append(np.where(tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), absent))
         out.append(np.nanmean(per_class, 0))
     return np.stack(out, 1)
 

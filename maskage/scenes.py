@@ -17,7 +17,7 @@ from sklearn.metrics import f1_score
 from .errors import UsageError
 from .faces import Box, box_iou
 from .labels import MASK_LABELS
-from .metrics import bootstrap_f1, interval
+from .metrics import bootstrap_f1, interval, resamples
 
 SMALL_FACE = 40  # px: "faces of at least 40 px": the shorter side of the labelled box
 
@@ -96,14 +96,13 @@ class SceneScore:
         t, p = np.array(self.true_mask), np.array(self.pred_mask)
         incorrect = t == "incorrect"
         caught = (p[incorrect] == "incorrect").astype(float)
-        recall_samples = caught[np.random.default_rng(0).integers(0, len(caught), (1000, len(caught)))].mean(1) \
-            if len(caught) else np.zeros(1)
+        recall_samples = caught[resamples(len(caught))].mean(1) if len(caught) else np.zeros(1)
         return {
             "faces": self.faces, "found": self.found, "found_share": self.found / max(self.faces, 1),
             "faces_40px": self.faces_large, "found_40px": self.found_large,
             "found_40px_share": self.found_large / max(self.faces_large, 1),
             "mask_f1": float(f1_score(t, p, labels=list(MASK_LABELS), average="macro", zero_division=0)) if len(t) else 0.0,
-            "mask_f1_ci": interval(bootstrap_f1(t, [p])[:, 0]) if len(t) else [0.0, 0.0],
+            "mask_f1_ci": interval(bootstrap_f1(t, [p], labels=MASK_LABELS)[:, 0]) if len(t) else [0.0, 0.0],
             "incorrect_found": int(incorrect.sum()), "incorrect_caught": int(caught.sum()),
             "incorrect_recall": float(caught.mean()) if len(caught) else 0.0,
             "incorrect_recall_ci": interval(recall_samples),

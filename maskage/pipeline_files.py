@@ -67,7 +67,7 @@ def load_pipeline(cls: type, directory: str | Path | None = None, backend: str =
         models[task] = (TaskEnsemble(ms, entry.get("weights"), entry.get("voting", "soft"))
                         if "members" in entry else ms[0])
     return cls(models["mask"], models["gender"], models["age"], DetectorSettings.from_dict(meta["detector"]),
-               tta=meta.get("tta"), age_threshold=meta.get("age_threshold"))
+               tta=meta.get("tta"), age_threshold=meta.get("age_threshold"), bias=meta.get("bias"))
 
 
 def save_pipeline(pipe: Any, directory: str | Path, dtype: str = "float32") -> Path:
@@ -98,6 +98,8 @@ def save_pipeline(pipe: Any, directory: str | Path, dtype: str = "float32") -> P
             "tta": {task: list(names) for task, names in pipe.tta.items()}, "models": entries}
     if pipe.age_threshold != pipe.models["age"].spec.age_threshold:
         meta["age_threshold"] = pipe.age_threshold
+    if pipe.bias:
+        meta["bias"] = {task: list(b) for task, b in pipe.bias.items()}
     write_json_atomic(d / PIPELINE_NAME, meta)
     return d
 

@@ -41,10 +41,16 @@ def test_cross_source_sets_are_balanced_one_photo_per_person_and_scored(tmp_path
     from .test_synth import FixedDetector, write_sources
 
     monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
-    from cross_source import eval_sets, save_error_grids, score_rows
+    from cross_source import eval_sets, leftover_rows, save_error_grids, score_rows
 
     build_dataset(write_sources(tmp_path / "src"), tmp_path / "b", eval_fraction=0.6, photos=["normal", "mask1"])
     sets = eval_sets(tmp_path / "b", per_cell=100)
+    # the calibration rows: people with ages the balanced sets leave out, never one of theirs
+    small = eval_sets(tmp_path / "b", per_cell=1)
+    left = leftover_rows(tmp_path / "b", small)
+    scored = {r["ImageID"] for kinds in small.values() for rows in kinds.values() for r in rows}
+    assert left and all((tmp_path / "b" / "eval" / r["path"]).is_file() for r in left)
+    assert not scored & {r["path"].split("/", 1)[1] for r in left} and all(int(r["age"]) >= 0 for r in left)
     assert set(sets) <= {"utkface", "aaf", "lfw"} and sets
     for source, kinds in sets.items():
         un, ma = kinds["unmasked"], kinds["masked"]

@@ -52,3 +52,18 @@ def test_encode_decode_many_round_trip():
     ids = np.arange(18)
     triples = decode_many(ids)
     np.testing.assert_array_equal(encode_many(*triples.T), ids)
+
+
+def test_apply_bias_moves_the_boundary_and_keeps_distributions():
+    from maskage.combine import apply_bias
+
+    p = np.array([[0.55, 0.45], [0.9, 0.1]])
+    out = apply_bias(p, [0.0, 0.5])
+    assert out.sum(1) == pytest.approx([1, 1])
+    assert out[0].argmax() == 1 and out[1].argmax() == 0  # 0.45 * e^0.5 > 0.55; 0.1 * e^0.5 < 0.9
+    assert out[0, 1] / out[0, 0] == pytest.approx(0.45 / 0.55 * np.exp(0.5))
+    assert np.array_equal(apply_bias(p, None), p) and np.array_equal(apply_bias(p, [0, 0]), p)
+    with pytest.raises(ValueError, match="2 finite numbers"):
+        apply_bias(p, [0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="2 finite numbers"):
+        apply_bias(p, [0.0, float("nan")])

@@ -221,3 +221,25 @@ def test_age_threshold_on_the_cli(pipe, photos, tmp_path):
     api = Pipeline(*pipe.models.values(), age_threshold=58).predict(photos[:3])
     assert [int(r["class"]) for r in rows] == [p.class_id for p in api]
     assert main(["predict", *photos[:3], "--pipeline", str(d), "--out", str(out), "--age-threshold", "57"]) == 2
+
+
+def test_bias_offsets_the_decisions_and_is_saved_and_checked(photos, tmp_path):
+    plain = Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3))
+    biased = Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3),
+                      bias={"gender": [0.0, -3.0], "age": [0.0, 0.0, 5.0]})
+    a, b = plain.predict(photos[:4]), biased.predict(photos[:4])
+    for pa, pb in zip(a, b):
+        assert pb.mask_probs == pytest.approx(pa.mask_probs)
+        g = np.array(list(pa.gender_probs.values())) * np.exp([0.0, -3.0])
+        assert list(pb.gender_probs.values()) == pytest.approx((g / g.sum()).tolist())
+        assert pb.gender == "male" and pb.age == "60+" and pb.class_id == _class_of(pb)
+    loaded = Pipeline.from_pretrained(biased.save(tmp_path / "pipe"), backend="torch")
+    assert loaded.bias == {"gender": (0.0, -3.0), "age": (0.0, 0.0, 5.0)}
+    assert [p.class_id for p in loaded.predict(photos[:4])] == [p.class_id for p in b]
+    assert "bias" not in json.loads((plain.save(tmp_path / "plain") / "pipeline.json").read_text())
+    with pytest.raises(ValueError, match="gender needs 2 finite offsets"):
+        biased.bias = {"gender": [0.0, 1.0, 2.0]}
+    with pytest.raises(ValueError, match="unknown task 'hair'"):
+        biased.bias = {"hair": [0.0, 1.0]}
+    biased.bias = {"age": [0, 0, 0]}
+    assert biased.bias == {}

@@ -203,17 +203,18 @@ def _races(text: str | None) -> list[int] | None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .synth import build_dataset
+    from .synth import build_dataset, real_textures
 
     sourced = [f for f in args.faces_dir if "=" in f]
     if sourced and len(sourced) != len(args.faces_dir) or not sourced and len(args.faces_dir) != 1:
         raise UsageError("give one FACES_DIR, or one or more NAME=DIR sources (utkface=..., aaf=..., lfw=...)")
     photos = [x.strip() for x in args.photos.split(",") if x.strip()] if args.photos else None
+    textures = real_textures(args.real_textures, progress=not args.quiet) if args.real_textures else None
     report = build_dataset(
         sourced or args.faces_dir[0], args.out, photos=photos, eval_fraction=args.eval_fraction, seed=args.seed,
         races=_races(args.race), eval_races=_races(args.eval_race), min_age=args.min_age, max_age=args.max_age,
         labels_csv=args.labels_csv, limit=args.limit, train_scenes=args.train_scenes, progress=not args.quiet,
-        chin_share=args.chin_share,
+        chin_share=args.chin_share, textures=textures, texture_share=args.texture_share,
     )
     print(f"{report.n_train_people} train people -> {report.out / 'train'}, {report.n_eval_people} eval people -> "
           f"{report.out / 'eval'}; {len(report.skipped)} photo(s) skipped (listed in {report.out / 'skipped.csv'}), "
@@ -409,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only the first N faces (0 = all)")
     p.add_argument("--chin-share", type=float, default=0.3, metavar="F",
                    help="share of the incorrect masks worn under the chin, the rest nose exposed (default 0.3)")
+    p.add_argument("--real-textures", metavar="DIR", help="photos of people wearing masks (e.g. ../shared/data/rmfd/"
+                   "with_mask; their held-out people left out) whose mask fabric --texture-share of the drawn masks "
+                   "take instead of a drawn one")
+    p.add_argument("--texture-share", type=float, default=0.5, metavar="F",
+                   help="share of the masks with a real fabric when --real-textures is given (default 0.5)")
     p.add_argument("--train-scenes", type=float, default=0.0, metavar="F",
                    help="share of training people whose photos are pasted into 384x512 scenes with a background "
                         "(the competition's framing; eval people keep the faces' own framing). Default 0")

@@ -169,17 +169,72 @@ def _texture(h: int, w: int, colour: np.ndarray, style: str, rng: np.random.Gene
     return tex
 
 
+# a real mask's fabric, as cut from a photo of a worn mask: the face's own coordinates, from just under the nose
+# tip (t = nose + 0.1) to above the chin (t = 1.6), across +-0.9 half-widths, resampled to this many pixels (h, w)
+TEXTURE_SIZE = (48, 64)
+
+
+def cut_texture(image: np.ndarray, landmarks: Sequence[Sequence[float]], box: Sequence[float]) -> np.ndarray:
+    """The fabric of a mask worn over nose and mouth in a real photo: the patch under the nose tip, in the face's
+    own axes (so a tilted face gives an upright patch), ``TEXTURE_SIZE`` uint8 RGB."""
+    face = FaceGeometry.from_landmarks(landmarks, box)
+    h, w = TEXTURE_SIZE
+    t0, t1 = face.t_of(face.nose) + 0.1, 1.6
+    ss, tt = np.meshgrid(np.linspace(-0.9, 0.9, w), np.linspace(t0, t1, h))
+    pts = face.eye_mid + ss[..., None] * face.across * face.half_width + tt[..., None] * face.down * face.unit
+    return cv2.remap(image, pts[..., 0].astype(np.float32), pts[..., 1].astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
+
+
+def real_textures(folder: str | Path, holdout: float = 0.2, limit: int = 0, progress: bool = True) -> list[np.ndarray]:
+    """Mask fabrics cut (``cut_texture``) from photos of people wearing masks (e.g. ``rmfd/with_mask``): only the
+    people outside the held-out share that the mask task's benchmarks keep (``data.source_samples``), faces found by
+    YuNet (which finds masked faces MTCNN misses). ``limit``: at most that many photos, spread over the folder."""
+    from .data import source_samples
+    from .faces import DetectorSettings, FaceDetector
+
+    paths = [s.path for s in source_samples([f"{folder}=wear"], "train", holdout)]
+    if limit and len(paths) > limit:
+        paths = [paths[int(i * len(paths) / limit)] for i in range(limit)]
+    detector = FaceDetector(DetectorSettings(portrait="yunet", min_face_size=20))
+    out = []
+    for path in tqdm(paths, desc="mask textures", disable=None if progress else True):
+        try:
+            img = load_image(path)
+        except ImageError:
+            continue
+        det = detector.detect([img])[0]
+        if det.landmarks is not None and min(det.box[2] - det.box[0], det.box[3] - det.box[1]) >= 40:
+            out.append(cut_texture(img, det.landmarks, det.box))
+    if not out:
+        raise UsageError(f"no masked face found in {folder} to take a mask texture from")
+    return out
+
+
 def draw_mask(
     image: np.ndarray,
     landmarks: Sequence[Sequence[float]],
     box: Sequence[float],
     kind: str = CORRECT,
     seed: int = 0,
+    textures: Sequence[np.ndarray] | None = None,
+    texture_share: float = 0.5,
 ) -> DrawnMask:
-    """Draw one random mask of the given kind on an RGB uint8 photo, from the face's 5 MTCNN landmarks."""
+    """Draw one random mask of the given kind on an RGB uint8 photo, from the face's 5 MTCNN landmarks.
+
+    ``textures`` (``real_textures``): with probability ``texture_share`` the mask's fabric is one of these real
+    masks' (colour, print, folds and their shading) instead of a drawn one; the outline and placement stay drawn.
+    Without them the drawing is the same as before the option existed."""
     rng = np.random.default_rng(seed)
     face = FaceGeometry.from_landmarks(landmarks, box)
     style = STYLES[rng.integers(len(STYLES))]
+    real = None
+    if textures:
+        trng = np.random.default_rng([seed, 2])  # its own stream: the drawn masks stay as they were
+        if trng.random() < texture_share:
+            real = textures[trng.integers(len(textures))]
+            if trng.random() < 0.5:
+                real = real[:, ::-1]
     h, w = image.shape[:2]
     ss = 4  # supersampled polygon for smooth edges
     poly = _outline(face, kind, rng, style)
@@ -200,7 +255,10 @@ def draw_mask(
     s_coord = (rel @ face.across.astype(np.float32)) / face.half_width
     t_coord = (rel @ face.down.astype(np.float32)) / face.unit
     shade = shade * (1 - rng.uniform(0.1, 0.3) * np.clip(s_coord, -1.2, 1.2) ** 2)
-    if style == "surgical":  # pleats: darker horizontal folds
+    if real is not None:
+        tex = _real_texture(real, poly, face, s_coord, t_coord)
+        shade = shade ** 0.5  # the real fabric carries its own folds and light
+    elif style == "surgical":  # pleats: darker horizontal folds
         mask_t = face.t_of(poly[:21].mean(0)), face.t_of(poly[22:43].mean(0))
         for f in np.linspace(0.3, 0.7, 3):
             t0 = mask_t[0] + f * (mask_t[1] - mask_t[0])
@@ -210,7 +268,8 @@ def draw_mask(
     out = image.astype(np.float32)
     out = out * (1 - alpha[..., None]) + tex * alpha[..., None]
     # straps from the mask's corners towards the ears
-    strap = tuple(int(v) for v in np.clip(colour * rng.uniform(0.7, 1.1), 0, 255))
+    base = colour if real is None else real.reshape(-1, 3).mean(0).astype(np.float32)
+    strap = tuple(int(v) for v in np.clip(base * rng.uniform(0.7, 1.1), 0, 255))
     thick = max(1, int(round(face.unit * rng.uniform(0.03, 0.07))))
     out_u8 = np.clip(out, 0, 255).astype(np.uint8)
     ear_t = rng.uniform(0.1, 0.4)
@@ -219,6 +278,18 @@ def draw_mask(
         ear = face.point(side * rng.uniform(1.3, 1.5), t + rng.uniform(-0.05, 0.05))
         cv2.line(out_u8, tuple(int(v) for v in np.round(corner)), tuple(int(v) for v in np.round(ear)), strap, thick, cv2.LINE_AA)
     return DrawnMask(out_u8, alpha, kind, style)
+
+
+def _real_texture(real: np.ndarray, poly: np.ndarray, face: FaceGeometry, s_coord: np.ndarray,
+                  t_coord: np.ndarray) -> np.ndarray:
+    """A real fabric patch stretched over the mask outline ``poly``, as an H x W x 3 float image."""
+    ts = [face.t_of(p) for p in poly]
+    t0, t1 = min(ts), max(ts)
+    s_max = max(abs(float(np.dot(p - face.eye_mid, face.across) / face.half_width)) for p in poly)
+    ph, pw = real.shape[:2]
+    u = ((s_coord / s_max + 1) / 2 * (pw - 1)).astype(np.float32)
+    v = ((t_coord - t0) / max(t1 - t0, 1e-6) * (ph - 1)).astype(np.float32)
+    return cv2.remap(np.ascontiguousarray(real), u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT).astype(np.float32)
 
 
 def landmark_points(face: FaceGeometry) -> dict[str, np.ndarray]:
@@ -349,17 +420,18 @@ def _records(faces_dir: str | Path | Sequence[str], labels_csv: str | Path | Non
     return records, unlabelled
 
 
-def _person_photos(img: np.ndarray, det, stems: Sequence[str], pseed: int,
-                   chin_share: float) -> tuple[dict[str, np.ndarray], str]:
+def _person_photos(img: np.ndarray, det, stems: Sequence[str], pseed: int, chin_share: float,
+                   textures: Sequence[np.ndarray] | None = None,
+                   texture_share: float = 0.5) -> tuple[dict[str, np.ndarray], str]:
     """One person's photos by stem (five correct masks, the incorrect one, the bare photo) and how the incorrect
     mask is worn. Each mask has its own seed, so photos left out of ``stems`` change none of the others."""
     drawn: dict[str, np.ndarray] = {}
     for j in range(1, 6):
         if f"mask{j}" in stems:
-            drawn[f"mask{j}"] = draw_mask(img, det.landmarks, det.box, CORRECT, pseed + j).image
+            drawn[f"mask{j}"] = draw_mask(img, det.landmarks, det.box, CORRECT, pseed + j, textures, texture_share).image
     kind = NOSE_EXPOSED if np.random.default_rng(pseed).random() < 1.0 - chin_share else UNDER_CHIN
     if "incorrect_mask" in stems:
-        drawn["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6).image
+        drawn["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6, textures, texture_share).image
     drawn["normal"] = img
     return drawn, kind
 
@@ -406,6 +478,8 @@ def build_dataset(
     progress: bool = True,
     photos: Sequence[str] | None = None,
     chin_share: float = INCORRECT_KINDS[UNDER_CHIN],
+    textures: Sequence[np.ndarray] | None = None,
+    texture_share: float = 0.5,
 ) -> BuildReport:
     """Write a competition-style dataset: ``out/train`` (train.csv, images/PERSON/{mask1..5,incorrect_mask,normal})
     and ``out/eval`` (images/, info.csv, gt.csv and meta.csv with each eval photo's person and labels).
@@ -427,6 +501,7 @@ def build_dataset(
     ``photos``: the subset of the seven photo names to write per person (train.csv's ``photos`` column lists them).
     gt.csv's class of a person of unknown age uses the <30 group; meta.csv keeps the age as -1.
     ``chin_share``: the share of incorrect masks worn under the chin (the rest: nose exposed).
+    ``textures`` (``real_textures``): real mask fabrics, used for ``texture_share`` of the masks (``draw_mask``).
     """
     from .faces import DetectorSettings, FaceDetector
 
@@ -434,6 +509,8 @@ def build_dataset(
         raise UsageError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     if not 0.0 <= chin_share <= 1.0:
         raise UsageError(f"chin_share must be in [0, 1], got {chin_share}")
+    if not 0.0 <= texture_share <= 1.0:
+        raise UsageError(f"texture_share must be in [0, 1], got {texture_share}")
     if not 0.0 <= train_scenes <= 1.0:
         raise UsageError(f"train_scenes must be in [0, 1], got {train_scenes}")
     sourced = not isinstance(faces_dir, (str, Path))
@@ -467,7 +544,7 @@ def build_dataset(
             pid = f"{index:06d}"
             in_eval = held_out(r.person, eval_fraction) if sourced else split[index] < eval_fraction
             to_eval = in_eval and (not eval_races or r.race in eval_races)
-            drawn, kind = _person_photos(img, det, stems, pseed, chin_share)
+            drawn, kind = _person_photos(img, det, stems, pseed, chin_share, textures, texture_share)
             extra = [r.source, r.person] if sourced else []
             if to_eval:
                 eval_rows += _write_eval_person(out / "eval" / "images", r, pid, drawn, stems, kind, seed, extra)

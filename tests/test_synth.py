@@ -8,6 +8,7 @@ from PIL import Image
 from maskage import faces
 from maskage.cli import main
 from maskage.data import load_train_samples
+from maskage.images import load_image
 from maskage.labels import MASK_FILE_STEMS, decode
 from maskage.synth import (
     CORRECT,
@@ -17,10 +18,13 @@ from maskage.synth import (
     FaceGeometry,
     SCENE_KINDS,
     SCENE_SIDES,
+    TEXTURE_SIZE,
     build_dataset,
+    cut_texture,
     draw_mask,
     in_scene,
     landmark_points,
+    real_textures,
     parse_utkface_name,
 )
 
@@ -84,6 +88,32 @@ def test_masks_are_deterministic_per_seed_and_vary_between_seeds():
     assert len({d.style for d in drawn}) == 3  # all three shapes
     areas = [float(d.alpha.sum()) for d in drawn]
     assert max(areas) / min(areas) > 1.1  # and the outline varies
+
+
+def test_real_textures_paint_the_fabric_and_leave_the_drawn_masks_as_they_were():
+    red = np.zeros(TEXTURE_SIZE + (3,), np.uint8)
+    red[..., 0] = 230
+    face = FaceGeometry.from_landmarks(LANDMARKS, BOX)
+    plain = [draw_mask(face_photo(), LANDMARKS, BOX, CORRECT, s) for s in range(10)]
+    real = [draw_mask(face_photo(), LANDMARKS, BOX, CORRECT, s, textures=[red], texture_share=0.5) for s in range(10)]
+    changed = 0
+    for p, r in zip(plain, real):
+        assert np.array_equal(p.alpha, r.alpha) and check_kind(r.alpha, face, CORRECT) == []  # same outline
+        if not np.array_equal(p.image, r.image):
+            changed += 1
+            inside = r.image[r.alpha > 0.99].astype(float)
+            assert inside[:, 0].mean() > inside[:, 1].mean() + 80  # red fabric (shaded by the photo's light)
+    assert 2 <= changed <= 8  # about half take the real fabric
+    assert all(np.array_equal(draw_mask(face_photo(), LANDMARKS, BOX, CORRECT, s, textures=[red], texture_share=0).image,
+                              p.image) for s, p in enumerate(plain))
+
+
+def test_cut_texture_takes_the_patch_under_the_nose_upright():
+    img = np.zeros((200, 200, 3), np.uint8)
+    img[115:, :] = (20, 200, 40)  # green from just under the nose tip (y 112) down: the worn mask
+    patch = cut_texture(img, LANDMARKS, BOX)
+    assert patch.shape == TEXTURE_SIZE + (3,)
+    assert (patch[..., 1] > 150).mean() > 0.95
 
 
 def test_draw_mask_rejects_unknown_kind_and_bad_landmarks():
@@ -259,6 +289,32 @@ def test_synth_cli(tmp_path, monkeypatch, capsys):
         assert all(r["scene"] in SCENE_KINDS for r in csv.DictReader(f))
     assert main(["synth", str(tmp_path / "faces"), "--out", str(tmp_path / "x"), "--race", "Martian"]) == 2
     assert "unknown race" in capsys.readouterr().err
+    # real fabrics from a folder of masked faces: every mask takes one (a plain red one here)
+    (tmp_path / "masked").mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((200, 200, 3), (230, 0, 0), np.uint8)).save(tmp_path / "masked" / f"p{i}_0001.jpg")
+    assert main(["synth", str(tmp_path / "faces"), "--out", str(tmp_path / "r"), "--eval-fraction", "0",
+                 "--real-textures", str(tmp_path / "masked"), "--texture-share", "1", "--quiet"]) == 0
+    masked = np.asarray(Image.open(next((tmp_path / "r" / "train" / "images").glob("*/mask1.jpg"))).convert("RGB"))
+    mouth = masked[130:140, 95:105].astype(float)
+    assert mouth[..., 0].mean() > mouth[..., 1].mean() + 60
+    assert main(["synth", str(tmp_path / "faces"), "--out", str(tmp_path / "r2"), "--real-textures",
+                 str(tmp_path / "faces" / "none")]) == 2
+
+
+@pytest.mark.data
+def test_real_textures_come_from_the_training_people_of_rmfd(monkeypatch):
+    from maskage import synth
+    from maskage.data import in_holdout, source_person
+
+    read = []
+    monkeypatch.setattr(synth, "load_image", lambda p: read.append(p) or load_image(p))
+    folder = SHARED_DATA / "rmfd" / "with_mask"
+    textures = real_textures(folder, limit=200, progress=False)
+    assert len(read) == 200 and len(textures) >= 120 and all(t.shape == TEXTURE_SIZE + (3,) for t in textures)
+    # the people the mask benchmarks keep aside (a fifth) give no fabric
+    assert not [p for p in read if in_holdout(f"rmfd:{source_person(p)}", 0.2)]
+    assert [p for p in sorted(folder.iterdir()) if in_holdout(f"rmfd:{source_person(p)}", 0.2)]
 
 
 @pytest.mark.data

@@ -1,8 +1,9 @@
 """Decision offsets for a task's classes, chosen on labelled validation people to maximise balanced macro F1.
 
-A model trained with balanced cells still leans one way on photos unlike its training crops (another detector, a
-mask): 31-year-olds called <30, old women called men. A per-class offset on the log-probabilities
-(``combine.apply_bias``) moves the decision boundary without retraining. Pure numpy, no torch: the pipeline's
+On photos unlike its training data (another camera, light or people) a model can lean one way: many 31-year-olds
+called <30, old women called men. A per-class offset on the log-probabilities (``combine.apply_bias``) moves the
+decision boundary without retraining; whether it helps is for people it was not chosen on to say (on the shipped
+models' own held-out sources it did not: docs/measurements.md, seventh session). Pure numpy, no torch: the pipeline's
 probabilities come in, the offsets go out (``maskage calibrate`` saves them in pipeline.json).
 """
 from __future__ import annotations
@@ -142,7 +143,7 @@ def calibrate_pipeline(directory: str | Path | None, labels: str | Path, out: st
     bad = [p.source for p in preds if p.error]
     if bad:
         raise UsageError(f"{len(bad)} calibration photo(s) could not be read, e.g. {bad[0]}")
-    genders, groups = task_truth(rows, "gender", 60), task_truth(rows, "age", pipe.age_threshold)
+    genders, groups = (task_truth(rows, t, pipe.age_threshold) for t in ("gender", "age"))
     keys = [(r["source"], g, a) for r, g, a in zip(rows, genders, groups)]
     result, bias = {}, {}
     for task, truth in truths.items():

@@ -209,6 +209,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if sourced and len(sourced) != len(args.faces_dir) or not sourced and len(args.faces_dir) != 1:
         raise UsageError("give one FACES_DIR, or one or more NAME=DIR sources (utkface=..., aaf=..., lfw=...)")
     photos = [x.strip() for x in args.photos.split(",") if x.strip()] if args.photos else None
+    if not 0.0 <= args.texture_share <= 1.0:  # before the textures are cut, which takes a while
+        raise UsageError(f"--texture-share must be in [0, 1], got {args.texture_share}")
     textures = real_textures(args.real_textures, progress=not args.quiet) if args.real_textures else None
     report = build_dataset(
         sourced or args.faces_dir[0], args.out, photos=photos, eval_fraction=args.eval_fraction, seed=args.seed,

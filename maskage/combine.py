@@ -38,8 +38,8 @@ def age_group_probs(bin_probs: np.ndarray, groups: Sequence[int], n_groups: int 
 
 def apply_bias(probs: np.ndarray, bias: Sequence[float] | None) -> np.ndarray:
     """N x K probabilities times ``exp(bias)`` per class, renormalised: a decision offset on the log-probabilities
-    (chosen on validation people, ``maskage.calibrate``) that moves the boundary between classes and keeps their
-    order within each class. ``None`` or all zeros leaves them as they are."""
+    (chosen on validation people, ``maskage.calibrate``) that moves the boundary between classes and keeps how the
+    photos rank on each class. ``None`` or all zeros leaves them as they are."""
     probs = np.asarray(probs, dtype=np.float64)
     if bias is None or not np.any(bias):
         return probs

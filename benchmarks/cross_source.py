@@ -91,6 +91,8 @@ def score_rows(rows: list[dict], genders: np.ndarray, ages: np.ndarray | None, g
         pred = groups if groups is not None else np.array([age_to_group(x, threshold) for x in ages])
         entry["age_f1"] = f1(a_true, pred)
         entry["age_ci"] = interval(bootstrap_f1(a_true, [pred])[:, 0])
+        # rows: true <30, 30-59, 60+; columns: predicted. Which way the errors go (a lean, or both ways)
+        entry["age_confusion"] = np.bincount(3 * a_true + np.asarray(pred), minlength=9).reshape(3, 3).tolist()
         labels["age"] = (a_true, pred)
     entry["_labels"] = labels
     return entry
@@ -177,7 +179,8 @@ def report(results: dict, name: str, source: str, kind: str, entry: dict) -> Non
     age = f" age {entry['age_f1']:.4f} {ci.format(*entry['age_ci'])}" if "age_f1" in entry else ""
     found = f", face found {entry['face_found']:.1%}" if entry.get("face_found") is not None else ""
     gender = f"gender {entry['gender_f1']:.4f} {ci.format(*entry['gender_ci'])}"
-    print(f"  {name:<12} {source:<8} {kind:<9} {gender}{age}  (n={entry['n']}{found})",
+    confusion = f" age groups (true x predicted) {entry['age_confusion']}" if "age_confusion" in entry else ""
+    print(f"  {name:<12} {source:<8} {kind:<9} {gender}{age}  (n={entry['n']}{found}){confusion}",
           flush=True)
 
 

@@ -62,6 +62,9 @@ def test_cross_source_sets_are_balanced_one_photo_per_person_and_scored(tmp_path
     rows = [{"gender": "0", "age": "25"}, {"gender": "1", "age": "65"}, {"gender": "1", "age": "40"}]
     s = score_rows(rows, np.array([0, 1, 0]), None, np.array([0, 2, 1]), 60)
     assert s["age_f1"] == 1.0 and 0.6 < s["gender_f1"] < 0.7
+    assert s["age_confusion"] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    wrong = score_rows(rows, np.array([0, 1, 0]), None, np.array([1, 2, 1]), 60)  # 25 -> 30-59, 65 -> 60+
+    assert wrong["age_confusion"] == [[0, 1, 0], [0, 1, 0], [0, 0, 1]]
     assert "age_f1" not in score_rows([{"gender": "0", "age": "-1"}], np.array([0]), None, np.array([0]), 60)
 
     class P:  # a Prediction's probabilities

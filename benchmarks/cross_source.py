@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from real_accuracy import f1, peer_predict  # noqa: E402
+from maskage.atomic import write_csv_atomic  # noqa: E402
 from maskage.labels import age_to_group  # noqa: E402
 from maskage.metrics import bootstrap_f1, interval  # noqa: E402
 from maskage.sources import balanced_people  # noqa: E402
@@ -44,38 +45,40 @@ from maskage.sources import balanced_people  # noqa: E402
 KINDS = {"unmasked": 2, "masked": 0}  # mask state of the build's photo: normal, mask1
 
 
-def eval_sets(data: Path, per_cell: int, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
-    """{source: {kind: rows of meta.csv}}: one photo per held-out person, people balanced per cell."""
+def first_photos(data: Path) -> list[dict]:
+    """Rows of the build's eval/meta.csv, by person id, of each source person's first photo (their bare and masked
+    versions): a person with several photos counts once."""
     with (data / "eval" / "meta.csv").open(newline="") as f:
         meta = list(csv.DictReader(f))
     if not meta or "dataset" not in meta[0]:
         raise SystemExit(f"{data}/eval/meta.csv has no dataset column: build it from NAME=DIR sources")
+    rows = sorted(meta, key=lambda r: r["person"])
+    first: dict[tuple[str, str], str] = {}  # the build's person id of each source person's first photo
+    for r in rows:
+        first.setdefault((r["dataset"], r["source_person"]), r["person"])
+    return [r for r in rows if first[(r["dataset"], r["source_person"])] == r["person"]]
+
+
+def eval_sets(data: Path, per_cell: int, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
+    """{source: {kind: rows of meta.csv}}: one photo per held-out person, people balanced per cell."""
+    firsts = first_photos(data)
     out: dict[str, dict[str, list[dict]]] = {}
-    for source in sorted({r["dataset"] for r in meta}):
-        rows = sorted((r for r in meta if r["dataset"] == source), key=lambda r: r["person"])
-        first: dict[str, str] = {}  # the build's person id of each source person's first photo
-        for r in rows:
-            first.setdefault(r["source_person"], r["person"])
-        people = sorted({(r["source_person"], int(r["gender"]), int(r["age"])) for r in rows
-                         if first[r["source_person"]] == r["person"]})  # a person's photos are one entry
+    for source in sorted({r["dataset"] for r in firsts}):
+        rows = [r for r in firsts if r["dataset"] == source]
+        people = sorted({(r["source_person"], int(r["gender"]), int(r["age"])) for r in rows})
         chosen = set(balanced_people(people, seed, per_cell))
-        out[source] = {kind: [r for r in rows if r["source_person"] in chosen and first[r["source_person"]] == r["person"]
-                              and int(r["mask"]) == mask] for kind, mask in KINDS.items()}
+        out[source] = {kind: [r for r in rows if r["source_person"] in chosen and int(r["mask"]) == mask]
+                       for kind, mask in KINDS.items()}
     return out
 
 
 def leftover_rows(data: Path, sets: dict[str, dict[str, list[dict]]]) -> list[dict]:
     """Rows of a `maskage calibrate` labels CSV: the unmasked and masked first photo of every held-out person with
     an age whom the balanced sets leave out (person-disjoint from the people scored here, and from training)."""
-    with (data / "eval" / "meta.csv").open(newline="") as f:
-        meta = list(csv.DictReader(f))
     scored = {(s, r["source_person"]) for s, kinds in sets.items() for rows in kinds.values() for r in rows}
-    first: dict[tuple[str, str], str] = {}
-    for r in sorted(meta, key=lambda r: r["person"]):
-        first.setdefault((r["dataset"], r["source_person"]), r["person"])
     return [{"path": f"images/{r['ImageID']}", "gender": r["gender"], "age": r["age"], "source": r["dataset"]}
-            for r in meta if first[(r["dataset"], r["source_person"])] == r["person"] and int(r["age"]) >= 0
-            and int(r["mask"]) in KINDS.values() and (r["dataset"], r["source_person"]) not in scored]
+            for r in first_photos(data) if int(r["age"]) >= 0 and int(r["mask"]) in KINDS.values()
+            and (r["dataset"], r["source_person"]) not in scored]
 
 
 def score_rows(rows: list[dict], genders: np.ndarray, ages: np.ndarray | None, groups: np.ndarray | None,
@@ -204,11 +207,7 @@ def main() -> int:
     sets = eval_sets(data, args.per_cell)
     if args.calibration_csv:
         rows = leftover_rows(data, sets)
-        out = data / "eval" / args.calibration_csv
-        with out.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["path", "gender", "age", "source"])
-            w.writeheader()
-            w.writerows(rows)
+        out = write_csv_atomic(data / "eval" / args.calibration_csv, ["path", "gender", "age", "source"], rows)
         print(f"{len(rows)} photos of people the balanced sets leave out: {out}")
         return 0
     threshold = 60

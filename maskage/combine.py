@@ -40,9 +40,9 @@ def apply_bias(probs: np.ndarray, bias: Sequence[float] | None) -> np.ndarray:
     """N x K probabilities times ``exp(bias)`` per class, renormalised: a decision offset on the log-probabilities
     (chosen on validation people, ``maskage.calibrate``) that moves the boundary between classes and keeps how the
     photos rank on each class. ``None`` or all zeros leaves them as they are."""
-    probs = np.asarray(probs, dtype=np.float64)
     if bias is None or not np.any(bias):
-        return probs
+        return np.asarray(probs)  # no copy: the pipeline calls this on every batch, mostly without offsets
+    probs = np.asarray(probs, dtype=np.float64)
     b = np.asarray(bias, dtype=np.float64)
     if b.shape != probs.shape[-1:] or not np.all(np.isfinite(b)):
         raise UsageError(f"a bias needs {probs.shape[-1]} finite numbers, got {list(np.ravel(bias))}")

@@ -181,7 +181,7 @@ def cut_texture(image: np.ndarray, landmarks: Sequence[Sequence[float]], box: Se
     h, w = TEXTURE_SIZE
     t0, t1 = face.t_of(face.nose) + 0.1, 1.6
     ss, tt = np.meshgrid(np.linspace(-0.9, 0.9, w), np.linspace(t0, t1, h))
-    pts = face.eye_mid + ss[..., None] * face.across * face.half_width + tt[..., None] * face.down * face.unit
+    pts = face.point(ss[..., None], tt[..., None])  # H x W x 2 image points
     return cv2.remap(image, pts[..., 0].astype(np.float32), pts[..., 1].astype(np.float32), cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REFLECT)
 

@@ -246,9 +246,12 @@ def _teacher_loss(config: TrainConfig, spec, bins: AgeBins, samples: list, crops
 
 
 def _init_from(model: TaskModel, directory: str) -> None:
-    """Start from a saved model's weights (to train it further); it must be the same network for the same task."""
+    """Start from a saved model's weights (to train it further); it must be the same network for the same task.
+
+    The input size may differ: every backbone ends in global pooling, so the weights take any size (e.g. a model
+    fine-tuned at 160 px trained further at 224)."""
     start = TaskModel.load(directory, model.spec.task)
-    for key in ("backbone", "labels", "input_size", "mean", "std"):
+    for key in ("backbone", "labels", "mean", "std"):
         if getattr(start.spec, key) != getattr(model.spec, key):
             raise UsageError(f"init_from: {directory} has {key} {getattr(start.spec, key)!r}, this run "
                              f"{getattr(model.spec, key)!r}")

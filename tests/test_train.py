@@ -289,8 +289,16 @@ def test_init_from_starts_from_a_saved_model(tiny_overrides, tmp_path):
     fresh = train(load_config(None, dict(tiny_overrides, epochs=1, lr=0.0, output_dir=str(tmp_path / "x")),
                               task="gender"), progress=False).output_dir
     assert not all(torch.equal(pa, pb) for pa, pb in zip(a.net.parameters(), TaskModel.load(fresh).net.parameters()))
-    with pytest.raises(ValueError, match="init_from: .* has input_size 32, this run 48"):
-        train(load_config(None, dict(tiny_overrides, input_size=48, init_from=str(first)), task="gender"), progress=False)
+    # another input size takes the same weights (global pooling): trained further at 48 px from the 32 px model
+    larger = train(load_config(None, dict(tiny_overrides, epochs=1, lr=0.0, input_size=48, crop_size=56,
+                                          init_from=str(first), output_dir=str(tmp_path / "48")), task="gender"),
+                   progress=False).output_dir
+    c = TaskModel.load(larger)
+    assert c.spec.input_size == 48
+    assert all(torch.equal(pa, pc) for pa, pc in zip(a.net.parameters(), c.net.parameters()))
+    with pytest.raises(ValueError, match="init_from: .* has backbone 'test_efficientnet', this run 'test_resnet'"):
+        train(load_config(None, dict(tiny_overrides, backbone="test_resnet", init_from=str(first)), task="gender"),
+              progress=False)
     with pytest.raises(ModelFileError, match="age"):
         train(load_config(None, dict(tiny_overrides, init_from=str(first)), task="age"), progress=False)
 

@@ -51,8 +51,13 @@ def test_shipped_pipeline_reads_the_demo_photos_woman_in_her_forties(shipped, tm
     files = masked_variants(sample_photo(), tmp_path)
     preds = dict(zip(files, shipped.predict([str(f) for f in files.values()])))
     assert all(p.gender == "female" for p in preds.values())
-    # every variant 30-59 with YuNet's boxes (with MTCNN's, the mask under the chin was called 60+)
-    assert [p.age for p in preds.values()] == ["30-59"] * 4
+    # 30-59 bare, with the mask worn and pulled under the chin; with the nose out she sits on the 30-59 / 60+
+    # boundary since the eighth session's 224 px age models (0.47 / 0.50; the 160 px ones: 0.64 / 0.30), which
+    # gained on 2,100 held-out people (docs/measurements.md): the test holds her near it, not on one side
+    ages = {name: p.age for name, p in preds.items()}
+    assert {ages["bare"], ages["correct"], ages["under_chin"]} == {"30-59"}
+    near = preds["nose_exposed"].age_probs
+    assert near["<30"] < 0.1 and near["30-59"] > 0.4 and near["60+"] < 0.6
 
 
 def test_predict_without_pipeline_uses_the_shipped_one(shipped, tmp_path):

@@ -306,22 +306,43 @@ class Pipeline:
     def task_probs_inputs(self, task: str, inputs: Sequence) -> np.ndarray:
         """As ``task_probs``, for inputs already made by ``maskage.transforms.preprocess`` (N x 3 x S x S): one per
         model of the task, as ``model_inputs`` gives them."""
-        model = self.models[task]
-        ms = members(model)
-        if len(inputs) != len(ms):
-            raise UsageError(f"{task}: {len(ms)} model(s) need {len(ms)} input(s), got {len(inputs)}")
-        probs = []
-        for m, x in zip(ms, inputs):
-            p = m.predict_inputs(x)
-            for name in self.tta.get(task, ()):
-                p = p + m.predict_inputs(TTA_TRANSFORMS[name](x))
-            probs.append(p / (1 + len(self.tta.get(task, ()))))
-        return model.combine(probs) if isinstance(model, TaskEnsemble) else probs[0]
+        return self._tasks_probs({task: inputs})[task]
+
+    @property
+    def model_workers(self) -> int:
+        """How many model runs go at once: on ONNX Runtime with single-threaded sessions (``from_pretrained`` makes
+        them so on several cores), one per core (``onnx_backend.run_models``); else 1, one after another."""
+        from .onnx_backend import OnnxTaskModel, model_workers
+
+        ms = [m for model in self.models.values() for m in members(model)]
+        return model_workers() if all(isinstance(m, OnnxTaskModel) and m.threads == 1 for m in ms) else 1
+
+    def _tasks_probs(self, inputs: dict[str, Sequence]) -> dict[str, np.ndarray]:
+        """Each task's probabilities from its models' inputs: every forward pass (each member, each TTA view) of
+        every task handed to the models at once, then averaged over the views and voted over the members."""
+        jobs: list[tuple[str, int, Any, np.ndarray]] = []
+        for task, xs in inputs.items():
+            ms = members(self.models[task])
+            if len(xs) != len(ms):
+                raise UsageError(f"{task}: {len(ms)} model(s) need {len(ms)} input(s), got {len(xs)}")
+            for k, (m, x) in enumerate(zip(ms, xs)):
+                jobs += [(task, k, m, x)] + [(task, k, m, TTA_TRANSFORMS[n](x)) for n in self.tta.get(task, ())]
+        from .onnx_backend import run_models
+
+        views: dict[tuple[str, int], list[np.ndarray]] = {}
+        for (task, k, _, _), p in zip(jobs, run_models([(m, x) for _, _, m, x in jobs], self.model_workers)):
+            views.setdefault((task, k), []).append(p)
+        out = {}
+        for task in inputs:
+            model = self.models[task]
+            probs = [sum(v[1:], v[0]) / len(v) for v in (views[(task, k)] for k in range(len(members(model))))]
+            out[task] = model.combine(probs) if isinstance(model, TaskEnsemble) else probs[0]
+        return out
 
     def _classify(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection], sources: Sequence[str]) -> list[Prediction]:
         if not arrays:
             return []
-        probs = {task: self.task_probs_inputs(task, x) for task, x in self.model_inputs(arrays, detections).items()}
+        probs = self._tasks_probs(self.model_inputs(arrays, detections))
         probs["age"] = age_group_probs(probs["age"], self._age_groups)
         probs = {task: apply_bias(p, self.bias.get(task)) for task, p in probs.items()}
         age = probs["age"]

@@ -45,6 +45,7 @@ def load_pipeline(cls: type, directory: str | Path | None = None, backend: str =
     # each model directory loads once: a joint or multi-head model's serves all three tasks
     loaded: dict[str, Any] = {}
     by_dir = {e["dir"]: e for t in TASKS for e in entries[t]}
+    threads = _session_threads(use_onnx, shared=len(by_dir) < sum(len(entries[t]) for t in TASKS))
     for rel, entry in by_dir.items():
         sub = d / rel
         for name, digest in entry.get("sha256", {}).items():
@@ -53,12 +54,12 @@ def load_pipeline(cls: type, directory: str | Path | None = None, backend: str =
         if use_onnx and exported:
             from .onnx_backend import OnnxTaskModel
 
-            loaded[rel] = OnnxTaskModel.load(sub)
+            loaded[rel] = OnnxTaskModel.load(sub, threads=threads)
         else:
             # an export already in the cache needs no PyTorch model (nor timm, 2 s of start-up) to run
-            loaded[rel] = (_cached_export(sub, entry) if use_onnx else None) or load_torch_model(sub)
+            loaded[rel] = (_cached_export(sub, entry, threads) if use_onnx else None) or load_torch_model(sub)
     if use_onnx and not exported:
-        loaded = _cached_onnx_models(loaded, by_dir)
+        loaded = _cached_onnx_models(loaded, by_dir, threads)
     models = {}
     shared: dict[Any, SharedModel] = {}
     for task in TASKS:
@@ -170,7 +171,17 @@ def _onnx_key(task: str, digests: dict[str, str]) -> str:
     return f"{task}-{digests[WEIGHTS_NAME][:16]}-{digests[CONFIG_NAME][:8]}"
 
 
-def _cached_export(directory: Path, entry: dict) -> Any:
+def _session_threads(use_onnx: bool, shared: bool) -> int | None:
+    """ONNX Runtime threads per model session: 1 where the pipeline will run its models side by side
+    (``onnx_backend.run_models``: several cores, no model serving several tasks), else the default."""
+    if not use_onnx or shared:
+        return None
+    from .onnx_backend import model_workers
+
+    return 1 if model_workers() > 1 else None
+
+
+def _cached_export(directory: Path, entry: dict, threads: int | None = None) -> Any:
     """The saved model in ``directory`` run by ONNX Runtime from its cached export, if the cache has it (its files'
     hashes were checked against pipeline.json); None otherwise, or if ONNX Runtime fails on it."""
     from .onnx_backend import OnnxTaskModel, cached_onnx_path
@@ -180,12 +191,12 @@ def _cached_export(directory: Path, entry: dict) -> Any:
     if not path.is_file():
         return None
     try:
-        return OnnxTaskModel(spec, path, source_dir=directory)
+        return OnnxTaskModel(spec, path, threads, source_dir=directory)
     except Exception:  # noqa: BLE001 - a damaged cache file: load the PyTorch model, as without a cached export
         return None
 
 
-def _cached_onnx_models(models: dict[str, Any], entries: dict[str, dict]) -> dict[str, Any]:
+def _cached_onnx_models(models: dict[str, Any], entries: dict[str, dict], threads: int | None = None) -> dict[str, Any]:
     """The PyTorch models (by directory) run by ONNX Runtime from exports cached by their files' hashes (models
     already on ONNX Runtime stay as they are); the PyTorch models themselves if exporting fails (with a warning:
     predictions are the same, only slower)."""
@@ -194,7 +205,7 @@ def _cached_onnx_models(models: dict[str, Any], entries: dict[str, dict]) -> dic
     try:
         out: dict[str, Any] = {}
         for rel, model in models.items():
-            out[rel] = cached_onnx(model, _onnx_key(model.task, entries[rel]["sha256"])) \
+            out[rel] = cached_onnx(model, _onnx_key(model.task, entries[rel]["sha256"]), threads=threads) \
                 if is_torch_model(model) else model
         return out
     except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: keep working on PyTorch

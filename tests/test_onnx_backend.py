@@ -188,3 +188,57 @@ def test_int8_for_named_tasks_only(tmp_path, toy_root, capsys):
 
     with pytest.raises(UsageError, match="no task"):
         Pipeline.from_pretrained(d, backend="torch").export_onnx(d, int8=["face"], calibration=[])
+
+
+def test_models_run_side_by_side_with_the_same_predictions(tmp_path, toy_root, monkeypatch):
+    import maskage.onnx_backend as onnx_backend
+    from maskage.ensemble import TaskEnsemble, members
+
+    age = TaskEnsemble([tiny_model("age", 31), tiny_model("age", 32)])
+    d = Pipeline(tiny_model("mask", 33), tiny_model("gender", 34), age, tta={"gender": ["hflip"]}).save(tmp_path / "p")
+    photos = sorted(str(p) for p in (toy_root / "eval" / "images").glob("*.jpg"))[:7]
+    monkeypatch.setattr(onnx_backend, "model_workers", lambda: 3)
+    side = Pipeline.from_pretrained(d)
+    ms = [m for model in side.models.values() for m in members(model)]
+    assert side.model_workers == 3 and len(ms) == 4
+    assert all(m.session.get_session_options().intra_op_num_threads == 1 for m in ms)
+    monkeypatch.setattr(onnx_backend, "model_workers", lambda: 1)  # one core: sessions on the default threads
+    one = Pipeline.from_pretrained(d)
+    assert one.model_workers == 1 and all(m.threads != 1 for model in one.models.values() for m in members(model))
+    ref = Pipeline.from_pretrained(d, backend="torch")
+    assert ref.model_workers == 1
+    a, b, c = side.predict(photos), one.predict(photos), ref.predict(photos)
+    assert [p.class_id for p in a] == [p.class_id for p in b] == [p.class_id for p in c]
+    for pa, pb, pc in zip(a, b, c):
+        for key in ("mask_probs", "gender_probs", "age_probs"):
+            assert getattr(pa, key) == pytest.approx(getattr(pb, key), abs=1e-6)
+            assert getattr(pa, key) == pytest.approx(getattr(pc, key), abs=1e-5)
+
+
+def test_run_models_cuts_batches_into_pieces_and_keeps_their_order():
+    import threading
+
+    from maskage.onnx_backend import run_models
+
+    class Recorder:
+        def __init__(self, k):
+            self.k, self.sizes, self.threads = k, [], set()
+
+        def predict_inputs(self, x):
+            self.sizes.append(len(x))
+            self.threads.add(threading.get_ident())
+            return x[:, :1] * self.k
+
+    x = np.arange(22, dtype=np.float32).reshape(11, 2)
+    one = Recorder(2)
+    (out,) = run_models([(one, x)], workers=2)  # a single model: its batch cut in two, both halves at once
+    np.testing.assert_array_equal(out, x[:, :1] * 2)
+    assert sorted(one.sizes) == [5, 6]
+    jobs = [(Recorder(k), x[: 3 + k]) for k in range(3)]  # as many models as workers or more: whole batches
+    outs = run_models(jobs, workers=2)
+    for (m, xs), o in zip(jobs, outs):
+        np.testing.assert_array_equal(o, xs[:, :1] * m.k)
+        assert m.sizes == [len(xs)]
+    seq = Recorder(1)
+    assert [o.shape for o in run_models([(seq, x), (seq, x[:0])], workers=1)] == [(11, 1), (0, 1)]
+    assert seq.sizes == [11, 0] and seq.threads == {threading.get_ident()}  # workers=1: in the caller's thread

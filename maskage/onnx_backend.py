@@ -108,7 +108,7 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 def run_models(jobs: Sequence[tuple[OnnxTaskModel, np.ndarray]], workers: int) -> list[np.ndarray]:
     """``model.predict_inputs(x)`` for each (model, x), ``workers`` runs at a time on one thread each, the batches
     cut so that there are at least ``workers`` pieces; the same numbers as one after another. On 2 cores, four task
-    models two at a time on a thread each ran 20-25% more crops/s than one after another on two threads each, which
+    models two at a time on a thread each ran 10-25% more crops/s than one after another on two threads each, which
     wait on each other inside every layer (docs/measurements.md, eighth session)."""
     if workers <= 1 or not jobs:
         return [m.predict_inputs(x) for m, x in jobs]

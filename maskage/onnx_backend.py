@@ -18,6 +18,7 @@ from .transforms import preprocess
 
 if TYPE_CHECKING:
     from .models import TaskModel
+    from .tasks import TaskPredictor
 
 ONNX_NAME = "model.onnx"  # beside model.json in each task folder; pipeline.json lists its hash
 
@@ -105,8 +106,9 @@ def model_workers() -> int:
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
-def run_models(jobs: Sequence[tuple[OnnxTaskModel, np.ndarray]], workers: int) -> list[np.ndarray]:
-    """``model.predict_inputs(x)`` for each (model, x), ``workers`` runs at a time on one thread each, the batches
+def run_models(jobs: Sequence[tuple["TaskPredictor", np.ndarray]], workers: int) -> list[np.ndarray]:
+    """``model.predict_inputs(x)`` for each (model, x): one after another with ``workers`` 1 (any model kind), else
+    (ONNX Runtime sessions, which may run at once) ``workers`` runs at a time on one thread each, the batches
     cut so that there are at least ``workers`` pieces; the same numbers as one after another. On 2 cores, four task
     models two at a time on a thread each ran 10-25% more crops/s than one after another on two threads each, which
     wait on each other inside every layer (docs/measurements.md, eighth session)."""

@@ -14,6 +14,8 @@ from .errors import UsageError
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
 from .images import ImageError, ImageInput, load_image
 from .joint import SharedModel
+from . import onnx_backend
+from .onnx_backend import OnnxTaskModel, run_models
 from .labels import GENDER_LABELS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, class_grid, decode, encode
 from .spec import ModelFileError, fold_dirs
 from .pipeline_files import (PRETRAINED_DIR, _base, _slot_model, export_pipeline_onnx, is_torch_model, load_pipeline,
@@ -312,10 +314,8 @@ class Pipeline:
     def model_workers(self) -> int:
         """How many model runs go at once: on ONNX Runtime with single-threaded sessions (``from_pretrained`` makes
         them so on several cores), one per core (``onnx_backend.run_models``); else 1, one after another."""
-        from .onnx_backend import OnnxTaskModel, model_workers
-
         ms = [m for model in self.models.values() for m in members(model)]
-        return model_workers() if all(isinstance(m, OnnxTaskModel) and m.threads == 1 for m in ms) else 1
+        return onnx_backend.model_workers() if all(isinstance(m, OnnxTaskModel) and m.threads == 1 for m in ms) else 1
 
     def _tasks_probs(self, inputs: dict[str, Sequence]) -> dict[str, np.ndarray]:
         """Each task's probabilities from its models' inputs: every forward pass (each member, each TTA view) of
@@ -327,8 +327,6 @@ class Pipeline:
                 raise UsageError(f"{task}: {len(ms)} model(s) need {len(ms)} input(s), got {len(xs)}")
             for k, (m, x) in enumerate(zip(ms, xs)):
                 jobs += [(task, k, m, x)] + [(task, k, m, TTA_TRANSFORMS[n](x)) for n in self.tta.get(task, ())]
-        from .onnx_backend import run_models
-
         views: dict[tuple[str, int], list[np.ndarray]] = {}
         for (task, k, _, _), p in zip(jobs, run_models([(m, x) for _, _, m, x in jobs], self.model_workers)):
             views.setdefault((task, k), []).append(p)

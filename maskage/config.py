@@ -65,7 +65,8 @@ class TrainConfig:
     source_weight: float = 1.0  # how much more often a mask_sources photo is drawn than a dataset photo
     pseudo_labels: str = ""  # a CSV from `maskage pseudo`: its confident photos join training (never validation)
     pseudo_threshold: float = 0.9  # the task's top probability a pseudo-labelled photo needs
-    # knowledge distillation (gender, age): "faceres" = FaceRes's own heads label every training crop (maskage.teacher)
+    # knowledge distillation (maskage.teacher): "faceres" = FaceRes's own heads label every training crop (gender,
+    # age); "DIR[,DIR...]" = saved models of this task (an ensemble's averaged probabilities) label them
     teacher: str = ""
     teacher_weight: float = 0.5  # share of the loss on the teacher's soft labels (the rest: the true labels)
     teacher_input_size: int = 224  # the crops are resized to this for the teacher (FaceRes's own size)
@@ -146,11 +147,13 @@ class TrainConfig:
         if self.samples_per_epoch < 0:
             raise UsageError(f"samples_per_epoch must be >= 0, got {self.samples_per_epoch}")
         if self.teacher:
-            from .teacher import TEACHERS
+            from .teacher import TEACHERS, model_dirs
 
-            if self.teacher not in TEACHERS:
-                raise UsageError(f"teacher must be one of {TEACHERS[1:]} or empty, got {self.teacher!r}")
-            if self.task not in ("gender", "age"):
+            missing = [d for d in model_dirs(self.teacher) if not (Path(d) / "model.json").is_file()]
+            if missing:
+                raise UsageError(f"teacher must be one of {TEACHERS[1:]}, saved model folders (DIR[,DIR...]) or "
+                                 f"empty; no model.json in {', '.join(missing)}")
+            if not model_dirs(self.teacher) and self.task not in ("gender", "age"):
                 raise UsageError(f"a teacher labels the gender or age task, not {self.task!r}")
             if self.teacher == "gaussian" and self.task != "age":
                 raise UsageError("teacher=gaussian spreads true ages: it is for the age task")

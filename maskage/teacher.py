@@ -7,10 +7,14 @@ by the median gap between the true ages and its expected ages on the training ro
 before it is summed into the fine bins. Its outputs depend only on the crops, so they are cached in the crop cache's
 folder. Measured (docs/measurements.md, fourth session): neither teacher beat training on the true labels alone
 across sources; the option stays for others' data and teachers.
+
+A teacher can also be saved models of the student's own task (``teacher=DIR[,DIR...]``): their averaged
+probabilities, e.g. to put an ensemble's knowledge into one model that costs a member's time.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +27,11 @@ from .atomic import atomic_path
 from .labels import AgeBins
 
 TEACHERS = ("", "faceres", "gaussian")  # gaussian: no network, a distribution around each true age (age only)
+
+
+def model_dirs(teacher: str) -> list[str]:
+    """The saved-model folders a ``teacher`` setting names (comma-separated); [] for a named teacher."""
+    return [] if teacher in TEACHERS else [d.strip() for d in teacher.split(",") if d.strip()]
 
 
 def age_bin_matrix(bins: AgeBins, n_ages: int) -> np.ndarray:
@@ -98,6 +107,37 @@ def faceres_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Pat
     with atomic_path(path) as tmp:
         np.savez(tmp, p_male=p_male, age=age)
     return p_male, age
+
+
+def model_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Path, dirs: Sequence[str],
+                  task: str, labels: Sequence[str], progress: bool = True) -> np.ndarray:
+    """Saved models' averaged probabilities (N x classes) for the crops of ``paths``, each model at its own input
+    size, computed once and cached in ``crop_dir/teacher`` (keyed by the models' weights, the paths and the
+    crops' shape). The models must be of ``task`` with the student's ``labels`` in the same order."""
+    from .ensemble import TaskEnsemble
+    from .models import TaskModel
+    from .spec import ModelFileError, read_model_json
+
+    metas = [read_model_json(Path(d)) for d in dirs]
+    text = f"{crops.shape}|" + "|".join(json.dumps(m.get("sha256"), sort_keys=True) for m in metas) + "\n" + "\n".join(paths)
+    path = Path(crop_dir) / "teacher" / f"models_{hashlib.sha1(text.encode()).hexdigest()[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            return saved["probs"]
+    from tqdm import tqdm
+
+    teacher = TaskEnsemble([TaskModel.load(d, task) for d in dirs])
+    if list(teacher.spec.labels) != list(labels):
+        raise ModelFileError(f"teacher {dirs[0]} has labels {list(teacher.spec.labels)}, the student {list(labels)}")
+    if progress:  # a long step (minutes per 10,000 crops on a CPU): say so before it starts
+        print(f"teacher: {len(dirs)} model(s) label {len(crops)} crops, once (cached in {path.parent})", flush=True)
+    step = 256
+    parts = [teacher.predict_proba(np.asarray(crops[i : i + step]))
+             for i in tqdm(range(0, len(crops), step), desc="teacher: model labels", disable=None if progress else True)]
+    probs = np.concatenate(parts) if parts else np.zeros((0, len(labels)), np.float32)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, probs=probs)
+    return probs
 
 
 class DistillLoss(nn.Module):

@@ -225,19 +225,24 @@ def _teacher_loss(config: TrainConfig, spec, bins: AgeBins, samples: list, crops
                   progress: bool) -> torch.nn.Module:
     """The loss with the teacher's soft labels (``maskage.teacher``), for every photo; the age shift is fitted on
     the training rows. A FaceRes teacher's labels are cached in the crop cache's folder ``crop_dir``."""
-    from .teacher import DistillLoss, age_shift, faceres_outputs, gaussian_ages, soft_targets
+    from .teacher import DistillLoss, age_shift, faceres_outputs, gaussian_ages, model_dirs, model_outputs, soft_targets
 
-    if config.teacher == "gaussian":
+    dirs = model_dirs(config.teacher)
+    if dirs:
+        soft = model_outputs(crops, [s.path for s in samples], crop_dir, dirs, config.task, spec.labels, progress)
+        shift, p_male, age_dist = 0, None, None
+    elif config.teacher == "gaussian":
         p_male, age_dist = np.zeros(len(samples), np.float32), gaussian_ages([s.age for s in samples],
                                                                              config.teacher_age_sigma)
     else:
         p_male, age_dist = faceres_outputs(crops, [s.path for s in samples], crop_dir, config.teacher_input_size,
                                            progress)
-    shift = 0
-    if config.task == "age" and config.teacher == "faceres":
-        shift = (age_shift(age_dist[tr_idx], np.array([samples[i].age for i in tr_idx]))
-                 if config.teacher_age_shift == "auto" else int(config.teacher_age_shift))
-    soft = soft_targets(config.task, spec.labels, bins, p_male, age_dist, shift)
+    if not dirs:
+        shift = 0
+        if config.task == "age" and config.teacher == "faceres":
+            shift = (age_shift(age_dist[tr_idx], np.array([samples[i].age for i in tr_idx]))
+                     if config.teacher_age_shift == "auto" else int(config.teacher_age_shift))
+        soft = soft_targets(config.task, spec.labels, bins, p_male, age_dist, shift)
     if progress:
         agree = float((soft[tr_idx].argmax(1) == targets[tr_idx]).mean()) if len(tr_idx) else 0.0
         print(f"teacher {config.teacher}: weight {config.teacher_weight}, age shift {shift:+d} years, "

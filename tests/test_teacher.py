@@ -139,3 +139,41 @@ def test_the_teacher_changes_what_is_learnt(tiny_overrides, tmp_path):
     a = TaskModel.load(plain.output_dir, "age").predict_proba(x)
     b = TaskModel.load(taught.output_dir, "age").predict_proba(x)
     assert not np.allclose(a, b, atol=1e-4)
+
+
+def test_saved_models_teach_their_averaged_probabilities_once(tmp_path, monkeypatch):
+    from .conftest import tiny_model
+
+    from maskage.ensemble import TaskEnsemble
+    from maskage.spec import ModelFileError
+
+    dirs = [str(tiny_model("gender", seed=s).save(tmp_path / f"g{s}")) for s in (0, 1)]
+    assert teacher.model_dirs(",".join(dirs)) == dirs and teacher.model_dirs("faceres") == []
+    crops = np.random.default_rng(0).integers(0, 255, (5, 40, 40, 3), dtype=np.uint8)
+    paths = [f"p{i}.jpg" for i in range(5)]
+    probs = teacher.model_outputs(crops, paths, tmp_path / "crops", dirs, "gender", ["male", "female"], progress=False)
+    members = [TaskModel.load(d, "gender") for d in dirs]
+    expected = np.mean([m.predict_proba(crops) for m in members], axis=0)
+    assert probs.shape == (5, 2) and np.allclose(probs, expected, atol=1e-6)
+    assert not np.allclose(members[0].predict_proba(crops), members[1].predict_proba(crops), atol=1e-3)
+
+    # cached beside the crops: the models are not run again for the same crops
+    monkeypatch.setattr(TaskEnsemble, "predict_proba", lambda *a, **k: pytest.fail("the teacher ran again"))
+    again = teacher.model_outputs(crops, paths, tmp_path / "crops", dirs, "gender", ["male", "female"], progress=False)
+    assert np.array_equal(again, probs)
+    monkeypatch.undo()
+    with pytest.raises(ModelFileError, match="labels"):  # another class order would teach the wrong classes
+        teacher.model_outputs(crops, paths, tmp_path / "other", dirs, "gender", ["female", "male"], progress=False)
+
+
+def test_training_with_saved_models_as_teacher(tiny_overrides, tmp_path, capsys):
+    over = dict(tiny_overrides, epochs=1, output_dir=str(tmp_path / "teacher_run"))
+    first = train(load_config(None, over, task="mask"), progress=False)
+    student = dict(tiny_overrides, epochs=1, teacher=str(first.output_dir), teacher_weight=0.5,
+                   output_dir=str(tmp_path / "student"))
+    result = train(load_config(None, student, task="mask"), progress=True)  # a model teacher teaches any task
+    out = capsys.readouterr().out
+    assert "teacher: 1 model(s) label" in out and f"teacher {first.output_dir}: weight 0.5" in out
+    assert TaskModel.load(result.output_dir, "mask").spec.task == "mask"
+    with pytest.raises(UsageError, match="no model.json"):
+        load_config(None, dict(student, teacher=str(tmp_path / "nowhere")), task="mask")

@@ -149,11 +149,12 @@ class TrainConfig:
         if self.teacher:
             from .teacher import TEACHERS, model_dirs
 
-            missing = [d for d in model_dirs(self.teacher) if not (Path(d) / "model.json").is_file()]
+            dirs = model_dirs(self.teacher)
+            missing = [d for d in dirs if not (Path(d) / "model.json").is_file()]
             if missing:
                 raise UsageError(f"teacher must be one of {TEACHERS[1:]}, saved model folders (DIR[,DIR...]) or "
                                  f"empty; no model.json in {', '.join(missing)}")
-            if not model_dirs(self.teacher) and self.task not in ("gender", "age"):
+            if not dirs and self.task not in ("gender", "age"):
                 raise UsageError(f"a teacher labels the gender or age task, not {self.task!r}")
             if self.teacher == "gaussian" and self.task != "age":
                 raise UsageError("teacher=gaussian spreads true ages: it is for the age task")

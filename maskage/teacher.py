@@ -119,6 +119,9 @@ def model_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Path,
     from .spec import ModelFileError, read_model_json
 
     metas = [read_model_json(Path(d)) for d in dirs]
+    for d, meta in zip(dirs, metas):  # before the cache too: another class order would teach the wrong classes
+        if list(meta.get("labels", [])) != list(labels):
+            raise ModelFileError(f"teacher {d} has labels {meta.get('labels')}, the student {list(labels)}")
     text = f"{crops.shape}|" + "|".join(json.dumps(m.get("sha256"), sort_keys=True) for m in metas) + "\n" + "\n".join(paths)
     path = Path(crop_dir) / "teacher" / f"models_{hashlib.sha1(text.encode()).hexdigest()[:16]}.npz"
     if path.is_file():
@@ -127,8 +130,6 @@ def model_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Path,
     from tqdm import tqdm
 
     teacher = TaskEnsemble([TaskModel.load(d, task) for d in dirs])
-    if list(teacher.spec.labels) != list(labels):
-        raise ModelFileError(f"teacher {dirs[0]} has labels {list(teacher.spec.labels)}, the student {list(labels)}")
     if progress:  # a long step (minutes per 10,000 crops on a CPU): say so before it starts
         print(f"teacher: {len(dirs)} model(s) label {len(crops)} crops, once (cached in {path.parent})", flush=True)
     step = 256

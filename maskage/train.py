@@ -227,18 +227,16 @@ def _teacher_loss(config: TrainConfig, spec, bins: AgeBins, samples: list, crops
     the training rows. A FaceRes teacher's labels are cached in the crop cache's folder ``crop_dir``."""
     from .teacher import DistillLoss, age_shift, faceres_outputs, gaussian_ages, model_dirs, model_outputs, soft_targets
 
-    dirs = model_dirs(config.teacher)
+    dirs, shift = model_dirs(config.teacher), 0
     if dirs:
         soft = model_outputs(crops, [s.path for s in samples], crop_dir, dirs, config.task, spec.labels, progress)
-        shift, p_male, age_dist = 0, None, None
-    elif config.teacher == "gaussian":
-        p_male, age_dist = np.zeros(len(samples), np.float32), gaussian_ages([s.age for s in samples],
-                                                                             config.teacher_age_sigma)
     else:
-        p_male, age_dist = faceres_outputs(crops, [s.path for s in samples], crop_dir, config.teacher_input_size,
-                                           progress)
-    if not dirs:
-        shift = 0
+        if config.teacher == "gaussian":
+            p_male, age_dist = np.zeros(len(samples), np.float32), gaussian_ages([s.age for s in samples],
+                                                                                 config.teacher_age_sigma)
+        else:
+            p_male, age_dist = faceres_outputs(crops, [s.path for s in samples], crop_dir,
+                                               config.teacher_input_size, progress)
         if config.task == "age" and config.teacher == "faceres":
             shift = (age_shift(age_dist[tr_idx], np.array([samples[i].age for i in tr_idx]))
                      if config.teacher_age_shift == "auto" else int(config.teacher_age_shift))

@@ -164,6 +164,8 @@ def test_saved_models_teach_their_averaged_probabilities_once(tmp_path, monkeypa
     monkeypatch.undo()
     with pytest.raises(ModelFileError, match="labels"):  # another class order would teach the wrong classes
         teacher.model_outputs(crops, paths, tmp_path / "other", dirs, "gender", ["female", "male"], progress=False)
+    with pytest.raises(ModelFileError, match="labels"):  # also where the labels are cached already
+        teacher.model_outputs(crops, paths, tmp_path / "crops", dirs, "gender", ["female", "male"], progress=False)
 
 
 def test_training_with_saved_models_as_teacher(tiny_overrides, tmp_path, capsys):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -80,33 +80,43 @@ def gaussian_ages(true_ages: np.ndarray, sigma: float, n_ages: int = 100) -> np.
     return (dist / dist.sum(1, keepdims=True)).astype(np.float32)
 
 
+def _cached(crop_dir: str | Path, kind: str, key: str, compute: Callable[[Path], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays cached in ``crop_dir/teacher`` under ``kind`` and a hash of ``key``; else ``compute(folder)``'s,
+    saved there first."""
+    path = Path(crop_dir) / "teacher" / f"{kind}_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            return {name: saved[name] for name in saved.files}
+    arrays = compute(path.parent)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
+    return arrays
+
+
 def faceres_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Path, input_size: int,
                     progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """FaceRes's P(male) (N) and age distribution (N x 100) for the crops of ``paths``, computed once and cached
     in ``crop_dir/teacher``: ``crop_dir`` is the crop cache's folder (``CropCache.dir``, keyed by how the crops were
     made), the file's key the paths and the input size."""
-    text = f"{input_size}|{crops.shape}|" + "\n".join(paths)
-    path = Path(crop_dir) / "teacher" / f"faceres_{hashlib.sha1(text.encode()).hexdigest()[:16]}.npz"
-    if path.is_file():
-        with np.load(path) as saved:
-            return saved["p_male"], saved["age"]
-    from tqdm import tqdm
+    def compute(folder: Path) -> dict[str, np.ndarray]:
+        from tqdm import tqdm
 
-    from .faceres import FaceResHeads
+        from .faceres import FaceResHeads
 
-    if progress:  # a long step (about 45 min for 42,000 crops at 224 px on 2 busy cores): say so before it starts
-        print(f"teacher: FaceRes labels {len(crops)} crops at {input_size} px, once (cached in {path.parent})",
-              flush=True)
-    heads, males, ages, step = FaceResHeads(), [], [], 256
-    for start in tqdm(range(0, len(crops), step), desc="teacher: FaceRes labels", disable=None if progress else True):
-        m, a = heads.predict(np.asarray(crops[start : start + step]), input_size)
-        males.append(m)
-        ages.append(a)
-    p_male = np.concatenate(males) if males else np.zeros(0, np.float32)
-    age = np.concatenate(ages) if ages else np.zeros((0, 100), np.float32)
-    with atomic_path(path) as tmp:
-        np.savez(tmp, p_male=p_male, age=age)
-    return p_male, age
+        if progress:  # a long step (about 45 min for 42,000 crops at 224 px on 2 busy cores): say so before it starts
+            print(f"teacher: FaceRes labels {len(crops)} crops at {input_size} px, once (cached in {folder})",
+                  flush=True)
+        heads, males, ages, step = FaceResHeads(), [], [], 256
+        for start in tqdm(range(0, len(crops), step), desc="teacher: FaceRes labels",
+                          disable=None if progress else True):
+            m, a = heads.predict(np.asarray(crops[start : start + step]), input_size)
+            males.append(m)
+            ages.append(a)
+        return {"p_male": np.concatenate(males) if males else np.zeros(0, np.float32),
+                "age": np.concatenate(ages) if ages else np.zeros((0, 100), np.float32)}
+
+    out = _cached(crop_dir, "faceres", f"{input_size}|{crops.shape}|" + "\n".join(paths), compute)
+    return out["p_male"], out["age"]
 
 
 def model_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Path, dirs: Sequence[str],
@@ -114,31 +124,30 @@ def model_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Path,
     """Saved models' averaged probabilities (N x classes) for the crops of ``paths``, each model at its own input
     size, computed once and cached in ``crop_dir/teacher`` (keyed by the models' weights, the paths and the
     crops' shape). The models must be of ``task`` with the student's ``labels`` in the same order."""
-    from .ensemble import TaskEnsemble
-    from .models import TaskModel
     from .spec import ModelFileError, read_model_json
 
     metas = [read_model_json(Path(d)) for d in dirs]
     for d, meta in zip(dirs, metas):  # before the cache too: another class order would teach the wrong classes
         if list(meta.get("labels", [])) != list(labels):
             raise ModelFileError(f"teacher {d} has labels {meta.get('labels')}, the student {list(labels)}")
-    text = f"{crops.shape}|" + "|".join(json.dumps(m.get("sha256"), sort_keys=True) for m in metas) + "\n" + "\n".join(paths)
-    path = Path(crop_dir) / "teacher" / f"models_{hashlib.sha1(text.encode()).hexdigest()[:16]}.npz"
-    if path.is_file():
-        with np.load(path) as saved:
-            return saved["probs"]
-    from tqdm import tqdm
 
-    teacher = TaskEnsemble([TaskModel.load(d, task) for d in dirs])
-    if progress:  # a long step (minutes per 10,000 crops on a CPU): say so before it starts
-        print(f"teacher: {len(dirs)} model(s) label {len(crops)} crops, once (cached in {path.parent})", flush=True)
-    step = 256
-    parts = [teacher.predict_proba(np.asarray(crops[i : i + step]))
-             for i in tqdm(range(0, len(crops), step), desc="teacher: model labels", disable=None if progress else True)]
-    probs = np.concatenate(parts) if parts else np.zeros((0, len(labels)), np.float32)
-    with atomic_path(path) as tmp:
-        np.savez(tmp, probs=probs)
-    return probs
+    def compute(folder: Path) -> dict[str, np.ndarray]:
+        from tqdm import tqdm
+
+        from .ensemble import TaskEnsemble
+        from .models import TaskModel
+
+        teacher = TaskEnsemble([TaskModel.load(d, task) for d in dirs])
+        if progress:  # a long step (minutes per 10,000 crops on a CPU): say so before it starts
+            print(f"teacher: {len(dirs)} model(s) label {len(crops)} crops, once (cached in {folder})", flush=True)
+        step = 256
+        parts = [teacher.predict_proba(np.asarray(crops[i : i + step])) for i in
+                 tqdm(range(0, len(crops), step), desc="teacher: model labels", disable=None if progress else True)]
+        return {"probs": np.concatenate(parts) if parts else np.zeros((0, len(labels)), np.float32)}
+
+    weights = "|".join(json.dumps(m.get("sha256"), sort_keys=True) for m in metas)
+    key = f"{crops.shape}|{weights}\n" + "\n".join(paths)
+    return _cached(crop_dir, "models", key, compute)["probs"]
 
 
 class DistillLoss(nn.Module):

@@ -217,6 +217,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         races=_races(args.race), eval_races=_races(args.eval_race), min_age=args.min_age, max_age=args.max_age,
         labels_csv=args.labels_csv, limit=args.limit, train_scenes=args.train_scenes, progress=not args.quiet,
         chin_share=args.chin_share, textures=textures, texture_share=args.texture_share,
+        chin_low=args.chin_low,
     )
     print(f"{report.n_train_people} train people -> {report.out / 'train'}, {report.n_eval_people} eval people -> "
           f"{report.out / 'eval'}; {len(report.skipped)} photo(s) skipped (listed in {report.out / 'skipped.csv'}), "
@@ -412,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only the first N faces (0 = all)")
     p.add_argument("--chin-share", type=float, default=0.3, metavar="F",
                    help="share of the incorrect masks worn under the chin, the rest nose exposed (default 0.3)")
+    p.add_argument("--chin-low", type=float, default=0.0, metavar="F",
+                   help="share of the masks under the chin drawn pulled down further, wide over the neck and "
+                        "crumpled (the top edge from under the lower lip to the chin), as real ones are. Default 0")
     p.add_argument("--real-textures", metavar="DIR", help="photos of people wearing masks (e.g. ../shared/data/rmfd/"
                    "with_mask; their held-out people left out) whose mask fabric --texture-share of the drawn masks "
                    "take instead of a drawn one")

@@ -119,8 +119,12 @@ class DrawnMask:
     style: str
 
 
-def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str) -> np.ndarray:
-    """The mask polygon in image pixels for a kind of wear."""
+def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str, low: bool = False) -> np.ndarray:
+    """The mask polygon in image pixels for a kind of wear. ``low`` (under the chin only): the mask pulled down as
+    real ones are, its top edge anywhere from under the lower lip to the chin, hanging wide over the neck, its top
+    edge crumpled."""
+    if low and kind == UNDER_CHIN:
+        return _low_chin_outline(face, rng)
     nose_t = face.t_of(face.nose)
     if kind == CORRECT:
         top = min(rng.uniform(0.36, 0.46), nose_t - 0.15)  # over the nose bridge, clear of the eyes
@@ -150,6 +154,22 @@ def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str
     pts.append(face.point(w_mid, mid))
     for s in np.linspace(1, -1, 21):  # bottom edge, right to left, rounded around the chin
         pts.append(face.point(s * w_bot, bottom - round_bottom * s * s))
+    pts.append(face.point(-w_mid, mid))
+    return np.array(pts)
+
+
+def _low_chin_outline(face: FaceGeometry, rng: np.random.Generator) -> np.ndarray:
+    # real masks pulled down (issue 16's scene grids) sit from just under the lip to the chin itself, as wide as the
+    # jaw and flatter at the bottom than a worn mask, which has no chin inside it to round over
+    top = rng.triangular(1.15, 1.35, 1.55)
+    bottom = top + rng.uniform(0.85, 1.1)
+    w_top, w_mid, w_bot = rng.uniform(0.8, 0.95), rng.uniform(0.95, 1.1), rng.uniform(0.75, 0.95)
+    sag, round_bottom = rng.uniform(0.0, 0.08), rng.uniform(0.05, 0.2)
+    mid = (top + bottom) / 2 + rng.uniform(-0.1, 0.1)
+    crumple = rng.normal(0, rng.uniform(0.01, 0.05), 21)
+    pts = [face.point(s * w_top, top + sag * s * s + c) for s, c in zip(np.linspace(-1, 1, 21), crumple)]
+    pts.append(face.point(w_mid, mid))
+    pts += [face.point(s * w_bot, bottom - round_bottom * s * s) for s in np.linspace(1, -1, 21)]
     pts.append(face.point(-w_mid, mid))
     return np.array(pts)
 
@@ -219,12 +239,15 @@ def draw_mask(
     seed: int = 0,
     textures: Sequence[np.ndarray] | None = None,
     texture_share: float = 0.5,
+    chin_low: float = 0.0,
 ) -> DrawnMask:
     """Draw one random mask of the given kind on an RGB uint8 photo, from the face's 5 MTCNN landmarks.
 
     ``textures`` (``real_textures``): with probability ``texture_share`` the mask's fabric is one of these real
     masks' (colour, print, folds and their shading) instead of a drawn one; the outline and placement stay drawn.
-    Without them the drawing is the same as before the option existed."""
+    ``chin_low``: the share of masks under the chin drawn pulled down further and crumpled (``_low_chin_outline``,
+    with folds across it). Without either option the drawing is the same as before they existed."""
+    low = kind == UNDER_CHIN and chin_low > 0 and np.random.default_rng([seed, 3]).random() < chin_low
     rng = np.random.default_rng(seed)
     face = FaceGeometry.from_landmarks(landmarks, box)
     style = STYLES[rng.integers(len(STYLES))]
@@ -237,7 +260,7 @@ def draw_mask(
                 real = real[:, ::-1]
     h, w = image.shape[:2]
     ss = 4  # supersampled polygon for smooth edges
-    poly = _outline(face, kind, rng, style)
+    poly = _outline(face, kind, rng, style, low)
     cover = np.zeros((h * ss, w * ss), np.uint8)
     cv2.fillPoly(cover, [np.round(poly * ss).astype(np.int32)], 255, lineType=cv2.LINE_AA)
     alpha = cv2.resize(cover, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
@@ -263,6 +286,11 @@ def draw_mask(
         for f in np.linspace(0.3, 0.7, 3):
             t0 = mask_t[0] + f * (mask_t[1] - mask_t[0])
             shade = shade * (1 - 0.18 * np.exp(-(((t_coord - t0) * face.unit / 1.5) ** 2)))
+    if low:  # a mask bunched on the chin: deeper, uneven folds across it
+        top_t, bottom_t = face.t_of(poly[:21].mean(0)), face.t_of(poly[22:43].mean(0))
+        for t0 in rng.uniform(top_t, bottom_t, rng.integers(2, 5)):
+            width = face.unit * rng.uniform(0.02, 0.06)
+            shade = shade * (1 - rng.uniform(0.15, 0.35) * np.exp(-(((t_coord - t0) * face.unit / width) ** 2)))
     tex = np.clip(tex * shade[..., None], 0, 255)
 
     out = image.astype(np.float32)
@@ -274,7 +302,8 @@ def draw_mask(
     out_u8 = np.clip(out, 0, 255).astype(np.uint8)
     ear_t = rng.uniform(0.1, 0.4)
     # top corners to the ears, bottom corners to the back of the neck
-    for corner, side, t in ((poly[0], -1, ear_t), (poly[20], 1, ear_t), (poly[22], 1, 1.3), (poly[42], -1, 1.3)):
+    neck_t = face.t_of(poly[22]) if low else 1.3  # a mask pulled down: the lower straps run level round the neck
+    for corner, side, t in ((poly[0], -1, ear_t), (poly[20], 1, ear_t), (poly[22], 1, neck_t), (poly[42], -1, neck_t)):
         ear = face.point(side * rng.uniform(1.3, 1.5), t + rng.uniform(-0.05, 0.05))
         cv2.line(out_u8, tuple(int(v) for v in np.round(corner)), tuple(int(v) for v in np.round(ear)), strap, thick, cv2.LINE_AA)
     return DrawnMask(out_u8, alpha, kind, style)
@@ -422,7 +451,7 @@ def _records(faces_dir: str | Path | Sequence[str], labels_csv: str | Path | Non
 
 def _person_photos(img: np.ndarray, det, stems: Sequence[str], pseed: int, chin_share: float,
                    textures: Sequence[np.ndarray] | None = None,
-                   texture_share: float = 0.5) -> tuple[dict[str, np.ndarray], str]:
+                   texture_share: float = 0.5, chin_low: float = 0.0) -> tuple[dict[str, np.ndarray], str]:
     """One person's photos by stem (five correct masks, the incorrect one, the bare photo) and how the incorrect
     mask is worn. Each mask has its own seed, so photos left out of ``stems`` change none of the others."""
     drawn: dict[str, np.ndarray] = {}
@@ -431,7 +460,8 @@ def _person_photos(img: np.ndarray, det, stems: Sequence[str], pseed: int, chin_
             drawn[f"mask{j}"] = draw_mask(img, det.landmarks, det.box, CORRECT, pseed + j, textures, texture_share).image
     kind = NOSE_EXPOSED if np.random.default_rng(pseed).random() < 1.0 - chin_share else UNDER_CHIN
     if "incorrect_mask" in stems:
-        drawn["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6, textures, texture_share).image
+        drawn["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6, textures, texture_share,
+                                             chin_low).image
     drawn["normal"] = img
     return drawn, kind
 
@@ -480,6 +510,7 @@ def build_dataset(
     chin_share: float = INCORRECT_KINDS[UNDER_CHIN],
     textures: Sequence[np.ndarray] | None = None,
     texture_share: float = 0.5,
+    chin_low: float = 0.0,
 ) -> BuildReport:
     """Write a competition-style dataset: ``out/train`` (train.csv, images/PERSON/{mask1..5,incorrect_mask,normal})
     and ``out/eval`` (images/, info.csv, gt.csv and meta.csv with each eval photo's person and labels).
@@ -502,6 +533,7 @@ def build_dataset(
     gt.csv's class of a person of unknown age uses the <30 group; meta.csv keeps the age as -1.
     ``chin_share``: the share of incorrect masks worn under the chin (the rest: nose exposed).
     ``textures`` (``real_textures``): real mask fabrics, used for ``texture_share`` of the masks (``draw_mask``).
+    ``chin_low``: the share of masks under the chin drawn pulled down further and crumpled (``draw_mask``).
     """
     from .faces import DetectorSettings, FaceDetector
 
@@ -511,6 +543,8 @@ def build_dataset(
         raise UsageError(f"chin_share must be in [0, 1], got {chin_share}")
     if not 0.0 <= texture_share <= 1.0:
         raise UsageError(f"texture_share must be in [0, 1], got {texture_share}")
+    if not 0.0 <= chin_low <= 1.0:
+        raise UsageError(f"chin_low must be in [0, 1], got {chin_low}")
     if not 0.0 <= train_scenes <= 1.0:
         raise UsageError(f"train_scenes must be in [0, 1], got {train_scenes}")
     sourced = not isinstance(faces_dir, (str, Path))
@@ -544,7 +578,7 @@ def build_dataset(
             pid = f"{index:06d}"
             in_eval = held_out(r.person, eval_fraction) if sourced else split[index] < eval_fraction
             to_eval = in_eval and (not eval_races or r.race in eval_races)
-            drawn, kind = _person_photos(img, det, stems, pseed, chin_share, textures, texture_share)
+            drawn, kind = _person_photos(img, det, stems, pseed, chin_share, textures, texture_share, chin_low)
             extra = [r.source, r.person] if sourced else []
             if to_eval:
                 eval_rows += _write_eval_person(out / "eval" / "images", r, pid, drawn, stems, kind, seed, extra)

@@ -108,6 +108,45 @@ def test_real_textures_paint_the_fabric_and_leave_the_drawn_masks_as_they_were()
                               p.image) for s, p in enumerate(plain))
 
 
+def test_low_chin_masks_leave_the_mouth_bare_sit_lower_and_leave_other_kinds_alone():
+    face = FaceGeometry.from_landmarks(LANDMARKS, BOX)
+    photo = face_photo()
+
+    def top_row(alpha):  # the highest image row the mask covers, down the face's centre line
+        rows = np.nonzero(alpha[:, 100] > 0.5)[0]
+        return rows.min()
+
+    classic, low = [], []
+    for seed in range(20):
+        drawn = draw_mask(photo, LANDMARKS, BOX, UNDER_CHIN, seed, chin_low=1.0)
+        assert check_kind(drawn.alpha, face, UNDER_CHIN) == [], f"seed {seed}"
+        assert not np.any(drawn.image != photo, axis=-1)[:60].any()
+        low.append(drawn)
+        classic.append(draw_mask(photo, LANDMARKS, BOX, UNDER_CHIN, seed))
+    # pulled down further on average, and a wider spread of heights (from under the lip to the chin)
+    assert np.mean([top_row(d.alpha) for d in low]) > np.mean([top_row(d.alpha) for d in classic]) + 2
+    assert np.ptp([top_row(d.alpha) for d in low]) > np.ptp([top_row(d.alpha) for d in classic])
+    # folds: the fabric's rows vary more in brightness than a classic mask's of the same seed
+    def fold_spread(d):
+        inside = d.alpha > 0.99
+        rows = [d.image[y][inside[y]].mean() for y in range(d.image.shape[0]) if inside[y].sum() > 20]
+        return np.std(np.diff(rows))
+    assert np.mean([fold_spread(d) for d in low]) > np.mean([fold_spread(d) for d in classic])
+    # chin_low=0 and the other kinds draw as before the option
+    for kind in KINDS:
+        for seed in range(5):
+            before = draw_mask(photo, LANDMARKS, BOX, kind, seed)
+            zero = draw_mask(photo, LANDMARKS, BOX, kind, seed, chin_low=0.0)
+            assert np.array_equal(before.image, zero.image)
+            if kind != UNDER_CHIN:
+                assert np.array_equal(before.image, draw_mask(photo, LANDMARKS, BOX, kind, seed, chin_low=1.0).image)
+    # a share in between draws some of each
+    some = [draw_mask(photo, LANDMARKS, BOX, UNDER_CHIN, s, chin_low=0.5) for s in range(20)]
+    n_low = sum(np.array_equal(d.alpha, l.alpha) for d, l in zip(some, low))
+    n_classic = sum(np.array_equal(d.alpha, c.alpha) for d, c in zip(some, classic))
+    assert n_low + n_classic == 20 and 4 <= n_low <= 16
+
+
 def test_cut_texture_takes_the_patch_under_the_nose_upright():
     img = np.zeros((200, 200, 3), np.uint8)
     img[115:, :] = (20, 200, 40)  # green from just under the nose tip (y 112) down: the worn mask
@@ -413,3 +452,19 @@ def test_chin_share_sets_how_incorrect_masks_are_worn(tmp_path, monkeypatch):
     assert kinds == {0.0: {NOSE_EXPOSED}, 1.0: {UNDER_CHIN}}
     with pytest.raises(ValueError, match="chin_share"):
         build_dataset(tmp_path / "faces", tmp_path / "bad", chin_share=1.5)
+
+
+def test_chin_low_redraws_only_the_masks_under_the_chin(tmp_path, monkeypatch):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    write_faces(tmp_path / "faces", 4)
+    for low in ("0", "1"):
+        assert main(["synth", str(tmp_path / "faces"), "--out", str(tmp_path / f"out{low}"), "--eval-fraction", "0",
+                     "--seed", "3", "--photos", "normal,mask1,incorrect_mask", "--chin-share", "1",
+                     "--chin-low", low, "--quiet"]) == 0
+    for folder in sorted((tmp_path / "out0" / "train" / "images").iterdir()):
+        other = tmp_path / "out1" / "train" / "images" / folder.name
+        for stem in ("normal", "mask1", "incorrect_mask"):
+            same = np.array_equal(load_image(folder / f"{stem}.jpg"), load_image(other / f"{stem}.jpg"))
+            assert same == (stem != "incorrect_mask"), (folder.name, stem)
+    with pytest.raises(ValueError, match="chin_low"):
+        build_dataset(tmp_path / "faces", tmp_path / "bad", chin_low=-0.1)

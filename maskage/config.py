@@ -38,6 +38,7 @@ class TrainConfig:
     margin: float = 0.2  # fraction of the face box added on each side
     frame: float = 0.0  # UTKFace framing of the crop (faces.CropSettings.frame); 0 = off
     frame_shift: float = 0.0
+    crop_shift: float = 0.0  # the crop's centre this x the box's side below the box's (faces.CropSettings.shift)
     min_face_size: int = 40
     portrait: str = "mtcnn"  # the detector that finds the faces the crops are cut around: mtcnn | yunet (faces.py)
     detect_batch_size: int = 16
@@ -179,6 +180,8 @@ class TrainConfig:
             raise UsageError(f"margin must be >= 0, got {self.margin}")
         if self.frame < 0:
             raise UsageError(f"frame must be >= 0 (0 = off), got {self.frame}")
+        if not -0.5 <= self.crop_shift <= 0.5:
+            raise UsageError(f"crop_shift must be in [-0.5, 0.5] (0 = centred), got {self.crop_shift}")
 
     def resolved_output_dir(self) -> Path:
         return Path(self.output_dir or f"runs/{self.task}")

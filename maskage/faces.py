@@ -41,15 +41,22 @@ class CropSettings:
     # see a face in a larger photo as they saw it in training. 0 = off.
     frame: float = 0.0
     frame_shift: float = 0.0
+    # the crop's centre this many x the box's longer side below the box's: more of the chin and neck, where a mask
+    # pulled down sits (real scenes' labelled boxes reach lower than the detectors' boxes). 0 = centred
+    shift: float = 0.0
 
     def __post_init__(self) -> None:
         if self.frame < 0:
             raise UsageError(f"frame must be >= 0 (0 = off), got {self.frame}")
+        if not -0.5 <= self.shift <= 0.5:
+            raise UsageError(f"shift must be in [-0.5, 0.5] (0 = centred), got {self.shift}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if not self.frame:  # settings, model files and crop-cache keys from before framing existed stay as they were
             d.pop("frame"), d.pop("frame_shift")
+        if not self.shift:  # likewise
+            d.pop("shift")
         return d
 
 
@@ -257,7 +264,7 @@ def crop_face(image: np.ndarray, box: Box | None, settings: CropSettings = CropS
     else:
         x1, y1, x2, y2 = box
         side = max(x2 - x1, y2 - y1) * (1.0 + 2.0 * settings.margin)
-        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0 + settings.shift * max(x2 - x1, y2 - y1)
     side = max(side, 2.0)
     left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
     size = int(round(side))

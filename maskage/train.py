@@ -287,7 +287,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     bins = AgeBins(tuple(config.age_bin_edges), config.age_threshold)
 
     samples, folds, n_pseudo = _training_samples(config)
-    crop = CropSettings(config.crop_size, config.margin, frame=config.frame, frame_shift=config.frame_shift)
+    crop = CropSettings(config.crop_size, config.margin, frame=config.frame, frame_shift=config.frame_shift,
+                        shift=config.crop_shift)
     detector = DetectorSettings(config.min_face_size, batch_size=config.detect_batch_size, portrait=config.portrait)
     cache = CropCache(config.cache_dir or None, crop, detector)
     samples, cached, n_skipped = _training_crops(config, samples, cache, dist_ctx, progress)

@@ -67,6 +67,12 @@ def test_experiment_files_load():
         load_config(y, task=next((t for t in ("mask", "gender", "age") if t in y.stem), "age"))
 
 
+def test_crop_shift_is_checked():
+    assert load_config(None, ["crop_shift=0.15"]).crop_shift == 0.15
+    with pytest.raises(ValueError, match="crop_shift must be in"):
+        load_config(None, ["crop_shift=0.7"])
+
+
 def test_frame_keys_are_checked():
     c = load_config(None, ["frame=0.79", "frame_shift=0.12"])
     assert (c.frame, c.frame_shift) == (0.79, 0.12)

@@ -173,6 +173,26 @@ def test_frame_keeps_only_the_utkface_square_and_repeats_its_border():
     assert (framed[20:60, 20:60] == (255, 0, 0)).all()
 
 
+def test_shift_moves_the_crop_down_and_off_leaves_settings_as_before(tmp_path):
+    img = np.zeros((300, 300, 3), dtype=np.uint8)
+    img[100:200, 100:200] = (255, 0, 0)  # the "face" box
+    img[200:240, 100:200] = (0, 255, 0)  # a mask pulled down, just below the box
+    box = (100, 100, 200, 200)
+    centred = crop_face(img, box, CropSettings(crop_size=140, margin=0.2))
+    low = crop_face(img, box, CropSettings(crop_size=140, margin=0.2, shift=0.15))
+    # centred: the crop reaches 20 px below the box; shifted 15 px lower, 35 px (of the mask's 40), and the face's
+    # top row is 5 px from the crop's top instead of 20
+    assert (centred[..., 1] == 255).sum(0).max() == 20 and (low[..., 1] == 255).sum(0).max() == 35
+    assert (low[5, 70] == (255, 0, 0)).all() and (low[4, 70] == 0).all()
+    assert CropSettings(crop_size=48).to_dict() == {"crop_size": 48, "margin": 0.2, "fallback_fraction": 0.7}
+    on = CropSettings(crop_size=48, shift=0.15)
+    assert on.to_dict()["shift"] == 0.15 and CropSettings(**on.to_dict()) == on
+    assert CropCache(tmp_path, on, DetectorSettings()).dir != CropCache(tmp_path, CropSettings(48), DetectorSettings()).dir
+    assert np.array_equal(crop_face(img, None, on), crop_face(img, None, CropSettings(crop_size=48)))  # no box: centre
+    with pytest.raises(ValueError, match="shift"):
+        CropSettings(shift=0.6)
+
+
 def test_frame_off_leaves_settings_crops_and_cache_keys_as_before(tmp_path):
     img = np.random.default_rng(0).integers(0, 255, (120, 100, 3), dtype=np.uint8)
     off = CropSettings(crop_size=48, margin=0.2)

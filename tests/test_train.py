@@ -133,6 +133,37 @@ def test_framed_crops_train_and_the_model_describes_them(tiny_overrides):
                                               frame_shift=0.1)
 
 
+def test_shifted_crops_train_and_the_model_crops_so_when_it_predicts(tiny_overrides):
+    from maskage.faces import CropSettings
+
+    import torch
+
+    from maskage import Pipeline
+    from maskage.demo import sample_photo
+    from maskage.faces import DetectorSettings, crop_face
+    from maskage.images import load_image
+    from maskage.labels import AgeBins
+    from maskage.models import make_spec
+
+    from .conftest import tiny_model
+
+    result = train(load_config(None, dict(tiny_overrides, crop_shift=0.15), task="mask"), progress=False)
+    model = TaskModel.load(result.output_dir, "mask")
+    assert model.spec.crop_settings == CropSettings(crop_size=model.spec.crop_settings.crop_size, margin=0.2,
+                                                    shift=0.15)
+    # a model that says so is given shifted crops when it predicts (an untrained one: its outputs follow its input)
+    torch.manual_seed(0)
+    shifted = TaskModel(make_spec("mask", "test_efficientnet", 32, CropSettings(crop_size=40, shift=0.3),
+                                  DetectorSettings(min_face_size=20), AgeBins())).eval()
+    photo = sample_photo()  # a real face, found by the detector
+    pred = Pipeline(shifted, tiny_model("gender", 2), tiny_model("age", 3)).predict([str(photo)])[0]
+    image = load_image(photo)
+    want = shifted.predict_proba(crop_face(image, pred.face_box, shifted.spec.crop_settings)[None])[0]
+    centred = shifted.predict_proba(crop_face(image, pred.face_box, CropSettings(crop_size=40))[None])[0]
+    assert pred.face_box is not None and list(pred.mask_probs.values()) == pytest.approx(want.tolist(), abs=1e-5)
+    assert not np.allclose(want, centred, atol=1e-5)  # the shift changed what the model saw
+
+
 def test_portrait_yunet_cuts_the_training_crops_and_the_model_says_so(tiny_overrides, tmp_path, monkeypatch):
     import maskage.faces as faces
 

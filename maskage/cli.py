@@ -78,8 +78,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     videos = [i for i in args.inputs if is_video(i)]
     if args.camera is not None or videos:
         return _predict_video(args, videos)
-    if args.every != 1 or args.limit is not None:
-        raise UsageError("--every and --limit are for videos and cameras")
+    if args.every != 1 or args.limit is not None or args.refresh != 1:
+        raise UsageError("--every, --limit and --refresh are for videos and cameras")
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no images found in the given paths", file=sys.stderr)
@@ -104,7 +104,8 @@ def _predict_video(args: argparse.Namespace, videos: list[str]) -> int:
     if len(args.pipeline or []) > 1:
         raise UsageError("videos work with one pipeline, not an ensemble")
     source = args.camera if args.camera is not None else videos[0]
-    seen = predict_video_to_csv(_predictor(args), source, args.out, args.annotate, args.every, args.limit)
+    seen = predict_video_to_csv(_predictor(args), source, args.out, args.annotate, args.every, args.limit,
+                                refresh=args.refresh)
     print(f"{seen} -> {args.out}" + (f", annotated video {args.annotate}" if args.annotate else ""))
     return 0
 
@@ -351,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "on = always, off = never (MTCNN)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="video: every N-th frame only (default 1)")
     p.add_argument("--limit", type=int, metavar="N", help="video: stop after N processed frames")
+    p.add_argument("--refresh", type=int, default=1, metavar="N",
+                   help="video: classify a face found again where it was in the last processed frame only every N-th "
+                        "frame, keeping its labels in between (faster; default 1: every face of every frame)")
     p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",

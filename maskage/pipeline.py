@@ -255,16 +255,39 @@ class Pipeline:
         return out
 
     def predict_video(self, source: str | Path | int, every: int = 1, limit: int | None = None,
-                      batch_size: int = 4) -> Iterator["VideoFrame"]:
+                      batch_size: int = 4, refresh: int = 1) -> Iterator["VideoFrame"]:
         """Every face of every ``every``-th frame of a video file (or camera index), as ``VideoFrame``s in order:
         frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found).
         Faces are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);
-        ``batch_size`` frames go through the models together."""
-        from .video import VideoFrame, frames
+        ``batch_size`` frames go through the models together. ``refresh``: a face found again where it was in the
+        last processed frame (IoU >= 0.5) is classified only every ``refresh``-th frame and keeps its labels and
+        probabilities in between, with its new box (``video.FaceTracks``); 1 classifies every face every frame."""
+        from .video import FaceTracks, VideoFrame, frames
+
+        tracks = FaceTracks(refresh)
+        scene = self.detector_settings.uses_scene(True)
 
         def run(batch: list) -> Iterator[VideoFrame]:
-            for (index, time, image), preds in zip(batch, self._predict_batch([b[2] for b in batch], all_faces=True)):
-                found = [replace(p, source=str(source)) for p in preds if p.face_box is not None]
+            images = [b[2] for b in batch]
+            todo: list[tuple[np.ndarray, Detection]] = []  # the faces to classify, from every frame of the batch
+            plans = []  # per frame: (detection, its index in todo, or the Prediction it carries)
+            for image, dets in zip(images, self.detector.detect_all(images, scene=scene) if images else []):
+                plan = []
+                for d, carried in zip(dets, tracks.match([d.box for d in dets])):
+                    if carried is None:
+                        carried = len(todo)
+                        todo.append((image, d))
+                    plan.append((d, carried))
+                tracks.update([r for _, r in plan])
+                plans.append(plan)
+            preds = self._classify([a for a, _ in todo], [d for _, d in todo], [str(source)] * len(todo))
+
+            def final(ref: int | Prediction) -> Prediction:
+                return preds[ref] if isinstance(ref, int) else ref
+
+            tracks.resolve(final)
+            for (index, time, image), plan in zip(batch, plans):
+                found = [replace(final(r), face_box=d.box, face_prob=d.prob) for d, r in plan]
                 yield VideoFrame(index, time, image, found)
 
         batch: list = []

@@ -136,10 +136,11 @@ class VideoSummary:
 
 
 def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, annotate: str | Path | None = None,
-                         every: int = 1, limit: int | None = None, progress: bool = True) -> VideoSummary:
+                         every: int = 1, limit: int | None = None, progress: bool = True,
+                         refresh: int = 1) -> VideoSummary:
     """Predict every face of every ``every``-th frame into a CSV (one row per face per frame) and, with
     ``annotate``, an mp4 of the processed frames with the faces boxed and labelled. Returns the frames and faces
-    counted (its ``str`` is the line the CLI prints)."""
+    counted (its ``str`` is the line the CLI prints). ``refresh``: as ``Pipeline.predict_video``'s."""
     import cv2
     from tqdm.auto import tqdm
 
@@ -155,7 +156,7 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
     writer, n = None, 0
     try:
         with atomic_path(annotate) if annotate else nullcontext() as tmp:
-            for frame in _until_interrupted(pipe.predict_video(source, every=every, limit=limit)):
+            for frame in _until_interrupted(pipe.predict_video(source, every=every, limit=limit, refresh=refresh)):
                 rows.extend(frame_rows(frame))
                 counts.update(p.mask for p in frame.predictions)  # a frame's predictions are its found faces
                 if tmp is not None:

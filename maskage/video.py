@@ -30,6 +30,54 @@ class VideoFrame:
     predictions: list
 
 
+class FaceTracks:
+    """Faces carried from one processed frame to the next, so that a face found again at about the same place is
+    classified only every ``refresh``-th frame and keeps its labels in between (a camera's frames change little from
+    one to the next; the models cost most of a frame's time). ``refresh=1`` classifies every face of every frame.
+
+    Per frame: ``match`` the new boxes to the last frame's, then ``update`` with each box's reference (what the
+    caller classified or carried: any object); ``resolve`` swaps references, e.g. pending ones for predictions."""
+
+    def __init__(self, refresh: int = 1, min_iou: float = 0.5) -> None:
+        if refresh < 1:
+            raise UsageError(f"refresh must be >= 1, got {refresh}")
+        self.refresh, self.min_iou = refresh, min_iou
+        self._boxes: list = []
+        self._refs: list = []
+        self._ages: list[int] = []  # frames since each face was classified
+        self._pending: tuple[list, list[int]] = ([], [])
+
+    def match(self, boxes: list) -> list[Any | None]:
+        """For each new box: the reference of the last frame's face it continues (IoU >= ``min_iou``, best overlaps
+        first, each face once) while that face was classified fewer than ``refresh`` frames ago; else None."""
+        from .faces import box_iou
+
+        pairs = sorted(((box_iou(b, p), i, j) for i, b in enumerate(boxes) for j, p in enumerate(self._boxes)),
+                       reverse=True)
+        out: list[Any | None] = [None] * len(boxes)
+        ages = [0] * len(boxes)
+        used_new, used_old = set(), set()
+        for iou, i, j in pairs:
+            if iou < self.min_iou:
+                break
+            if i in used_new or j in used_old:
+                continue
+            used_new.add(i)
+            used_old.add(j)
+            if self._ages[j] + 1 < self.refresh:
+                out[i], ages[i] = self._refs[j], self._ages[j] + 1
+        self._pending = (list(boxes), ages)
+        return out
+
+    def update(self, refs: list) -> None:
+        """The references of the boxes last given to ``match``, in order: they become the faces to match next."""
+        self._boxes, self._ages = self._pending
+        self._refs = list(refs)
+
+    def resolve(self, swap: Any) -> None:
+        self._refs = [swap(r) for r in self._refs]
+
+
 def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 

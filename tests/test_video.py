@@ -9,7 +9,7 @@ import pytest
 from maskage import Pipeline
 from maskage.cli import main
 from maskage.predict import predict_video_to_csv
-from maskage.video import VideoError, frames
+from maskage.video import FaceTracks, VideoError, frames
 
 from .conftest import tiny_model
 from .test_scenes import crowd
@@ -31,6 +31,19 @@ def video(tmp_path_factory):
         if i == 5:
             frame = np.full_like(frame, 128)
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def still_video(tmp_path_factory):
+    """6 frames of the small crowd (three faces), moving 1 px a frame: the same faces in about the same place."""
+    canvas, _ = crowd()
+    small = cv2.resize(canvas, (480, 480), interpolation=cv2.INTER_AREA)
+    path = tmp_path_factory.mktemp("still") / "queue.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (480, 480))
+    for i in range(6):
+        writer.write(cv2.cvtColor(np.roll(small, i, axis=1), cv2.COLOR_RGB2BGR))
     writer.release()
     return path
 
@@ -94,6 +107,52 @@ def test_video_rows_annotated_video_and_counts(pipe, video, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temp files left
 
 
+def test_face_tracks_carry_a_face_that_stays_until_it_is_due():
+    tracks = FaceTracks(refresh=3)
+    a, b = (10, 10, 50, 50), (100, 10, 140, 50)
+    assert tracks.match([a, b]) == [None, None]  # nothing seen yet: classify both
+    tracks.update(["A", "B"])
+    moved = (12, 10, 52, 50)  # a moved 2 px (IoU 0.9); b gone; a new face c
+    c = (200, 200, 240, 240)
+    assert tracks.match([c, moved]) == [None, "A"]
+    tracks.update(["C", "A"])
+    assert tracks.match([moved, c]) == ["A", "C"]  # a's second carried frame, c's first
+    tracks.update(["A", "C"])
+    assert tracks.match([moved, c]) == [None, "C"]  # a is due (classified 3 frames ago), c is not
+    tracks.update(["A2", "C"])
+    tracks.resolve(str.lower)
+    assert tracks.match([(150, 150, 190, 190), moved]) == [None, "a2"]  # far from every face: classify
+    # refresh 1: every face every frame; one old face is carried to one new face only
+    once = FaceTracks(refresh=1)
+    once.match([a])
+    once.update(["A"])
+    assert once.match([a]) == [None]
+    two = FaceTracks(refresh=2)
+    two.match([a])
+    two.update(["A"])
+    assert two.match([a, moved]) == ["A", None]  # the better overlap takes it
+    with pytest.raises(ValueError, match="refresh"):
+        FaceTracks(refresh=0)
+
+
+def test_refresh_classifies_a_face_that_stays_only_every_nth_frame(pipe, still_video, monkeypatch):
+    every_frame = list(pipe.predict_video(still_video))
+    n = len(every_frame[0].predictions)
+    assert n == 3 and all(len(f.predictions) == n for f in every_frame)
+    calls = []
+    real = pipe._classify
+    monkeypatch.setattr(pipe, "_classify", lambda a, d, s: calls.append(len(d)) or real(a, d, s))
+    got = list(pipe.predict_video(still_video, refresh=3))  # batches of 4 frames: frame 3 carries into 4 and 5
+    assert sum(calls) == 2 * n  # frames 0 and 3 of 6
+    for f, e in zip(got, every_frame):
+        assert [p.face_box for p in f.predictions] == [p.face_box for p in e.predictions]  # each frame's own boxes
+    for k in (0, 3):  # classified: as with refresh 1
+        assert [p.class_id for p in got[k].predictions] == [p.class_id for p in every_frame[k].predictions]
+    for k, source in ((1, 0), (2, 0), (4, 3), (5, 3)):  # carried: the labels and probabilities of the last call
+        assert [(p.class_id, p.mask_probs, p.age_probs) for p in got[k].predictions] == \
+            [(p.class_id, p.mask_probs, p.age_probs) for p in got[source].predictions]
+
+
 def test_cli_video_equals_api(pipe, video, tmp_path, capsys):
     d = pipe.save(tmp_path / "pipe")
     out = tmp_path / "cli.csv"
@@ -107,6 +166,12 @@ def test_cli_video_equals_api(pipe, video, tmp_path, capsys):
     # videos and photos do not mix in one call; --every is for videos
     assert main(["predict", str(video), str(video), "--pipeline", str(d), "--out", str(out)]) == 2
     assert main(["predict", str(tmp_path), "--every", "2", "--pipeline", str(d), "--out", str(out)]) == 2
+    assert main(["predict", str(tmp_path), "--refresh", "2", "--pipeline", str(d), "--out", str(out)]) == 2
+    # --refresh: the API's rows
+    assert main(["predict", str(video), "--pipeline", str(d), "--out", str(out), "--refresh", "3"]) == 0
+    api = [p for f in Pipeline.from_pretrained(d).predict_video(video, refresh=3) for p in f.predictions]
+    assert [(int(r["class"]), float(r["p_mask_wear"])) for r in _rows(out)] == \
+        [(p.class_id, pytest.approx(p.mask_probs["wear"], abs=1e-5)) for p in api]
     assert main(["predict", str(tmp_path / "gone.mp4"), "--pipeline", str(d), "--out", str(out)]) == 2
     assert "no such video" in capsys.readouterr().err
 

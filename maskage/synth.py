@@ -120,10 +120,10 @@ class DrawnMask:
 
 
 def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str, low: bool = False) -> np.ndarray:
-    """The mask polygon in image pixels for a kind of wear. ``low`` (under the chin only): the mask pulled down as
-    real ones are, its top edge anywhere from under the lower lip to the chin, hanging wide over the neck, its top
-    edge crumpled."""
-    if low and kind == UNDER_CHIN:
+    """The mask polygon in image pixels for a kind of wear. ``low`` (``draw_mask`` sets it for masks under the chin
+    only): the mask pulled down as real ones are, its top edge anywhere from under the lower lip to the chin, hanging
+    wide over the neck, its top edge crumpled."""
+    if low:
         return _low_chin_outline(face, rng)
     nose_t = face.t_of(face.nose)
     if kind == CORRECT:
@@ -278,17 +278,16 @@ def draw_mask(
     s_coord = (rel @ face.across.astype(np.float32)) / face.half_width
     t_coord = (rel @ face.down.astype(np.float32)) / face.unit
     shade = shade * (1 - rng.uniform(0.1, 0.3) * np.clip(s_coord, -1.2, 1.2) ** 2)
+    mask_t = face.t_of(poly[:21].mean(0)), face.t_of(poly[22:43].mean(0))  # the top and bottom edges' heights
     if real is not None:
         tex = _real_texture(real, poly, face, s_coord, t_coord)
         shade = shade ** 0.5  # the real fabric carries its own folds and light
     elif style == "surgical":  # pleats: darker horizontal folds
-        mask_t = face.t_of(poly[:21].mean(0)), face.t_of(poly[22:43].mean(0))
         for f in np.linspace(0.3, 0.7, 3):
             t0 = mask_t[0] + f * (mask_t[1] - mask_t[0])
             shade = shade * (1 - 0.18 * np.exp(-(((t_coord - t0) * face.unit / 1.5) ** 2)))
     if low:  # a mask bunched on the chin: deeper, uneven folds across it
-        top_t, bottom_t = face.t_of(poly[:21].mean(0)), face.t_of(poly[22:43].mean(0))
-        for t0 in rng.uniform(top_t, bottom_t, rng.integers(2, 5)):
+        for t0 in rng.uniform(mask_t[0], mask_t[1], rng.integers(2, 5)):
             width = face.unit * rng.uniform(0.02, 0.06)
             shade = shade * (1 - rng.uniform(0.15, 0.35) * np.exp(-(((t_coord - t0) * face.unit / width) ** 2)))
     tex = np.clip(tex * shade[..., None], 0, 255)

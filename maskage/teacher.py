@@ -80,7 +80,8 @@ def gaussian_ages(true_ages: np.ndarray, sigma: float, n_ages: int = 100) -> np.
     return (dist / dist.sum(1, keepdims=True)).astype(np.float32)
 
 
-def _cached(crop_dir: str | Path, kind: str, key: str, compute: Callable[[Path], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def _cached(crop_dir: str | Path, kind: str, key: str,
+            compute: Callable[[Path], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The arrays cached in ``crop_dir/teacher`` under ``kind`` and a hash of ``key``; else ``compute(folder)``'s,
     saved there first."""
     path = Path(crop_dir) / "teacher" / f"{kind}_{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"

@@ -135,6 +135,23 @@ def test_face_tracks_carry_a_face_that_stays_until_it_is_due():
         FaceTracks(refresh=0)
 
 
+def test_face_tracks_look_for_a_face_where_its_last_move_takes_it():
+    tracks = FaceTracks(refresh=10)
+    tracks.match([(10, 10, 50, 50)])
+    tracks.update(["A"])
+    assert tracks.match([(22, 10, 62, 50)]) == ["A"]  # moved 12 px: IoU 0.54 with where it was
+    tracks.update(["A"])
+    # 18 px more: IoU 0.38 with its last box, 0.74 with where a move of 12 px takes it
+    assert tracks.match([(40, 10, 80, 50)]) == ["A"]
+    tracks.update(["A"])
+    assert tracks.match([(40, 10, 80, 50)]) == ["A"]  # stopped: found where it was
+    tracks.update(["A"])
+    plain = FaceTracks(refresh=10)  # the same moves, one by one from a new track: 18 px is too far from where it was
+    plain.match([(22, 10, 62, 50)])
+    plain.update(["B"])
+    assert plain.match([(40, 10, 80, 50)]) == [None]
+
+
 def test_refresh_classifies_a_face_that_stays_only_every_nth_frame(pipe, still_video, monkeypatch):
     every_frame = list(pipe.predict_video(still_video))
     n = len(every_frame[0].predictions)

@@ -1,4 +1,5 @@
-"""Competition-sized photos made from UTKFace's tight face crops, shared by the benchmark scripts."""
+"""Photos and videos made for the benchmark scripts: competition-sized photos from UTKFace's tight face crops, and
+a moving camera's view of a photo."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,3 +18,35 @@ def on_canvas(face_path: str | Path, rng: np.random.Generator, size: tuple[int, 
         face = im.convert("RGB").resize((side, side))
     canvas.paste(face, (int(rng.integers(0, size[0] - side + 1)), int(rng.integers(0, size[1] - side + 1))))
     return np.asarray(canvas)
+
+
+VIDEO_SIZE = (640, 480)
+View = tuple[float, float, float, float]  # x0, y0 of the photo's window, and the window-to-frame scales x, y
+
+
+def camera_frames(image: np.ndarray, count: int) -> list[tuple[np.ndarray, View]]:
+    """``count`` 640x480 frames of ``image`` as a slowly moving camera sees it, each with its ``View``: a window of
+    90% -> 80% of the photo panning from its left edge to its right, so faces shift about 1.3% of the frame and grow
+    about 1% a frame (an unmoving picture would flatter video tracking, whose tracks then never break)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    out = []
+    for k in range(count):
+        t = k / max(count - 1, 1)
+        scale = 0.9 - 0.1 * t
+        cw, ch = int(w * scale), int(h * scale)
+        x0, y0 = int((w - cw) * t), (h - ch) // 2
+        frame = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], VIDEO_SIZE, interpolation=cv2.INTER_AREA)
+        out.append((frame, (x0, y0, VIDEO_SIZE[0] / cw, VIDEO_SIZE[1] / ch)))
+    return out
+
+
+def view_box(box: tuple[float, float, float, float], view: View) -> tuple[float, float, float, float] | None:
+    """A photo's box as the frame of ``view`` shows it, cut at the frame's edges; None when its centre is outside."""
+    x0, y0, sx, sy = view
+    b = ((box[0] - x0) * sx, (box[1] - y0) * sy, (box[2] - x0) * sx, (box[3] - y0) * sy)
+    cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+    if not (0 <= cx < VIDEO_SIZE[0] and 0 <= cy < VIDEO_SIZE[1]):
+        return None
+    return max(b[0], 0.0), max(b[1], 0.0), min(b[2], VIDEO_SIZE[0]), min(b[3], VIDEO_SIZE[1])

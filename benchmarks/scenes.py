@@ -3,12 +3,18 @@
     .venv/bin/python benchmarks/scenes.py [--data ../shared/data/facemask_scenes] [--pipeline DIR]
         [--scene-mode auto|on|off] [--min-face-size N] [--min-face-fraction F] [--thresholds A B C]
         [--split all|eval|train] [--errors DIR] [--json out.json]
+    .venv/bin/python benchmarks/scenes.py --split eval --video [--refresh 1 5]
 
 For each photo, ``Pipeline.predict_all_faces`` (what ``maskage predict --all-faces`` runs); a detection matches a
 labelled face when their boxes overlap with IoU >= 0.3 (one to one, best overlap first). Printed: faces found (all,
 and those >= 40 px), mask-state macro F1 on the found faces, incorrect recall, detections that match no labelled
 face, and photos/s. ``--split eval`` scores only the photos a fixed hash of the name holds out (``--eval-fraction``,
 default 0.5): the ones no recipe of maskage trains on (see ``maskage.scenes.photo_split``).
+
+``--video``: the same photos filmed by a panning, zooming camera (16 frames of 640x480 each, mp4,
+``canvas.camera_frames``), the labelled boxes moved with the view; ``Pipeline.predict_video`` with each ``--refresh``,
+scored frame by frame as above (a face in 16 frames counts 16 times), with frames/s: what tracking
+(``refresh`` > 1) costs in mask-state accuracy on moving real faces.
 
 Targets (issue 16): >= 0.90 of faces >= 40 px found; mask-state macro F1 >= 0.90 on found faces; incorrect recall
 >= 0.70; unmatched detections <= 5% of found faces.
@@ -28,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from maskage.pipeline import Pipeline  # noqa: E402
-from maskage.scenes import SceneScore, format_report, photo_split, read_boxes  # noqa: E402
+from maskage.scenes import LabelledFace, SceneScore, format_report, photo_split, read_boxes  # noqa: E402
 
 
 def save_errors(out: Path, errors: list[tuple[float, np.ndarray, str, str]], per_class: int = 24) -> None:
@@ -61,6 +67,8 @@ def main() -> None:
     ap.add_argument("--errors", metavar="DIR",
                     help="save grids of each mask state's worst errors and misses, and of unmatched detections, here")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--video", action="store_true", help="score a moving camera's video of the photos instead")
+    ap.add_argument("--refresh", type=int, nargs="+", default=[1, 5], help="--video: predict_video's refresh values")
     args = ap.parse_args()
 
     data = Path(args.data)
@@ -77,6 +85,8 @@ def main() -> None:
     print(f"{len(names)} photos ({args.split}), detector {pipe.detector_settings.to_dict()}", flush=True)
 
     paths = [str(data / "images" / n) for n in names]
+    if args.video:
+        return video(pipe, paths, [faces[n] for n in names], args.refresh, args.json)
     pipe.predict_all_faces(paths[:2])  # load the models and export before timing
     start = time.time()
     results = pipe.predict_all_faces(paths, batch_size=8)
@@ -96,6 +106,41 @@ def main() -> None:
         print(f"  error grids in {args.errors}")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))
+
+
+def video(pipe: Pipeline, paths: list[str], truth: list[list[LabelledFace]], refreshes: list[int],
+          json_path: str | None, frames_per_photo: int = 16) -> None:
+    """Score ``predict_video`` on a moving camera's mp4 of the photos, once per refresh value."""
+    import tempfile
+
+    import cv2
+
+    from canvas import VIDEO_SIZE, camera_frames, view_box
+    from maskage.images import load_image
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "scenes.mp4"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, VIDEO_SIZE)
+        frame_truth = []  # per frame, the labelled faces as it shows them
+        for photo, faces in zip(paths, truth):
+            for frame, view in camera_frames(load_image(photo), frames_per_photo):
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                moved = [(view_box(f.box, view), f.mask) for f in faces]
+                frame_truth.append([LabelledFace(b, m) for b, m in moved if b is not None])
+        writer.release()
+        list(pipe.predict_video(path, limit=4))  # load the models and export before timing
+        for refresh in refreshes:
+            score, start = SceneScore(), time.time()
+            for f in pipe.predict_video(path, refresh=refresh):
+                score.add(frame_truth[f.index], [p.face_box for p in f.predictions], [p.mask for p in f.predictions])
+            r = score.report()
+            r.update(frames=len(frame_truth), frames_per_s=len(frame_truth) / (time.time() - start))
+            print(format_report(f"video, refresh {refresh}", r))
+            print(f"  {len(frame_truth)} frames of {len(paths)} photos: {r['frames_per_s']:.2f} frames/s", flush=True)
+            out[f"refresh_{refresh}"] = r
+    if json_path:
+        Path(json_path).write_text(json.dumps(out, indent=1))
 
 
 def _errors(path: str, truth, found, pairs) -> list:

@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from canvas import on_canvas  # noqa: E402
+from canvas import VIDEO_SIZE, camera_frames, on_canvas  # noqa: E402
 from maskage.faces import box_iou  # noqa: E402
 from maskage.pipeline import PRETRAINED_DIR, Pipeline  # noqa: E402
 
@@ -74,26 +74,6 @@ def sweep(images: list[np.ndarray], batch_size: int) -> int:
     return 0
 
 
-VIDEO_SIZE = (640, 480)
-
-
-def camera_frames(image: np.ndarray, count: int) -> list[np.ndarray]:
-    """``count`` 640x480 frames of ``image`` as a slowly moving camera sees it: a window of 90% -> 80% of the photo
-    panning from its left edge to its right, so faces shift about 1.3% of the frame and grow about 1% a frame (an
-    unmoving picture would flatter ``refresh``, whose tracks then never break)."""
-    import cv2
-
-    h, w = image.shape[:2]
-    out = []
-    for k in range(count):
-        t = k / max(count - 1, 1)
-        scale = 0.9 - 0.1 * t
-        cw, ch = int(w * scale), int(h * scale)
-        x0, y0 = int((w - cw) * t), (h - ch) // 2
-        out.append(cv2.resize(image[y0:y0 + ch, x0:x0 + cw], VIDEO_SIZE, interpolation=cv2.INTER_AREA))
-    return out
-
-
 def scenes(pipeline: str, n: int, batch_size: int, refresh: int = 5) -> dict:
     """Every face of the scene photos (photos/s) and of a 640x480 video made of them (frames/s)."""
     import tempfile
@@ -114,7 +94,7 @@ def scenes(pipeline: str, n: int, batch_size: int, refresh: int = 5) -> dict:
         path = Path(tmp) / "scenes.mp4"
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, VIDEO_SIZE)
         for img in images[: max(n // 4, 1)]:  # as many frames as photos (n // 4 photos x 16 frames)
-            for frame in camera_frames(img, 16):
+            for frame, _ in camera_frames(img, 16):
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         writer.release()
         list(pipe.predict_video(path, limit=4))

@@ -105,6 +105,60 @@ def test_scene_error_grids_hold_wrong_missed_and_unmatched_faces(tmp_path):
     assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == ["incorrect.png", "not_wear.png", "unmatched.png"]
 
 
+def test_camera_frames_pan_and_zoom_and_view_box_follows_a_face():
+    from canvas import VIDEO_SIZE, camera_frames, view_box
+
+    photo = np.zeros((480, 640, 3), np.uint8)
+    photo[200:280, 300:380] = 255  # an 80 px white "face"
+    views = camera_frames(photo, 8)
+    assert len(views) == 8 and all(f.shape == (VIDEO_SIZE[1], VIDEO_SIZE[0], 3) for f, _ in views)
+    boxes = []
+    for frame, view in views:
+        box = view_box((300, 200, 380, 280), view)
+        ys, xs = np.nonzero(frame[..., 0] > 128)
+        assert abs(xs.min() - box[0]) <= 2 and abs(xs.max() + 1 - box[2]) <= 2  # where the frame shows it
+        assert abs(ys.min() - box[1]) <= 2 and abs(ys.max() + 1 - box[3]) <= 2
+        boxes.append(box)
+    sides = [b[2] - b[0] for b in boxes]
+    assert boxes[-1][0] < boxes[0][0] and sides[-1] > sides[0]  # the camera pans right and zooms in
+    assert max(abs(a[0] - b[0]) for a, b in zip(boxes, boxes[1:])) < 30  # a few px a frame, not jumps
+    # a face whose centre leaves the view is dropped; one at the edge is cut there
+    assert view_box((0, 200, 40, 280), views[-1][1]) is None
+    edge = view_box((600, 200, 660, 280), views[-1][1])
+    assert edge is not None and edge[2] == VIDEO_SIZE[0]
+
+
+def test_scene_video_scores_each_frame_against_the_moved_boxes(tmp_path, capsys):
+    from canvas import camera_frames, view_box
+    from scenes import video
+
+    from maskage.pipeline import Prediction
+    from maskage.scenes import LabelledFace
+    from maskage.video import VideoFrame
+
+    photo = np.full((240, 320, 3), 90, np.uint8)
+    Image.fromarray(photo).save(tmp_path / "scene.png")
+    truth = [LabelledFace((40, 40, 100, 100), "incorrect"), LabelledFace((200, 60, 260, 120), "wear")]
+    views = [v for _, v in camera_frames(photo, 16)]
+
+    class Perfect:  # finds every moved face and calls its state right; the second face "wear" in frame 3 only
+        def predict_video(self, path, limit=None, refresh=1):
+            for k, view in enumerate(views[:limit]):
+                preds = [Prediction("v", mask="wear" if (j == 0 and k == 3) else t.mask,
+                                    face_box=view_box(t.box, view)) for j, t in enumerate(truth)]
+                yield VideoFrame(k, k / 25, photo, preds)
+
+    video(Perfect(), [str(tmp_path / "scene.png")], [truth], [1, 3], str(tmp_path / "v.json"))
+    import json
+
+    got = json.loads((tmp_path / "v.json").read_text())
+    assert sorted(got) == ["refresh_1", "refresh_3"]
+    r = got["refresh_1"]
+    assert r["frames"] == 16 and r["faces"] == 32 and r["found"] == 32 and r["unmatched"] == 0
+    assert r["incorrect_found"] == 16 and r["incorrect_caught"] == 15
+    assert "video, refresh 3" in capsys.readouterr().out
+
+
 def test_cross_source_scores_carry_intervals_and_paired_differences():
     from cross_source import compare, score_rows, without_labels
 

@@ -25,17 +25,19 @@ View = tuple[float, float, float, float]  # x0, y0 of the photo's window, and th
 
 
 def camera_frames(image: np.ndarray, count: int) -> list[tuple[np.ndarray, View]]:
-    """``count`` 640x480 frames of ``image`` as a slowly moving camera sees it, each with its ``View``: a window of
-    90% -> 80% of the photo panning from its left edge to its right, so faces shift about 1.3% of the frame and grow
-    about 1% a frame (an unmoving picture would flatter video tracking, whose tracks then never break)."""
+    """``count`` 640x480 frames of ``image`` as a slowly moving camera sees it, each with its ``View``: a 4:3 window
+    of 90% -> 80% of the largest the photo holds, panning from its left edge to its right, so faces shift about 1%
+    of the frame and grow about 1% a frame, undistorted (an unmoving picture would flatter video tracking, whose
+    tracks then never break)."""
     import cv2
 
     h, w = image.shape[:2]
+    full_h = min(h, w * VIDEO_SIZE[1] / VIDEO_SIZE[0])
     out = []
     for k in range(count):
         t = k / max(count - 1, 1)
-        scale = 0.9 - 0.1 * t
-        cw, ch = int(w * scale), int(h * scale)
+        ch = int(full_h * (0.9 - 0.1 * t))
+        cw = int(ch * VIDEO_SIZE[0] / VIDEO_SIZE[1])
         x0, y0 = int((w - cw) * t), (h - ch) // 2
         frame = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], VIDEO_SIZE, interpolation=cv2.INTER_AREA)
         out.append((frame, (x0, y0, VIDEO_SIZE[0] / cw, VIDEO_SIZE[1] / ch)))

@@ -126,6 +126,14 @@ def test_camera_frames_pan_and_zoom_and_view_box_follows_a_face():
     assert view_box((0, 200, 40, 280), views[-1][1]) is None
     edge = view_box((600, 200, 660, 280), views[-1][1])
     assert edge is not None and edge[2] == VIDEO_SIZE[0]
+    wide = np.zeros((300, 900, 3), np.uint8)  # not 4:3: a square face stays square
+    wide[100:180, 400:480] = 255
+    inside = lambda b: b is not None and b[0] > 0 and b[2] < VIDEO_SIZE[0]  # noqa: E731
+    shown = [(f, v) for f, v in camera_frames(wide, 8) if inside(view_box((400, 100, 480, 180), v))]
+    assert len(shown) >= 2
+    for frame, view in shown:
+        ys, xs = np.nonzero(frame[..., 0] > 128)
+        assert abs((xs.max() - xs.min()) - (ys.max() - ys.min())) <= 2 and abs(view[2] - view[3]) < 0.01
 
 
 def test_scene_video_scores_each_frame_against_the_moved_boxes(tmp_path, capsys):

@@ -78,7 +78,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     videos = [i for i in args.inputs if is_video(i)]
     if args.camera is not None or videos:
         return _predict_video(args, videos)
-    if args.every != 1 or args.limit is not None or args.refresh != 1:
+    if args.every != 1 or args.limit is not None or args.refresh is not None:
         raise UsageError("--every, --limit and --refresh are for videos and cameras")
     paths = expand_inputs(args.inputs)
     if not paths:
@@ -352,9 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "on = always, off = never (MTCNN)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="video: every N-th frame only (default 1)")
     p.add_argument("--limit", type=int, metavar="N", help="video: stop after N processed frames")
-    p.add_argument("--refresh", type=int, default=1, metavar="N",
-                   help="video: classify a face found again where it was in the last processed frame only every N-th "
-                        "frame, keeping its labels in between (faster; default 1: every face of every frame)")
+    p.add_argument("--refresh", type=int, metavar="N",
+                   help="video: classify a face found again where it was (or where its last move takes it) only every "
+                        "N-th processed frame, keeping its labels in between (default 5; 1: every face of every frame)")
     p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",

@@ -255,16 +255,17 @@ class Pipeline:
         return out
 
     def predict_video(self, source: str | Path | int, every: int = 1, limit: int | None = None,
-                      batch_size: int = 4, refresh: int = 1) -> Iterator["VideoFrame"]:
+                      batch_size: int = 4, refresh: int | None = None) -> Iterator["VideoFrame"]:
         """Every face of every ``every``-th frame of a video file (or camera index), as ``VideoFrame``s in order:
         frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found).
         Faces are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);
         ``batch_size`` frames go through the models together. ``refresh``: a face found again where it was in the
         last processed frame (IoU >= 0.5) is classified only every ``refresh``-th frame and keeps its labels and
-        probabilities in between, with its new box (``video.FaceTracks``); 1 classifies every face every frame."""
-        from .video import FaceTracks, VideoFrame, frames
+        probabilities in between, with its new box (``video.FaceTracks``); 1 classifies every face every frame;
+        None: ``video.DEFAULT_REFRESH`` (5)."""
+        from .video import DEFAULT_REFRESH, FaceTracks, VideoFrame, frames
 
-        tracks = FaceTracks(refresh)
+        tracks = FaceTracks(DEFAULT_REFRESH if refresh is None else refresh)
         scene = self.detector_settings.uses_scene(True)
 
         def run(batch: list) -> Iterator[VideoFrame]:

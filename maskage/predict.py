@@ -137,7 +137,7 @@ class VideoSummary:
 
 def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, annotate: str | Path | None = None,
                          every: int = 1, limit: int | None = None, progress: bool = True,
-                         refresh: int = 1) -> VideoSummary:
+                         refresh: int | None = None) -> VideoSummary:
     """Predict every face of every ``every``-th frame into a CSV (one row per face per frame) and, with
     ``annotate``, an mp4 of the processed frames with the faces boxed and labelled. Returns the frames and faces
     counted (its ``str`` is the line the CLI prints). ``refresh``: as ``Pipeline.predict_video``'s."""

@@ -9,7 +9,7 @@ import pytest
 from maskage import Pipeline
 from maskage.cli import main
 from maskage.predict import predict_video_to_csv
-from maskage.video import FaceTracks, VideoError, frames
+from maskage.video import DEFAULT_REFRESH, FaceTracks, VideoError, frames
 
 from .conftest import tiny_model
 from .test_scenes import crowd
@@ -78,7 +78,7 @@ def test_missing_or_unreadable_video_is_a_clear_error(tmp_path):
 
 
 def test_predict_video_gives_every_face_of_each_frame(pipe, video):
-    got = list(pipe.predict_video(video, every=1, batch_size=3))
+    got = list(pipe.predict_video(video, every=1, batch_size=3, refresh=1))
     assert [f.index for f in got] == list(range(N_FRAMES))
     assert got[5].predictions == []  # the blank frame: no face, no centre-crop guess
     for f in got:
@@ -153,7 +153,7 @@ def test_face_tracks_look_for_a_face_where_its_last_move_takes_it():
 
 
 def test_refresh_classifies_a_face_that_stays_only_every_nth_frame(pipe, still_video, monkeypatch):
-    every_frame = list(pipe.predict_video(still_video))
+    every_frame = list(pipe.predict_video(still_video, refresh=1))
     n = len(every_frame[0].predictions)
     assert n == 3 and all(len(f.predictions) == n for f in every_frame)
     calls = []
@@ -168,6 +168,10 @@ def test_refresh_classifies_a_face_that_stays_only_every_nth_frame(pipe, still_v
     for k, source in ((1, 0), (2, 0), (4, 3), (5, 3)):  # carried: the labels and probabilities of the last call
         assert [(p.class_id, p.mask_probs, p.age_probs) for p in got[k].predictions] == \
             [(p.class_id, p.mask_probs, p.age_probs) for p in got[source].predictions]
+    calls.clear()
+    default = list(pipe.predict_video(still_video))  # DEFAULT_REFRESH (5): frames 0 and 5 of 6
+    assert DEFAULT_REFRESH == 5 and sum(calls) == 2 * n
+    assert [p.class_id for p in default[4].predictions] == [p.class_id for p in every_frame[0].predictions]
 
 
 def test_cli_video_equals_api(pipe, video, tmp_path, capsys):

@@ -262,7 +262,8 @@ class Pipeline:
         ``batch_size`` frames go through the models together. ``refresh``: a face found again where it was in the
         last processed frame (IoU >= 0.5) is classified only every ``refresh``-th frame and keeps its labels and
         probabilities in between, with its new box (``video.FaceTracks``); 1 classifies every face every frame;
-        None: ``video.DEFAULT_REFRESH`` (5)."""
+        None: ``video.DEFAULT_REFRESH`` (5). Each frame's ``tracks`` give each face's track id, whatever
+        ``refresh``."""
         from .video import DEFAULT_REFRESH, FaceTracks, VideoFrame, frames
 
         tracks = FaceTracks(DEFAULT_REFRESH if refresh is None else refresh)
@@ -272,9 +273,12 @@ class Pipeline:
             images = [b[2] for b in batch]
             todo: list[tuple[np.ndarray, Detection]] = []  # the faces to classify, from every frame of the batch
             plans = []  # per frame: (detection, its index in todo, or the Prediction it carries)
+            ids: list[list[int]] = []  # per frame, each face's track id
             for image, dets in zip(images, self.detector.detect_all(images, scene=scene) if images else []):
                 plan = []
-                for d, carried in zip(dets, tracks.match([d.box for d in dets])):
+                carry = tracks.match([d.box for d in dets])
+                ids.append(tracks.ids)
+                for d, carried in zip(dets, carry):
                     if carried is None:
                         carried = len(todo)
                         todo.append((image, d))
@@ -287,9 +291,9 @@ class Pipeline:
                 return preds[ref] if isinstance(ref, int) else ref
 
             tracks.resolve(final)
-            for (index, time, image), plan in zip(batch, plans):
+            for (index, time, image), plan, track_ids in zip(batch, plans, ids):
                 found = [replace(final(r), face_box=d.box, face_prob=d.prob) for d, r in plan]
-                yield VideoFrame(index, time, image, found)
+                yield VideoFrame(index, time, image, found, track_ids)
 
         batch: list = []
         for item in frames(source, every, limit):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -118,21 +118,28 @@ def _listing(items: Sequence[str], limit: int = 20) -> str:
 
 
 def frame_rows(frame: VideoFrame) -> list[dict[str, Any]]:
-    """One CSV row per face of a frame (``Prediction.to_row`` with frame, time and face index)."""
-    return [{"frame": frame.index, "time": f"{frame.time:.3f}", "face_index": k, **p.to_row()}
-            for k, p in enumerate(frame.predictions)]
+    """One CSV row per face of a frame (``Prediction.to_row`` with frame, time, face index and track id)."""
+    tracks = frame.tracks or [""] * len(frame.predictions)
+    return [{"frame": frame.index, "time": f"{frame.time:.3f}", "face_index": k, "track": t, **p.to_row()}
+            for k, (p, t) in enumerate(zip(frame.predictions, tracks))]
 
 
 @dataclass
 class VideoSummary:
-    """What a video run saw: the frames processed and the faces by mask state."""
+    """What a video run saw: the frames processed, the faces (one per face per frame) by mask state and the face
+    tracks by the mask state each was seen with most (a track is a face followed from frame to frame; one person
+    makes several when the detector loses them for a frame or they move far)."""
 
     frames: int
     faces: Counter
+    tracks: Counter = field(default_factory=Counter)
 
     def __str__(self) -> str:
-        parts = ", ".join(f"{m} {self.faces.get(m, 0)}" for m in MASK_LABELS)
-        return f"{self.frames} frame(s), {sum(self.faces.values())} face(s): {parts}"
+        def parts(c: Counter) -> str:
+            return ", ".join(f"{m} {c.get(m, 0)}" for m in MASK_LABELS)
+
+        return (f"{self.frames} frame(s), {sum(self.faces.values())} face(s): {parts(self.faces)}; "
+                f"{sum(self.tracks.values())} face track(s): {parts(self.tracks)}")
 
 
 def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, annotate: str | Path | None = None,
@@ -153,12 +160,15 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
     bar = tqdm(total=todo, desc="video frames", unit="frame", disable=None if progress else True)
     rows: list[dict[str, Any]] = []
     counts: Counter = Counter()
+    by_track: dict[int, Counter] = {}
     writer, n = None, 0
     try:
         with atomic_path(annotate) if annotate else nullcontext() as tmp:
             for frame in _until_interrupted(pipe.predict_video(source, every=every, limit=limit, refresh=refresh)):
                 rows.extend(frame_rows(frame))
                 counts.update(p.mask for p in frame.predictions)  # a frame's predictions are its found faces
+                for t, p in zip(frame.tracks, frame.predictions):
+                    by_track.setdefault(t, Counter())[p.mask] += 1
                 if tmp is not None:
                     picture = np.asarray(draw(frame.image, frame.predictions) if frame.predictions else frame.image)
                     if writer is None:
@@ -173,9 +183,10 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
         if writer is not None:
             writer.release()
         bar.close()
-    fields = ["frame", "time", "face_index"] + [k for k in _row_fields(rows) if k not in ("frame", "time", "face_index")]
+    first = ["frame", "time", "face_index", "track"]
+    fields = first + [k for k in _row_fields(rows) if k not in first]
     write_csv_atomic(out, fields, rows)
-    return VideoSummary(n, counts)
+    return VideoSummary(n, counts, Counter(c.most_common(1)[0][0] for c in by_track.values()))
 
 
 def _until_interrupted(items: Iterator) -> Iterator:

@@ -4,7 +4,7 @@ video and a summary.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,12 +26,14 @@ class VideoError(MaskageError, ValueError):
 @dataclass
 class VideoFrame:
     """The predictions for one processed frame: ``index`` counts every frame of the video from 0, ``time`` in
-    seconds; ``image`` is the RGB frame; one ``Prediction`` per face found (none when no face was found)."""
+    seconds; ``image`` is the RGB frame; one ``Prediction`` per face found (none when no face was found) and, in
+    ``tracks``, each face's track id: a face followed from frame to frame keeps its id (``FaceTracks``)."""
 
     index: int
     time: float
     image: np.ndarray
     predictions: list
+    tracks: list[int] = field(default_factory=list)
 
 
 class FaceTracks:
@@ -45,7 +47,9 @@ class FaceTracks:
     0.5 with the move, 0.81 without: ``benchmarks/speed.py --scenes``'s video).
 
     Per frame: ``match`` the new boxes to the last frame's, then ``update`` with each box's reference (what the
-    caller classified or carried: any object); ``resolve`` swaps references, e.g. pending ones for predictions."""
+    caller classified or carried: any object); ``resolve`` swaps references, e.g. pending ones for predictions.
+    ``ids``: after ``match``, each new box's track id (a face matched to one of the last frame's keeps its id, due
+    for classification or not; others get new ids, counting from 0)."""
 
     def __init__(self, refresh: int = 1, min_iou: float = 0.5) -> None:
         if refresh < 1:
@@ -56,6 +60,9 @@ class FaceTracks:
         self._ages: list[int] = []  # frames since each face was classified
         self._moves: list[np.ndarray] = []  # each face's box change over its last frame
         self._pending: tuple[list, list[int], list[np.ndarray]] = ([], [], [])
+        self._ids: list[int] = []
+        self.ids: list[int] = []
+        self._next_id = 0
 
     def match(self, boxes: list) -> list[Any | None]:
         """For each new box: the reference of the last frame's face it continues (IoU >= ``min_iou`` with where that
@@ -69,6 +76,7 @@ class FaceTracks:
         out: list[Any | None] = [None] * len(boxes)
         ages = [0] * len(boxes)
         moves = [np.zeros(4)] * len(boxes)
+        ids: list[int | None] = [None] * len(boxes)
         used_new, used_old = set(), set()
         for iou, i, j in pairs:
             if iou < self.min_iou:
@@ -78,14 +86,20 @@ class FaceTracks:
             used_new.add(i)
             used_old.add(j)
             moves[i] = np.subtract(boxes[i], self._boxes[j])
+            ids[i] = self._ids[j]
             if self._ages[j] + 1 < self.refresh:
                 out[i], ages[i] = self._refs[j], self._ages[j] + 1
+        for i in range(len(boxes)):
+            if ids[i] is None:
+                ids[i], self._next_id = self._next_id, self._next_id + 1
         self._pending = (list(boxes), ages, moves)
+        self.ids = [int(i) for i in ids]  # type: ignore[arg-type]
         return out
 
     def update(self, refs: list) -> None:
         """The references of the boxes last given to ``match``, in order: they become the faces to match next."""
         self._boxes, self._ages, self._moves = self._pending
+        self._ids = list(self.ids)
         self._refs = list(refs)
 
     def resolve(self, swap: Any) -> None:

@@ -95,7 +95,7 @@ def test_video_rows_annotated_video_and_counts(pipe, video, tmp_path):
     out, annotated = tmp_path / "rows.csv", tmp_path / "boxed.mp4"
     seen = predict_video_to_csv(pipe, video, out, annotated, every=2, progress=False)
     rows = _rows(out)
-    assert list(rows[0])[:3] == ["frame", "time", "face_index"] and "p_mask_wear" in rows[0]
+    assert list(rows[0])[:4] == ["frame", "time", "face_index", "track"] and "p_mask_wear" in rows[0]
     assert sorted({int(r["frame"]) for r in rows}) == [0, 2, 4, 6]
     assert seen.frames == 4 and sum(seen.faces.values()) == len(rows)
     assert seen.faces == Counter(r["mask"] for r in rows) and str(seen).startswith(f"4 frame(s), {len(rows)} face(s)")
@@ -107,21 +107,37 @@ def test_video_rows_annotated_video_and_counts(pipe, video, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temp files left
 
 
+def test_video_rows_and_summary_count_face_tracks(pipe, still_video, tmp_path):
+    out = tmp_path / "rows.csv"
+    seen = predict_video_to_csv(pipe, still_video, out, progress=False, refresh=1)
+    rows = _rows(out)
+    by_track: dict = {}
+    for r in rows:
+        by_track.setdefault(r["track"], Counter())[r["mask"]] += 1
+    assert sorted(by_track) == ["0", "1", "2"] and all(sum(c.values()) == 6 for c in by_track.values())
+    assert seen.tracks == Counter(c.most_common(1)[0][0] for c in by_track.values())
+    assert str(seen).startswith("6 frame(s), 18 face(s)") and "; 3 face track(s): wear" in str(seen)
+
+
 def test_face_tracks_carry_a_face_that_stays_until_it_is_due():
     tracks = FaceTracks(refresh=3)
     a, b = (10, 10, 50, 50), (100, 10, 140, 50)
     assert tracks.match([a, b]) == [None, None]  # nothing seen yet: classify both
+    assert tracks.ids == [0, 1]
     tracks.update(["A", "B"])
     moved = (12, 10, 52, 50)  # a moved 2 px (IoU 0.9); b gone; a new face c
     c = (200, 200, 240, 240)
     assert tracks.match([c, moved]) == [None, "A"]
+    assert tracks.ids == [2, 0]  # a keeps its track; c starts one
     tracks.update(["C", "A"])
     assert tracks.match([moved, c]) == ["A", "C"]  # a's second carried frame, c's first
     tracks.update(["A", "C"])
     assert tracks.match([moved, c]) == [None, "C"]  # a is due (classified 3 frames ago), c is not
+    assert tracks.ids == [0, 2]  # due or not, the same face keeps its track
     tracks.update(["A2", "C"])
     tracks.resolve(str.lower)
     assert tracks.match([(150, 150, 190, 190), moved]) == [None, "a2"]  # far from every face: classify
+    assert tracks.ids == [3, 0]
     # refresh 1: every face every frame; one old face is carried to one new face only
     once = FaceTracks(refresh=1)
     once.match([a])
@@ -168,6 +184,8 @@ def test_refresh_classifies_a_face_that_stays_only_every_nth_frame(pipe, still_v
     for k, source in ((1, 0), (2, 0), (4, 3), (5, 3)):  # carried: the labels and probabilities of the last call
         assert [(p.class_id, p.mask_probs, p.age_probs) for p in got[k].predictions] == \
             [(p.class_id, p.mask_probs, p.age_probs) for p in got[source].predictions]
+    assert all(sorted(f.tracks) == [0, 1, 2] for f in got + every_frame)  # three faces followed through 6 frames
+    assert [f.tracks for f in got] == [f.tracks for f in every_frame]
     calls.clear()
     default = list(pipe.predict_video(still_video))  # DEFAULT_REFRESH (5): frames 0 and 5 of 6
     assert DEFAULT_REFRESH == 5 and sum(calls) == 2 * n

@@ -25,7 +25,7 @@ View = tuple[float, float, float, float]  # x0, y0 of the photo's window, and th
 
 
 def camera_frames(image: np.ndarray, count: int) -> list[tuple[np.ndarray, View]]:
-    """``count`` 640x480 frames of ``image`` as a slowly moving camera sees it, each with its ``View``: a 4:3 window
+    """``count`` 640x480 frames of ``image`` as a moving camera sees it, each with its ``View``: a 4:3 window
     of 90% -> 80% of the largest the photo holds, panning from its left edge to its right, so faces grow about 1% a
     frame and shift with the pan, undistorted: for the eval scene photos over 16 frames, 11-43 px a frame (median 17)
     at 640 px wide, the wider the photo the faster (an unmoving picture would flatter video tracking, whose tracks

@@ -170,7 +170,8 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
                 for t, p in zip(frame.tracks, frame.predictions):
                     by_track.setdefault(t, Counter())[p.mask] += 1
                 if tmp is not None:
-                    picture = np.asarray(draw(frame.image, frame.predictions) if frame.predictions else frame.image)
+                    tags = [f"#{t}" for t in frame.tracks]
+                    picture = np.asarray(draw(frame.image, frame.predictions, tags) if frame.predictions else frame.image)
                     if writer is None:
                         writer = _writer(tmp, picture.shape[1], picture.shape[0], (fps or 25.0) / every)
                     writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))

@@ -18,17 +18,19 @@ def prediction_label(pred) -> str:
     return f"{pred.mask} {pred.gender} {pred.age} (class {pred.class_id})"
 
 
-def annotate(image: ImageInput, preds) -> Image.Image:
+def annotate(image: ImageInput, preds, tags: Sequence[str] | None = None) -> Image.Image:
     """The photo with each prediction's face box and label drawn on it (a frame round the photo when no face was
-    found). ``preds`` is one ``Prediction`` or a list of them (every face of the photo)."""
+    found). ``preds`` is one ``Prediction`` or a list of them (every face of the photo); ``tags``, one per
+    prediction, go before its label (a video's track ids)."""
     img = Image.fromarray(load_image(image))
     d = ImageDraw.Draw(img)
     w, h = img.size
     width = max(2, round(min(w, h) / 150))
     font = ImageFont.load_default(size=max(12, round(min(w, h) / 28)))
-    for pred in preds if isinstance(preds, (list, tuple)) else [preds]:
+    preds = preds if isinstance(preds, (list, tuple)) else [preds]
+    for pred, tag in zip(preds, tags or [""] * len(preds)):
         colour = COLOURS.get(pred.mask or "", (200, 200, 200))
-        text = prediction_label(pred)
+        text = f"{tag} {prediction_label(pred)}" if tag else prediction_label(pred)
         if pred.face_box is None:
             text += " - no face found, centre crop used"
             box = (width, width, w - width, h - width)

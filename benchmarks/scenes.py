@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/scenes.py [--data ../shared/data/facemask_scenes] [--pipeline DIR]
         [--scene-mode auto|on|off] [--min-face-size N] [--min-face-fraction F] [--thresholds A B C]
         [--split all|eval|train] [--errors DIR] [--json out.json]
-    .venv/bin/python benchmarks/scenes.py --split eval --video [--refresh 1 5]
+    .venv/bin/python benchmarks/scenes.py --split eval --video [--refresh 1 5] [--smooth 0 0.5]
 
 For each photo, ``Pipeline.predict_all_faces`` (what ``maskage predict --all-faces`` runs); a detection matches a
 labelled face when their boxes overlap with IoU >= 0.3 (one to one, best overlap first). Printed: faces found (all,
@@ -12,9 +12,9 @@ face, and photos/s. ``--split eval`` scores only the photos a fixed hash of the 
 default 0.5): the ones no recipe of maskage trains on (see ``maskage.scenes.photo_split``).
 
 ``--video``: the same photos filmed by a panning, zooming camera (16 frames of 640x480 each, mp4,
-``canvas.camera_frames``), the labelled boxes moved with the view; ``Pipeline.predict_video`` with each ``--refresh``,
-scored frame by frame as above (a face in 16 frames counts 16 times), with frames/s: what tracking
-(``refresh`` > 1) costs in mask-state accuracy on moving real faces.
+``canvas.camera_frames``), the labelled boxes moved with the view; ``Pipeline.predict_video`` with each
+``--refresh`` and ``--smooth``, scored frame by frame as above (a face in 16 frames counts 16 times), with frames/s:
+what tracking (``refresh`` > 1) costs in mask-state accuracy on moving real faces.
 
 Targets (issue 16): >= 0.90 of faces >= 40 px found; mask-state macro F1 >= 0.90 on found faces; incorrect recall
 >= 0.70; unmatched detections <= 5% of found faces.
@@ -22,11 +22,13 @@ Targets (issue 16): >= 0.90 of faces >= 40 px found; mask-state macro F1 >= 0.90
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -69,6 +71,7 @@ def main() -> None:
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--video", action="store_true", help="score a moving camera's video of the photos instead")
     ap.add_argument("--refresh", type=int, nargs="+", default=[1, 5], help="--video: predict_video's refresh values")
+    ap.add_argument("--smooth", type=float, nargs="+", default=[0.0], help="--video: predict_video's smooth values")
     args = ap.parse_args()
 
     data = Path(args.data)
@@ -86,7 +89,7 @@ def main() -> None:
 
     paths = [str(data / "images" / n) for n in names]
     if args.video:
-        return video(pipe, paths, [faces[n] for n in names], args.refresh, args.json)
+        return video(pipe, paths, [faces[n] for n in names], args.refresh, args.json, args.smooth)
     pipe.predict_all_faces(paths[:2])  # load the models and export before timing
     start = time.time()
     results = pipe.predict_all_faces(paths, batch_size=8)
@@ -109,8 +112,8 @@ def main() -> None:
 
 
 def video(pipe: Pipeline, paths: list[str], truth: list[list[LabelledFace]], refreshes: list[int],
-          json_path: str | None, frames_per_photo: int = 16) -> None:
-    """Score ``predict_video`` on a moving camera's mp4 of the photos, once per refresh value."""
+          json_path: str | None, smooths: Sequence[float] = (0.0,), frames_per_photo: int = 16) -> None:
+    """Score ``predict_video`` on a moving camera's mp4 of the photos, once per refresh and smooth value."""
     import tempfile
 
     import cv2
@@ -130,15 +133,15 @@ def video(pipe: Pipeline, paths: list[str], truth: list[list[LabelledFace]], ref
                 frame_truth.append([LabelledFace(b, m) for b, m in moved if b is not None])
         writer.release()
         list(pipe.predict_video(path, limit=4))  # load the models and export before timing
-        for refresh in refreshes:
+        for refresh, smooth in itertools.product(refreshes, smooths):
             score, start = SceneScore(), time.time()
-            for f in pipe.predict_video(path, refresh=refresh):
+            for f in pipe.predict_video(path, refresh=refresh, smooth=smooth):
                 score.add(frame_truth[f.index], [p.face_box for p in f.predictions], [p.mask for p in f.predictions])
             r = score.report()
             r.update(frames=len(frame_truth), frames_per_s=len(frame_truth) / (time.time() - start))
-            print(format_report(f"video, refresh {refresh}", r))
+            print(format_report(f"video, refresh {refresh}, smooth {smooth}", r))
             print(f"  {len(frame_truth)} frames of {len(paths)} photos: {r['frames_per_s']:.2f} frames/s", flush=True)
-            out[f"refresh_{refresh}"] = r
+            out[f"refresh_{refresh}_smooth_{smooth}"] = r
     if json_path:
         Path(json_path).write_text(json.dumps(out, indent=1))
 

@@ -255,7 +255,7 @@ class Pipeline:
         return out
 
     def predict_video(self, source: str | Path | int, every: int = 1, limit: int | None = None,
-                      batch_size: int = 4, refresh: int | None = None) -> Iterator["VideoFrame"]:
+                      batch_size: int = 4, refresh: int | None = None, smooth: float = 0.0) -> Iterator["VideoFrame"]:
         """Every face of every ``every``-th frame of a video file (or camera index), as ``VideoFrame``s in order:
         frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found).
         Faces are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);
@@ -263,7 +263,10 @@ class Pipeline:
         last processed frame (IoU >= 0.5) is classified only every ``refresh``-th frame and keeps its labels and
         probabilities in between, with its new box (``video.FaceTracks``); 1 classifies every face every frame;
         None: ``video.DEFAULT_REFRESH`` (5). Each frame's ``tracks`` give each face's track id, whatever
-        ``refresh``."""
+        ``refresh``. ``smooth`` (0..1): a face classified again has its probabilities mixed with its track's last
+        ones, ``smooth`` of the old (0: each call stands alone)."""
+        if not 0 <= smooth < 1:
+            raise UsageError(f"smooth must be in [0, 1), got {smooth}")
         from .video import DEFAULT_REFRESH, FaceTracks, VideoFrame, frames
 
         tracks = FaceTracks(DEFAULT_REFRESH if refresh is None else refresh)
@@ -272,16 +275,18 @@ class Pipeline:
         def run(batch: list) -> Iterator[VideoFrame]:
             images = [b[2] for b in batch]
             todo: list[tuple[np.ndarray, Detection]] = []  # the faces to classify, from every frame of the batch
+            earlier: list = []  # per face to classify: its track's last call (a todo index or a Prediction), or None
             plans = []  # per frame: (detection, its index in todo, or the Prediction it carries)
             ids: list[list[int]] = []  # per frame, each face's track id
             for image, dets in zip(images, self.detector.detect_all(images, scene=scene) if images else []):
                 plan = []
                 carry = tracks.match([d.box for d in dets])
                 ids.append(tracks.ids)
-                for d, carried in zip(dets, carry):
+                for d, carried, before in zip(dets, carry, tracks.previous):
                     if carried is None:
                         carried = len(todo)
                         todo.append((image, d))
+                        earlier.append(before)
                     plan.append((d, carried))
                 tracks.update([r for _, r in plan])
                 plans.append(plan)
@@ -289,6 +294,11 @@ class Pipeline:
 
             def final(ref: int | Prediction) -> Prediction:
                 return preds[ref] if isinstance(ref, int) else ref
+
+            if smooth:  # in order: a face's earlier call in this batch is smoothed before its later one
+                for k, (before, (_, d)) in enumerate(zip(earlier, todo)):
+                    if before is not None:
+                        preds[k] = self._smoothed(preds[k], final(before), smooth, d)
 
             tracks.resolve(final)
             for (index, time, image), plan, track_ids in zip(batch, plans, ids):
@@ -302,6 +312,12 @@ class Pipeline:
                 yield from run(batch)
                 batch = []
         yield from run(batch)
+
+    def _smoothed(self, new: Prediction, old: Prediction, weight: float, det: Detection) -> Prediction:
+        """``new``'s probabilities mixed with ``old``'s (``weight`` of old), labels from the mix."""
+        probs = {task: np.array([[(1 - weight) * getattr(new, f"{task}_probs")[k] + weight * v
+                                  for k, v in getattr(old, f"{task}_probs").items()]]) for task in TASKS}
+        return self._predictions(probs, [det], [new.source])[0]
 
     def _predict_batch(self, images: Sequence[ImageInput], all_faces: bool = False) -> list:
         arrays: dict[int, np.ndarray] = {}
@@ -371,6 +387,11 @@ class Pipeline:
         probs = self._tasks_probs(self.model_inputs(arrays, detections))
         probs["age"] = age_group_probs(probs["age"], self._age_groups)
         probs = {task: apply_bias(p, self.bias.get(task)) for task, p in probs.items()}
+        return self._predictions(probs, detections, sources)
+
+    def _predictions(self, probs: dict[str, np.ndarray], detections: Sequence[Detection],
+                     sources: Sequence[str]) -> list[Prediction]:
+        """``Prediction``s from each task's final probabilities (age: of its groups), through the combiner."""
         age = probs["age"]
         ids, _ = combine(probs["mask"], probs["gender"], age)
         age_labels = age_group_labels(self.age_threshold)

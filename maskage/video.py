@@ -62,12 +62,14 @@ class FaceTracks:
         self._pending: tuple[list, list[int], list[np.ndarray]] = ([], [], [])
         self._ids: list[int] = []
         self.ids: list[int] = []
+        self.previous: list[Any | None] = []
         self._next_id = 0
 
     def match(self, boxes: list) -> list[Any | None]:
         """For each new box: the reference of the last frame's face it continues (IoU >= ``min_iou`` with where that
-        face was or where its last move takes it, best overlaps first, each face once) while that face was classified fewer than
-        ``refresh`` frames ago; else None."""
+        face was or where its last move takes it, best overlaps first, each face once) while that face was
+        classified fewer than ``refresh`` frames ago; else None. ``previous`` then holds, for each new box, the
+        reference of the face it continues, due or not (None for a new face)."""
         from .faces import box_iou
 
         expected = [tuple(np.add(b, m)) for b, m in zip(self._boxes, self._moves)]
@@ -77,6 +79,7 @@ class FaceTracks:
         ages = [0] * len(boxes)
         moves = [np.zeros(4)] * len(boxes)
         ids: list[int | None] = [None] * len(boxes)
+        previous: list[Any | None] = [None] * len(boxes)
         used_new, used_old = set(), set()
         for iou, i, j in pairs:
             if iou < self.min_iou:
@@ -86,7 +89,7 @@ class FaceTracks:
             used_new.add(i)
             used_old.add(j)
             moves[i] = np.subtract(boxes[i], self._boxes[j])
-            ids[i] = self._ids[j]
+            ids[i], previous[i] = self._ids[j], self._refs[j]
             if self._ages[j] + 1 < self.refresh:
                 out[i], ages[i] = self._refs[j], self._ages[j] + 1
         for i in range(len(boxes)):
@@ -94,6 +97,7 @@ class FaceTracks:
                 ids[i], self._next_id = self._next_id, self._next_id + 1
         self._pending = (list(boxes), ages, moves)
         self.ids = [int(i) for i in ids]  # type: ignore[arg-type]
+        self.previous = previous
         return out
 
     def update(self, refs: list) -> None:

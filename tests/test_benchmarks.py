@@ -150,7 +150,7 @@ def test_scene_video_scores_each_frame_against_the_moved_boxes(tmp_path, capsys)
     views = [v for _, v in camera_frames(photo, 16)]
 
     class Perfect:  # finds every moved face and calls its state right; the second face "wear" in frame 3 only
-        def predict_video(self, path, limit=None, refresh=1):
+        def predict_video(self, path, limit=None, refresh=1, smooth=0.0):
             for k, view in enumerate(views[:limit]):
                 preds = [Prediction("v", mask="wear" if (j == 0 and k == 3) else t.mask,
                                     face_box=view_box(t.box, view)) for j, t in enumerate(truth)]
@@ -160,11 +160,11 @@ def test_scene_video_scores_each_frame_against_the_moved_boxes(tmp_path, capsys)
     import json
 
     got = json.loads((tmp_path / "v.json").read_text())
-    assert sorted(got) == ["refresh_1", "refresh_3"]
-    r = got["refresh_1"]
+    assert sorted(got) == ["refresh_1_smooth_0.0", "refresh_3_smooth_0.0"]
+    r = got["refresh_1_smooth_0.0"]
     assert r["frames"] == 16 and r["faces"] == 32 and r["found"] == 32 and r["unmatched"] == 0
     assert r["incorrect_found"] == 16 and r["incorrect_caught"] == 15
-    assert "video, refresh 3" in capsys.readouterr().out
+    assert "video, refresh 3, smooth 0.0" in capsys.readouterr().out
 
 
 def test_cross_source_scores_carry_intervals_and_paired_differences():

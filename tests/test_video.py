@@ -192,6 +192,22 @@ def test_refresh_classifies_a_face_that_stays_only_every_nth_frame(pipe, still_v
     assert [p.class_id for p in default[4].predictions] == [p.class_id for p in every_frame[0].predictions]
 
 
+def test_smooth_mixes_a_face_s_new_probabilities_with_its_track_s_last(pipe, still_video):
+    fresh = list(pipe.predict_video(still_video, refresh=1))
+    mixed = list(pipe.predict_video(still_video, refresh=1, smooth=0.5))
+    assert [p.mask_probs for p in mixed[0].predictions] == [p.mask_probs for p in fresh[0].predictions]  # new faces
+    expected = [p.mask_probs for p in fresh[0].predictions]
+    for k in range(1, len(fresh)):  # each frame: half its own call, half the track's last (smoothed) one
+        expected = [{m: 0.5 * p.mask_probs[m] + 0.5 * e[m] for m in e} for p, e in zip(fresh[k].predictions, expected)]
+        got = mixed[k].predictions
+        assert [p.mask_probs for p in got] == [pytest.approx(e) for e in expected]
+        for p in got:  # labels from the mix
+            assert p.mask == max(p.mask_probs, key=p.mask_probs.get) and p.age == max(p.age_probs, key=p.age_probs.get)
+    assert any(a.mask_probs != b.mask_probs for a, b in zip(mixed[3].predictions, fresh[3].predictions))
+    with pytest.raises(ValueError, match="smooth"):
+        list(pipe.predict_video(still_video, smooth=1.0))
+
+
 def test_cli_video_equals_api(pipe, video, tmp_path, capsys):
     d = pipe.save(tmp_path / "pipe")
     out = tmp_path / "cli.csv"

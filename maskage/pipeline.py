@@ -260,7 +260,7 @@ class Pipeline:
         frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found).
         Faces are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);
         ``batch_size`` frames go through the models together. ``refresh``: a face found again where it was in the
-        last processed frame (IoU >= 0.5) is classified only every ``refresh``-th frame and keeps its labels and
+        last processed frame, or where its last move takes it (IoU >= 0.5), is classified only every ``refresh``-th frame and keeps its labels and
         probabilities in between, with its new box (``video.FaceTracks``); 1 classifies every face every frame;
         None: ``video.DEFAULT_REFRESH`` (5). Each frame's ``tracks`` give each face's track id, whatever
         ``refresh``. ``smooth`` (0..1): a face classified again has its probabilities mixed with its track's last

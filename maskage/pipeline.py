@@ -257,14 +257,14 @@ class Pipeline:
     def predict_video(self, source: str | Path | int, every: int = 1, limit: int | None = None,
                       batch_size: int = 4, refresh: int | None = None, smooth: float = 0.0) -> Iterator["VideoFrame"]:
         """Every face of every ``every``-th frame of a video file (or camera index), as ``VideoFrame``s in order:
-        frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found).
-        Faces are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);
-        ``batch_size`` frames go through the models together. ``refresh``: a face found again where it was in the
-        last processed frame, or where its last move takes it (IoU >= 0.5), is classified only every ``refresh``-th frame and keeps its labels and
-        probabilities in between, with its new box (``video.FaceTracks``); 1 classifies every face every frame;
-        None: ``video.DEFAULT_REFRESH`` (5). Each frame's ``tracks`` give each face's track id, whatever
-        ``refresh``. ``smooth`` (0..1): a face classified again has its probabilities mixed with its track's last
-        ones, ``smooth`` of the old (0: each call stands alone)."""
+        frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found). Faces
+        are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);
+        ``batch_size`` frames go through the models together. ``refresh``: a face found again where it was in the last
+        processed frame, or where its last move takes it (IoU >= 0.5), is classified only every ``refresh``-th frame
+        and keeps its labels and probabilities in between, with its new box (``video.FaceTracks``); 1 classifies every
+        face every frame; None: ``video.DEFAULT_REFRESH`` (5). Each frame's ``tracks`` give each face's track id,
+        whatever ``refresh``. ``smooth`` (0..1): a face classified again has its probabilities mixed with its track's
+        last ones, ``smooth`` of the old (0: each call stands alone)."""
         if not 0 <= smooth < 1:
             raise UsageError(f"smooth must be in [0, 1), got {smooth}")
         from .video import DEFAULT_REFRESH, FaceTracks, VideoFrame, frames

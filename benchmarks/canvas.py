@@ -3,6 +3,7 @@ a moving camera's view of a photo."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from PIL import Image
@@ -43,6 +44,23 @@ def camera_frames(image: np.ndarray, count: int) -> list[tuple[np.ndarray, View]
         frame = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], VIDEO_SIZE, interpolation=cv2.INTER_AREA)
         out.append((frame, (x0, y0, VIDEO_SIZE[0] / cw, VIDEO_SIZE[1] / ch)))
     return out
+
+
+def write_camera_video(path: str | Path, images: Iterable[np.ndarray], per_photo: int = 16) -> list[list[View]]:
+    """An mp4 (25 fps, 640x480) of each image's ``camera_frames``, one after another; each image's views."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, VIDEO_SIZE)
+    views = []
+    try:
+        for image in images:
+            shots = camera_frames(image, per_photo)
+            for frame, _ in shots:
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            views.append([v for _, v in shots])
+    finally:
+        writer.release()
+    return views
 
 
 def view_box(box: tuple[float, float, float, float], view: View) -> tuple[float, float, float, float] | None:

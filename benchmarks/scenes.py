@@ -116,22 +116,18 @@ def video(pipe: Pipeline, paths: list[str], truth: list[list[LabelledFace]], ref
     """Score ``predict_video`` on a moving camera's mp4 of the photos, once per refresh and smooth value."""
     import tempfile
 
-    import cv2
-
-    from canvas import VIDEO_SIZE, camera_frames, view_box
+    from canvas import view_box, write_camera_video
     from maskage.images import load_image
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scenes.mp4"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, VIDEO_SIZE)
+        views = write_camera_video(path, (load_image(p) for p in paths), frames_per_photo)
         frame_truth = []  # per frame, the labelled faces as it shows them
-        for photo, faces in zip(paths, truth):
-            for frame, view in camera_frames(load_image(photo), frames_per_photo):
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        for faces, photo_views in zip(truth, views):
+            for view in photo_views:
                 moved = [(view_box(f.box, view), f.mask) for f in faces]
                 frame_truth.append([LabelledFace(b, m) for b, m in moved if b is not None])
-        writer.release()
         list(pipe.predict_video(path, limit=4))  # load the models and export before timing
         for refresh, smooth in itertools.product(refreshes, smooths):
             score, start = SceneScore(), time.time()

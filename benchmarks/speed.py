@@ -29,7 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from canvas import VIDEO_SIZE, camera_frames, on_canvas  # noqa: E402
+from canvas import on_canvas, write_camera_video  # noqa: E402
 from maskage.faces import box_iou  # noqa: E402
 from maskage.pipeline import PRETRAINED_DIR, Pipeline  # noqa: E402
 
@@ -78,8 +78,6 @@ def scenes(pipeline: str, n: int, batch_size: int, refresh: int = 5) -> dict:
     """Every face of the scene photos (photos/s) and of a 640x480 video made of them (frames/s)."""
     import tempfile
 
-    import cv2
-
     names = sorted(p.name for p in (SHARED / "facemask_scenes" / "images").iterdir())[:n]
     if not names:
         raise SystemExit(f"no scene photos in {SHARED / 'facemask_scenes' / 'images'}")
@@ -92,11 +90,7 @@ def scenes(pipeline: str, n: int, batch_size: int, refresh: int = 5) -> dict:
           f"({pipe.backend}, detector scene={pipe.detector_settings.scene})")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scenes.mp4"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, VIDEO_SIZE)
-        for img in images[: max(n // 4, 1)]:  # as many frames as photos (n // 4 photos x 16 frames)
-            for frame, _ in camera_frames(img, 16):
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        writer.release()
+        write_camera_video(path, images[: max(n // 4, 1)], 16)  # as many frames as photos (n // 4 x 16)
         list(pipe.predict_video(path, limit=4))
         start = time.perf_counter()
         seen = list(pipe.predict_video(path, refresh=1))

@@ -338,6 +338,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         if progress:
             print(f"{config.task} epoch {epoch}: loss {loss:.4f} val macro F1 {metrics['macro_f1']:.4f}"
                   f" selection F1 {metrics['selection_f1']:.4f} ({time.time() - start:.0f}s)", flush=True)
+        if config.save_epochs and main_proc:
+            model.save(out / f"epoch_{epoch}", dtype=config.save_dtype)
         if metrics["selection_f1"] > state["best_f1"]:
             state.update(best_f1=metrics["selection_f1"], best_epoch=epoch, stale=0, best_metrics=metrics)
             if main_proc:

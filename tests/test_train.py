@@ -72,6 +72,22 @@ def test_early_stopping(tiny_overrides, monkeypatch):
     assert result.best_epoch == 1
 
 
+def test_save_epochs_keeps_every_epoch_and_the_best_matches_the_run(tiny_overrides):
+    cfg = load_config(None, dict(tiny_overrides, epochs=3, save_epochs=True), task="mask")
+    result = train(cfg, progress=False)
+    out = result.output_dir
+    assert sorted(p.name for p in out.glob("epoch_*")) == ["epoch_1", "epoch_2", "epoch_3"]
+    crops = np.random.default_rng(1).integers(0, 255, (4, 40, 40, 3), dtype=np.uint8)
+    probs = {k: TaskModel.load(out / f"epoch_{k}", "mask").predict_proba(crops) for k in (1, 2, 3)}
+    assert np.array_equal(TaskModel.load(out, "mask").predict_proba(crops), probs[result.best_epoch])
+    assert not np.allclose(probs[1], probs[3])  # each epoch's own weights, not the best one three times
+
+
+def test_save_epochs_off_by_default(tiny_overrides):
+    cfg = load_config(None, dict(tiny_overrides, epochs=1), task="mask")
+    assert not list(train(cfg, progress=False).output_dir.glob("epoch_*"))
+
+
 def test_mask_model_learns_the_toy_task(tiny_overrides):
     # the pretrained EfficientNet-Lite0 picks the mask band up in a few epochs
     cfg = load_config(None, dict(tiny_overrides, backbone="tf_efficientnet_lite0", pretrained=True,

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Hashable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from .atomic import write_json_atomic
 from .errors import UsageError
 from .labels import GENDER_LABELS, MASK_LABELS, PIPELINE_TASKS, age_to_group
+from .progress import bar
 
 __all__ = ["balanced_weights", "weighted_macro_f1", "fit_bias", "read_labels", "task_truth", "calibrate_pipeline",
            "GRID"]
@@ -138,7 +138,7 @@ def calibrate_pipeline(directory: str | Path | None, labels: str | Path, out: st
         if (truth >= 0).sum() == 0:
             raise UsageError(f"{labels}: no row has a {t} label")
     preds = []
-    for start in tqdm(range(0, len(rows), batch_size), desc="calibration photos", unit="batch", disable=not progress):
+    for start in bar(range(0, len(rows), batch_size), desc="calibration photos", unit="batch", enabled=progress):
         preds.extend(pipe.predict([r["path"] for r in rows[start:start + batch_size]], batch_size=batch_size))
     bad = [p.source for p in preds if p.error]
     if bad:

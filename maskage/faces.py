@@ -13,13 +13,13 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from .atomic import atomic_path, write_json_atomic
 from .errors import UsageError
 from . import mtcnn
 from .images import ImageError, load_image
 from .mtcnn import MtcnnNets
+from .progress import bar
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
 SCENE_MODES = ("auto", "on", "off")
@@ -385,7 +385,7 @@ class CropCache:
         boxes: list[Box | None] = [None] * n
         errors: dict[int, str] = {}
         missing: list[tuple[int, str]] = []
-        for i, p in enumerate(tqdm(paths, desc="crop cache", disable=None if progress and n >= 200 else True, leave=False)):
+        for i, p in enumerate(bar(paths, desc="crop cache", enabled=progress and n >= 200, leave=False)):
             digest = digests[i] if digests is not None else None
             if digest is None:
                 try:
@@ -400,7 +400,7 @@ class CropCache:
                     boxes[i] = tuple(float(v) for v in z["box"]) if z["box"].size else None
             else:
                 missing.append((i, digest))
-        bar = tqdm(total=len(missing), desc="detecting faces", disable=None if progress and missing else True, leave=False)
+        bar_ = bar(total=len(missing), desc="detecting faces", enabled=progress and bool(missing), leave=False)
         chunk = max(self.detector_settings.batch_size * 4, 64)
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
@@ -417,7 +417,7 @@ class CropCache:
                 with atomic_path(self._entry(digest)) as tmp:
                     np.savez(tmp, crop=crops[i], box=np.array(det.box if det.box else [], dtype=np.float64))
             self.detections_run += len(ok)
-            bar.update(len(part))
-        bar.close()
+            bar_.update(len(part))
+        bar_.close()
         return CachedCrops(crops, boxes, errors)
 

@@ -18,6 +18,7 @@ from .errors import MaskageError
 from .images import IMAGE_EXTENSIONS
 from .labels import MASK_LABELS
 from .video import VideoError, VideoFrame, video_info
+from .progress import bar
 
 
 class SubmissionError(MaskageError):
@@ -149,7 +150,6 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
     ``annotate``, an mp4 of the processed frames with the faces boxed and labelled. Returns the frames and faces
     counted (its ``str`` is the line the CLI prints). ``refresh``: as ``Pipeline.predict_video``'s."""
     import cv2
-    from tqdm.auto import tqdm
 
     from .visualize import annotate as draw
 
@@ -157,7 +157,7 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
     todo = None if total is None else -(-total // every)  # the frames processed: the first of every ``every``
     if todo is not None and limit is not None:
         todo = min(todo, limit)
-    bar = tqdm(total=todo, desc="video frames", unit="frame", disable=None if progress else True)
+    frames_bar = bar(total=todo, desc="video frames", unit="frame", enabled=progress)
     rows: list[dict[str, Any]] = []
     counts: Counter = Counter()
     by_track: dict[int, Counter] = {}
@@ -176,14 +176,14 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
                         writer = _writer(tmp, picture.shape[1], picture.shape[0], (fps or 25.0) / every)
                     writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                 n += 1
-                bar.update(1)
+                frames_bar.update(1)
             if writer is not None:
                 writer.release()
                 writer = None
     finally:
         if writer is not None:
             writer.release()
-        bar.close()
+        frames_bar.close()
     first = ["frame", "time", "face_index", "track"]
     fields = first + [k for k in _row_fields(rows) if k not in first]
     write_csv_atomic(out, fields, rows)

@@ -16,13 +16,13 @@ from typing import Sequence
 import cv2
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .atomic import write_csv_atomic
 from .errors import MaskageError, UsageError
 from .images import IMAGE_EXTENSIONS, ImageError, load_image
 from .labels import MASK_FILE_STEMS, age_to_group, encode
 from .sources import FaceRecord, held_out, read_sources
+from .progress import bar
 
 # How a mask sits on the face. The competition's "incorrect" class is mostly nose exposed, some under the chin.
 CORRECT, NOSE_EXPOSED, UNDER_CHIN = "correct", "nose_exposed", "under_chin"
@@ -218,7 +218,7 @@ def real_textures(folder: str | Path, holdout: float = 0.2, limit: int = 0, prog
         paths = [paths[int(i * len(paths) / limit)] for i in range(limit)]
     detector = FaceDetector(DetectorSettings(portrait="yunet", min_face_size=20))
     out = []
-    for path in tqdm(paths, desc="mask textures", disable=None if progress else True):
+    for path in bar(paths, desc="mask textures", enabled=progress):
         try:
             img = load_image(path)
         except ImageError:
@@ -559,7 +559,7 @@ def build_dataset(
     detector = FaceDetector(DetectorSettings(min_face_size=20, batch_size=32))
     train_rows, eval_rows, skipped = [], [], []
     chunk = 128
-    bar = tqdm(total=len(records), desc="drawing masks", disable=None if progress else True)
+    drawing = bar(total=len(records), desc="drawing masks", enabled=progress)
     for start in range(0, len(records), chunk):
         part = records[start : start + chunk]
         images, ok = [], []
@@ -590,8 +590,8 @@ def build_dataset(
                     drawn = dict(zip(stems, scenes))
                 train_rows.append(_write_train_person(out / "train" / "images", r, pid, drawn, stems, kind, scene)
                                   + extra + ([";".join(stems)] if photos else []))
-        bar.update(len(part))
-    bar.close()
+        drawing.update(len(part))
+    drawing.close()
     write_csv_atomic(out / "train" / "train.csv", ["id", "gender", "race", "age", "path", "incorrect_kind", "source", "scene"]
                      + (["dataset", "person"] if sourced else []) + (["photos"] if photos else []), train_rows)
     order = np.random.default_rng(seed + 1).permutation(len(eval_rows))

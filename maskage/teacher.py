@@ -25,6 +25,7 @@ from torch import nn
 
 from .atomic import atomic_path
 from .labels import AgeBins
+from .progress import bar
 
 TEACHERS = ("", "faceres", "gaussian")  # gaussian: no network, a distribution around each true age (age only)
 
@@ -100,16 +101,13 @@ def faceres_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Pat
     in ``crop_dir/teacher``: ``crop_dir`` is the crop cache's folder (``CropCache.dir``, keyed by how the crops were
     made), the file's key the paths and the input size."""
     def compute(folder: Path) -> dict[str, np.ndarray]:
-        from tqdm import tqdm
-
         from .faceres import FaceResHeads
 
         if progress:  # a long step (about 45 min for 42,000 crops at 224 px on 2 busy cores): say so before it starts
             print(f"teacher: FaceRes labels {len(crops)} crops at {input_size} px, once (cached in {folder})",
                   flush=True)
         heads, males, ages, step = FaceResHeads(), [], [], 256
-        for start in tqdm(range(0, len(crops), step), desc="teacher: FaceRes labels",
-                          disable=None if progress else True):
+        for start in bar(range(0, len(crops), step), desc="teacher: FaceRes labels", enabled=progress):
             m, a = heads.predict(np.asarray(crops[start : start + step]), input_size)
             males.append(m)
             ages.append(a)
@@ -133,8 +131,6 @@ def model_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Path,
             raise ModelFileError(f"teacher {d} has labels {meta.get('labels')}, the student {list(labels)}")
 
     def compute(folder: Path) -> dict[str, np.ndarray]:
-        from tqdm import tqdm
-
         from .ensemble import TaskEnsemble
         from .models import TaskModel
 
@@ -143,7 +139,7 @@ def model_outputs(crops: np.ndarray, paths: Sequence[str], crop_dir: str | Path,
             print(f"teacher: {len(dirs)} model(s) label {len(crops)} crops, once (cached in {folder})", flush=True)
         step = 256
         parts = [teacher.predict_proba(np.asarray(crops[i : i + step])) for i in
-                 tqdm(range(0, len(crops), step), desc="teacher: model labels", disable=None if progress else True)]
+                 bar(range(0, len(crops), step), desc="teacher: model labels", enabled=progress)]
         return {"probs": np.concatenate(parts) if parts else np.zeros((0, len(labels)), np.float32)}
 
     weights = "|".join(json.dumps(m.get("sha256"), sort_keys=True) for m in metas)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
-from tqdm.auto import tqdm
 
 from .atomic import torch_save_atomic, write_csv_atomic, write_json_atomic
 from .combine import age_group_probs, encode_many
@@ -42,6 +41,7 @@ from .labels import AgeBins, unpack_heads
 from .losses import MultiHeadLoss, balanced_weights, build_loss
 from .models import TaskModel, make_spec
 from .spec import FOLDS_NAME
+from .progress import bar
 
 
 @dataclass
@@ -509,8 +509,8 @@ def _train_epoch(config: TrainConfig, epoch: int, net, model: TaskModel, loader:
     model.train()
     total, seen = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(loader, desc=f"{config.task} epoch {epoch}/{config.epochs}", disable=None if progress else True, leave=False)
-    for step, (x, y) in enumerate(bar, start=1):
+    batches = bar(loader, desc=f"{config.task} epoch {epoch}/{config.epochs}", enabled=progress, leave=False)
+    for step, (x, y) in enumerate(batches, start=1):
         x, y = x.to(device), y.to(device)
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -525,7 +525,7 @@ def _train_epoch(config: TrainConfig, epoch: int, net, model: TaskModel, loader:
             optimizer.zero_grad(set_to_none=True)
         total += float(loss.detach()) * len(y)
         seen += len(y)
-        bar.set_postfix(loss=f"{total / seen:.4f}")
+        batches.set_postfix(loss=f"{total / seen:.4f}")
     return total / max(seen, 1), seen, optimizer.param_groups[0]["lr"]
 
 

@@ -12,7 +12,7 @@ OUT=${LOSO_DIR:-runs/loso}
 for left in aaf utkface; do
   keep=$(echo utkface aaf lfw | tr ' ' '\n' | grep -v "^$left$" | paste -sd, -)
   $PY -m maskage train gender experiments/faceres_gender.yaml output_dir=$OUT/no_$left/gender \
-    "datasets=[$keep]" epochs=${GENDER_EPOCHS:-4} portrait=yunet "$@"
+    "datasets=[$keep]" epochs=${GENDER_EPOCHS:-8} portrait=yunet "$@"
   agekeep=$(echo "$keep" | tr ',' '\n' | grep -v '^lfw$' | paste -sd, -)
   size=${AGE_SIZE:-224}
   $PY -m maskage train age experiments/faceres_age.yaml output_dir=$OUT/no_$left/age \

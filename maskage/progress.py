@@ -1,4 +1,4 @@
-"""Progress bars for long work: tqdm on a terminal, plain dated lines in a log.
+"""Progress bars for long work: tqdm on a terminal, a whole line every 30 s in a log.
 
 A training run started with ``nohup ... > log`` spends minutes on crop passes and epochs; tqdm turns itself off
 when stderr is not a terminal (or fills the log with carriage returns), so there a bar writes one line every

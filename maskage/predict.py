@@ -17,8 +17,8 @@ from .atomic import atomic_path, write_csv_atomic
 from .errors import MaskageError
 from .images import IMAGE_EXTENSIONS
 from .labels import MASK_LABELS
-from .video import VideoError, VideoFrame, video_info
 from .progress import bar
+from .video import VideoError, VideoFrame, video_info
 
 
 class SubmissionError(MaskageError):

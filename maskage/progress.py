@@ -45,4 +45,4 @@ def bar(iterable: Iterable | None = None, *, enabled: bool = True, stream: TextI
         return tqdm(iterable, file=stream, **kwargs)
     kwargs.pop("leave", None)  # a log keeps every line; the final one says the step finished
     return tqdm(iterable, file=_Lines(stream), mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL * 2,
-                dynamic_ncols=False, ncols=100, **kwargs)
+                ncols=100, **kwargs)

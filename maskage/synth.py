@@ -21,8 +21,8 @@ from .atomic import write_csv_atomic
 from .errors import MaskageError, UsageError
 from .images import IMAGE_EXTENSIONS, ImageError, load_image
 from .labels import MASK_FILE_STEMS, age_to_group, encode
-from .sources import FaceRecord, held_out, read_sources
 from .progress import bar
+from .sources import FaceRecord, held_out, read_sources
 
 # How a mask sits on the face. The competition's "incorrect" class is mostly nose exposed, some under the chin.
 CORRECT, NOSE_EXPOSED, UNDER_CHIN = "correct", "nose_exposed", "under_chin"

@@ -40,8 +40,8 @@ from .faces import CachedCrops, CropCache, CropSettings, DetectorSettings
 from .labels import AgeBins, unpack_heads
 from .losses import MultiHeadLoss, balanced_weights, build_loss
 from .models import TaskModel, make_spec
-from .spec import FOLDS_NAME
 from .progress import bar
+from .spec import FOLDS_NAME
 
 
 @dataclass

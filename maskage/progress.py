@@ -34,6 +34,17 @@ class _Lines(io.TextIOBase):
         self.stream.flush()
 
 
+class _LogBar(tqdm):
+    """tqdm whose postfix and description wait for the next interval's line: tqdm redraws at once on each
+    ``set_postfix`` (a training epoch sets its running loss every batch), which in a log is a line a batch."""
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description(desc, refresh=False)
+
+
 def bar(iterable: Iterable | None = None, *, enabled: bool = True, stream: TextIO | None = None,
         **kwargs: Any) -> tqdm:
     """A tqdm bar over ``iterable`` (or ``total=``) that is off when not ``enabled``; on a terminal it redraws in
@@ -44,5 +55,5 @@ def bar(iterable: Iterable | None = None, *, enabled: bool = True, stream: TextI
     if stream.isatty():
         return tqdm(iterable, file=stream, **kwargs)
     kwargs.pop("leave", None)  # a log keeps every line; the final one says the step finished
-    return tqdm(iterable, file=_Lines(stream), mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL * 2,
+    return _LogBar(iterable, file=_Lines(stream), mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL * 2,
                 ncols=100, **kwargs)

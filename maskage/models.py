@@ -94,7 +94,8 @@ def _timm():
 class TaskModel(nn.Module):
     """One classifier (mask, gender or age bins) that describes itself."""
 
-    def __init__(self, spec: ModelSpec, pretrained: bool = False, drop_rate: float = 0.0) -> None:
+    def __init__(self, spec: ModelSpec, pretrained: bool = False, drop_rate: float = 0.0,
+                 faceres_weights: str = "faceres") -> None:
         super().__init__()
         from . import faceres
 
@@ -102,7 +103,8 @@ class TaskModel(nn.Module):
         self.spec = spec
         if pretrained and spec.backbone == faceres.BACKBONE:  # face-pretrained, from npm (maskage.faceres)
             self.net = timm.create_model(spec.backbone, num_classes=len(spec.labels), drop_rate=drop_rate)
-            faceres.init_pretrained(self.net, spec.task, list(spec.labels), spec.age_bin_edges)
+            faceres.init_pretrained(self.net, spec.task, list(spec.labels), spec.age_bin_edges,
+                                    variant=faceres_weights)
         elif pretrained:
             weights = pretrained_state_dict(spec.backbone)
             self.net = timm.create_model(spec.backbone, pretrained=False, drop_rate=drop_rate)

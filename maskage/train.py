@@ -430,7 +430,8 @@ def _training_crops(config: TrainConfig, samples: list, cache: CropCache, dist_c
 
 def _new_model(config: TrainConfig, spec, device: torch.device) -> TaskModel:
     """The model to train: ImageNet (or FaceRes) weights, or ``init_from``'s; frozen stages; on the device."""
-    model = TaskModel(spec, pretrained=config.pretrained and not config.init_from, drop_rate=config.drop_rate)
+    model = TaskModel(spec, pretrained=config.pretrained and not config.init_from, drop_rate=config.drop_rate,
+                      faceres_weights=config.faceres_weights)
     if config.init_from:
         _init_from(model, config.init_from)
     model.freeze_stages(config.freeze_stages)

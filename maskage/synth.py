@@ -538,14 +538,10 @@ def build_dataset(
 
     if not 0.0 <= eval_fraction < 1.0:
         raise UsageError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    if not 0.0 <= chin_share <= 1.0:
-        raise UsageError(f"chin_share must be in [0, 1], got {chin_share}")
-    if not 0.0 <= texture_share <= 1.0:
-        raise UsageError(f"texture_share must be in [0, 1], got {texture_share}")
-    if not 0.0 <= chin_low <= 1.0:
-        raise UsageError(f"chin_low must be in [0, 1], got {chin_low}")
-    if not 0.0 <= train_scenes <= 1.0:
-        raise UsageError(f"train_scenes must be in [0, 1], got {train_scenes}")
+    for name, share in (("chin_share", chin_share), ("texture_share", texture_share), ("chin_low", chin_low),
+                        ("train_scenes", train_scenes)):
+        if not 0.0 <= share <= 1.0:
+            raise UsageError(f"{name} must be in [0, 1], got {share}")
     sourced = not isinstance(faces_dir, (str, Path))
     records, unlabelled = _records(faces_dir, labels_csv, races, min_age, max_age, limit)
     stems = list(MASK_FILE_STEMS) if photos is None else [s for s in MASK_FILE_STEMS if s in set(photos)]
@@ -592,6 +588,14 @@ def build_dataset(
                                   + extra + ([";".join(stems)] if photos else []))
         drawing.update(len(part))
     drawing.close()
+    _write_build_csvs(out, train_rows, eval_rows, skipped, sourced, bool(photos), seed)
+    return BuildReport(out, len(train_rows), len(eval_rows) // len(stems), skipped, unlabelled)
+
+
+def _write_build_csvs(out: Path, train_rows: list, eval_rows: list, skipped: list, sourced: bool, photos: bool,
+                      seed: int) -> None:
+    """A build's CSVs: train.csv, the eval split's info.csv / gt.csv / meta.csv (its photos in a seeded order, so
+    that neighbouring IDs are not one person's), and skipped.csv."""
     write_csv_atomic(out / "train" / "train.csv", ["id", "gender", "race", "age", "path", "incorrect_kind", "source", "scene"]
                      + (["dataset", "person"] if sourced else []) + (["photos"] if photos else []), train_rows)
     order = np.random.default_rng(seed + 1).permutation(len(eval_rows))
@@ -599,7 +603,6 @@ def build_dataset(
     write_csv_atomic(out / "eval" / "info.csv", ["ImageID", "ans"], ([r[0], 0] for r in eval_rows))
     write_csv_atomic(out / "eval" / "gt.csv", ["ImageID", "ans"], ([r[0], r[1]] for r in eval_rows))
     write_csv_atomic(out / "eval" / "meta.csv",
-                ["ImageID", "ans", "person", "mask", "gender", "age", "race", "incorrect_kind", "source"]
-                + (["dataset", "source_person"] if sourced else []), eval_rows)
+                     ["ImageID", "ans", "person", "mask", "gender", "age", "race", "incorrect_kind", "source"]
+                     + (["dataset", "source_person"] if sourced else []), eval_rows)
     write_csv_atomic(out / "skipped.csv", ["photo", "why"], skipped)
-    return BuildReport(out, len(train_rows), len(eval_rows) // len(stems), skipped, unlabelled)

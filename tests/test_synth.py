@@ -468,3 +468,12 @@ def test_chin_low_redraws_only_the_masks_under_the_chin(tmp_path, monkeypatch):
             assert same == (stem != "incorrect_mask"), (folder.name, stem)
     with pytest.raises(ValueError, match="chin_low"):
         build_dataset(tmp_path / "faces", tmp_path / "bad", chin_low=-0.1)
+
+
+@pytest.mark.parametrize("arg", [{"eval_fraction": 1.0}, {"chin_share": -0.1}, {"texture_share": 1.2},
+                                 {"chin_low": 1.5}, {"train_scenes": -1.0}])
+def test_build_dataset_refuses_shares_out_of_range(tmp_path, arg):
+    # refused before anything is read or written
+    with pytest.raises(ValueError, match=next(iter(arg))):
+        build_dataset(tmp_path / "missing", tmp_path / "out", **arg)
+    assert not (tmp_path / "out").exists()

@@ -147,11 +147,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             # an even spread over the sorted list, so one folder does not fill the sample
             step = len(calibration) / args.calibration_limit
             calibration = [calibration[int(i * step)] for i in range(args.calibration_limit)]
+    tasks = args.tasks or ["mask", "gender", "age"]
     d = Pipeline.from_pretrained(args.pipeline_dir, backend="torch").export_onnx(
-        args.pipeline_dir, int8=int8, calibration=calibration)
+        args.pipeline_dir, int8=int8, calibration=calibration, tasks=tasks)
     which = "" if int8 is True else f" for {', '.join(int8)}" if int8 else ""
     kind = f"int8{which} (calibrated on {len(calibration)} photos)" if int8 else "float32"
-    print(f"{kind} ONNX models written into {d} (mask/, gender/, age/ model.onnx); "
+    print(f"{kind} ONNX models written into {d} ({', '.join(f'{t}/' for t in tasks)} model.onnx); "
           "predict and submit now use ONNX Runtime")
     return 0
 
@@ -378,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "VNNI, at an accuracy cost measured in the model card")
     p.add_argument("--calibration", nargs="+", metavar="PATH", help="photos or folders that set the int8 ranges")
     p.add_argument("--calibration-limit", type=int, default=300, help="use at most N calibration photos (0 = all)")
+    p.add_argument("--tasks", nargs="+", choices=("mask", "gender", "age"), metavar="TASK",
+                   help="export these tasks only (default: all three); the others are exported into the cache on "
+                        "first use, as for a pipeline with no ONNX files")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("calibrate", help="choose decision offsets for gender and age groups on labelled photos "

@@ -38,9 +38,8 @@ def load_pipeline(cls: type, directory: str | Path | None = None, backend: str =
     meta = read_format_json(d / PIPELINE_NAME, PIPELINE_FORMAT, "pipeline",
                             "is this a pipeline directory (see `maskage pipeline`)?")
     entries = {task: _member_entries(meta["models"][task]) for task in TASKS}
-    exported = all(ONNX_NAME in e.get("sha256", {}) for t in TASKS for e in entries[t])
-    if backend == "onnx" and not exported:
-        raise ModelFileError(f"{d}: not exported to ONNX; run `maskage export {d}` first")
+    if backend == "onnx" and not all(ONNX_NAME in e.get("sha256", {}) for t in TASKS for e in entries[t]):
+        raise ModelFileError(f"{d}: not every model is exported to ONNX; run `maskage export {d}` first")
     use_onnx = backend == "onnx" or (backend == "auto" and _has_onnxruntime())
     # each model directory loads once: a joint or multi-head model's serves all three tasks
     loaded: dict[str, Any] = {}
@@ -51,14 +50,15 @@ def load_pipeline(cls: type, directory: str | Path | None = None, backend: str =
         for name, digest in entry.get("sha256", {}).items():
             if not (sub / name).is_file() or file_sha256(sub / name) != digest:
                 raise ModelFileError(f"{sub / name}: missing or changed since the pipeline was saved (sha256 mismatch)")
-        if use_onnx and exported:
+        if use_onnx and ONNX_NAME in entry.get("sha256", {}):
             from .onnx_backend import OnnxTaskModel
 
+            # an exported model runs from its own file (it may be int8: the PyTorch weights would give other outputs)
             loaded[rel] = OnnxTaskModel.load(sub, threads=threads)
         else:
             # an export already in the cache needs no PyTorch model (nor timm, 2 s of start-up) to run
             loaded[rel] = (_cached_export(sub, entry, threads) if use_onnx else None) or load_torch_model(sub)
-    if use_onnx and not exported:
+    if use_onnx:
         loaded = _cached_onnx_models(loaded, by_dir, threads)
     models = {}
     shared: dict[Any, SharedModel] = {}
@@ -106,23 +106,32 @@ def save_pipeline(pipe: Any, directory: str | Path, dtype: str = "float32") -> P
 
 
 def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool | Sequence[str] = False,
-                         calibration: Sequence[ImageInput] | None = None) -> Path:
+                         calibration: Sequence[ImageInput] | None = None,
+                         tasks: Sequence[str] | None = None) -> Path:
     """``Pipeline.export_onnx``: see there."""
     from .onnx_backend import export_onnx, quantize_int8
 
-    quantised = set(pipe.models) if int8 is True else set(int8 or ())
-    if quantised - set(pipe.models):
-        raise UsageError(f"int8: no task {sorted(quantised - set(pipe.models))} in this pipeline "
-                         f"(its tasks: {', '.join(pipe.models)})")
+    chosen = set(pipe.models) if tasks is None else set(tasks)
+    quantised = set(chosen) if int8 is True else set(int8 or ())
+    for what, names in (("int8", quantised), ("tasks", chosen)):
+        if names - set(pipe.models):
+            raise UsageError(f"{what}: no task {sorted(names - set(pipe.models))} in this pipeline "
+                             f"(its tasks: {', '.join(pipe.models)})")
+    if quantised - chosen:
+        raise UsageError(f"int8 for {sorted(quantised - chosen)}, which is not among the tasks exported")
     d = Path(directory)
     path = d / PIPELINE_NAME
     meta = json.loads(path.read_text())
     torch_models = {task: [_torch_model(task, m) for m in members(model)] for task, model in pipe.models.items()}
     inputs = _calibration_inputs(pipe, calibration or []) if quantised else {}
-    exported: dict[str, dict] = {}  # a joint or multi-head model's directory serves three tasks: export it once
+    # a joint or multi-head model's directory serves three tasks: exported once, for every task it serves
+    dirs = {e["dir"] for t in chosen for e in _member_entries(meta["models"][t])}
+    exported: dict[str, dict] = {}
     for task, models in torch_models.items():
         for i, (model, entry) in enumerate(zip(models, _member_entries(meta["models"][task]))):
             sub = d / entry["dir"]
+            if entry["dir"] not in dirs:
+                continue
             if entry["dir"] not in exported:
                 export_onnx(model, sub / ONNX_NAME)
                 n = 0

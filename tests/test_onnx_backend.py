@@ -190,6 +190,35 @@ def test_int8_for_named_tasks_only(tmp_path, toy_root, capsys):
         Pipeline.from_pretrained(d, backend="torch").export_onnx(d, int8=["face"], calibration=[])
 
 
+def test_export_of_one_task_ships_its_int8_model_and_the_others_come_from_the_cache(tmp_path, toy_root, capsys):
+    from maskage.errors import UsageError
+
+    d = Pipeline(tiny_model("mask", 41), tiny_model("gender", 42), tiny_model("age", 43)).save(tmp_path / "pipe")
+    images = toy_root / "eval" / "images"
+    photos = sorted(str(p) for p in images.glob("*.jpg"))[:8]
+    float_probs = [p.age_probs for p in Pipeline.from_pretrained(d).predict(photos)]  # every model from the cache
+    assert main(["export", str(d), "--tasks", "age", "--int8", "--calibration", str(images),
+                 "--calibration-limit", "6"]) == 0
+    assert "(age/ model.onnx)" in capsys.readouterr().out
+    assert sorted(p.parent.name for p in d.rglob("model.onnx")) == ["age"]
+    meta = json.loads((d / "pipeline.json").read_text())
+    assert meta["models"]["age"]["onnx"]["precision"] == "int8"
+    assert "model.onnx" not in meta["models"]["mask"]["sha256"] and "onnx" not in meta["models"]["gender"]
+    auto, torch_pipe = Pipeline.from_pretrained(d), Pipeline.from_pretrained(d, backend="torch")
+    assert auto.backend == "onnx" and torch_pipe.backend == "torch"
+    assert "QuantizeLinear" in _op_types(d / "age" / "model.onnx")
+    got, plain = auto.predict(photos), torch_pipe.predict(photos)
+    for a, b in zip(got, plain):
+        assert a.mask_probs == pytest.approx(b.mask_probs, abs=1e-5)
+    # the age model runs from the int8 file (a float export would match to 1e-5): close, not equal
+    moved = max(abs(a.age_probs[k] - b[k]) for a, b in zip(got, float_probs) for k in b)
+    assert 1e-4 < moved < 0.1
+    with pytest.raises(ModelFileError, match="not every model"):
+        Pipeline.from_pretrained(d, backend="onnx")
+    with pytest.raises(UsageError, match="not among the tasks exported"):
+        torch_pipe.export_onnx(d, int8=["gender"], calibration=photos, tasks=["age"])
+
+
 def test_models_run_side_by_side_with_the_same_predictions(tmp_path, toy_root, monkeypatch):
     import maskage.onnx_backend as onnx_backend
     from maskage.ensemble import TaskEnsemble, members

@@ -160,10 +160,15 @@ def main() -> int:
         results[backend] = {"end_to_end": e2e, "stages": stages, "share": {k: v / total for k, v in seconds.items()},
                             "face_found": found}
         meta = json.loads((Path(args.pipeline) / "pipeline.json").read_text())
-        if backend == "onnx":
-            results[backend]["precision"] = meta["models"]["mask"].get("onnx", {}).get("precision", "float32")
+        if backend == "onnx":  # per task: a model exported into the cache is float32, a shipped model.onnx may be int8
+            precision = {t: "/".join(sorted({e.get("onnx", {}).get("precision", "float32")
+                                             for e in meta["models"][t].get("members", [meta["models"][t]])}))
+                         for t in pipe.models}
+            results[backend]["precision"] = precision
+            kinds = set(precision.values())
+            label = kinds.pop() if len(kinds) == 1 else ", ".join(f"{t} {v}" for t, v in precision.items())
         results[backend]["tta"] = {k: list(v) for k, v in pipe.tta.items()}
-        print(f"maskage ({backend}{' ' + results[backend].get('precision', '') if backend == 'onnx' else ''}"
+        print(f"maskage ({backend}{' ' + label if backend == 'onnx' else ''}"
               f"{', TTA ' + str(results[backend]['tta']) if pipe.tta else ''}): {e2e:.1f} photos/s end to end ({1000 / e2e:.1f} ms/photo), face found {found:.0%}")
         for k, v in stages.items():
             print(f"    {k:7} {v:8.1f} photos/s   {seconds[k] / total:6.1%} of the stages' time")

@@ -53,8 +53,8 @@ def test_shipped_pipeline_reads_the_demo_photos_woman_in_her_forties(shipped, tm
     assert all(p.gender == "female" for p in preds.values())
     # 30-59 bare, with the mask worn and pulled under the chin; with the nose out she sits on the 30-59 / 60+
     # boundary since the eighth session's 224 px age models (0.47 / 0.50; the tenth session's distilled one 0.47 /
-    # 0.51; the 160 px ones: 0.64 / 0.30), which gained on 2,100 held-out people (docs/measurements.md): the test
-    # holds her near it, not on one side
+    # 0.51, and 0.51 / 0.46 as the int8 model shipped since the fifteenth session; the 160 px ones: 0.64 / 0.30),
+    # which gained on 2,100 held-out people (docs/measurements.md): the test holds her near it, not on one side
     ages = {name: p.age for name, p in preds.items()}
     assert {ages["bare"], ages["correct"], ages["under_chin"]} == {"30-59"}
     near = preds["nose_exposed"].age_probs
@@ -74,9 +74,16 @@ def test_predict_without_pipeline_uses_the_shipped_one(shipped, tmp_path):
 def test_shipped_pipeline_runs_on_onnx_runtime_by_default_with_pytorchs_results(shipped, tmp_path):
     from maskage.demo import masked_variants, sample_photo
 
-    assert shipped.backend == "onnx"  # exported once into the (test) cache: the faster backend on a CPU
+    # mask and gender exported once into the (test) cache; age from the int8 model.onnx shipped beside its weights
+    assert shipped.backend == "onnx"
+    meta = json.loads((PRETRAINED_DIR / "pipeline.json").read_text())
+    assert meta["models"]["age"]["onnx"]["precision"] == "int8" and "onnx" not in meta["models"]["mask"]
     files = [str(f) for f in masked_variants(sample_photo(), tmp_path).values()]
     torch_pipe = Pipeline.from_pretrained(backend="torch")
     for a, b in zip(shipped.predict(files), torch_pipe.predict(files)):
-        assert a.class_id == b.class_id and a.face_box == b.face_box
-        assert a.age_probs == pytest.approx(b.age_probs, abs=1e-4)
+        assert (a.mask, a.gender, a.face_box) == (b.mask, b.gender, b.face_box)
+        assert a.mask_probs == pytest.approx(b.mask_probs, abs=1e-4)
+        assert a.gender_probs == pytest.approx(b.gender_probs, abs=1e-4)
+        # int8 against the float32 weights PyTorch runs: close, not equal (docs/measurements.md: level across sources)
+        assert a.age_probs == pytest.approx(b.age_probs, abs=0.05)
+        assert a.age_probs != pytest.approx(b.age_probs, abs=1e-4)

@@ -11,7 +11,7 @@ from PIL import Image
 from .combine import age_group_probs, apply_bias, check_voting, combine, combine_probs, vote
 from .ensemble import TaskEnsemble, members
 from .errors import UsageError
-from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_face
+from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_faces
 from .images import ImageError, ImageInput, load_image
 from .joint import SharedModel
 from . import onnx_backend
@@ -227,8 +227,7 @@ class Pipeline:
             for m in members(model):
                 spec = m.spec
                 if spec.crop_settings not in crops:
-                    crops[spec.crop_settings] = np.stack([crop_face(a, d.box, spec.crop_settings)
-                                                          for a, d in zip(arrays, detections)])
+                    crops[spec.crop_settings] = crop_faces(arrays, [d.box for d in detections], spec.crop_settings)
                 key = (spec.crop_settings, spec.input_size, tuple(spec.mean), tuple(spec.std))
                 if key not in made:
                     made[key] = preprocess(crops[spec.crop_settings], spec.input_size, spec.mean, spec.std)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskage.faces import CropCache, CropSettings, DetectorSettings, FaceDetector, box_iou, crop_face
+from maskage.faces import CropCache, CropSettings, DetectorSettings, FaceDetector, box_iou, crop_face, crop_faces
 
 from .conftest import SHARED_DATA
 
@@ -106,6 +106,46 @@ def test_real_faces_found_in_95_percent(detector):
 
 
 @pytest.mark.data
+def _crop_padding_the_whole_photo(image, box, settings):
+    """The crop as maskage made it before the fifteenth session: the whole photo padded, then cut."""
+    import cv2
+
+    h, w = image.shape[:2]
+    side = max(box[2] - box[0], box[3] - box[1])
+    size = max(side * (1 + 2 * settings.margin), 2.0)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2 + settings.shift * side
+    left, top = int(round(cx - size / 2)), int(round(cy - size / 2))
+    size = int(round(size))
+    pad = max(0, -left, -top, left + size - w, top + size - h)
+    image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    crop = image[top + pad : top + pad + size, left + pad : left + pad + size]
+    interp = cv2.INTER_AREA if size > settings.crop_size else cv2.INTER_LINEAR
+    return cv2.resize(crop, (settings.crop_size, settings.crop_size), interpolation=interp)
+
+
+def test_crops_padding_only_their_part_equal_the_whole_photo_padded():
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # boxes inside, across an edge, larger than the photo and wholly outside it
+        h, w = rng.integers(5, 120, 2)
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        x, y, side = rng.uniform(-1.5 * w, 1.5 * w), rng.uniform(-1.5 * h, 1.5 * h), rng.uniform(1, 2 * max(h, w))
+        box = (x, y, x + side, y + side * rng.uniform(0.5, 1.5))
+        settings = CropSettings(crop_size=int(rng.choice([16, 40])), margin=float(rng.uniform(0, 0.5)),
+                                shift=float(rng.uniform(-0.2, 0.2)))
+        np.testing.assert_array_equal(crop_face(image, box, settings), _crop_padding_the_whole_photo(image, box, settings))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+def test_crop_faces_side_by_side_equal_one_after_another(workers):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (60 + 7 * i, 90, 3), dtype=np.uint8) for i in range(5)]
+    boxes = [(10.0 + i, 12.0, 50.0 + 3 * i, 58.0) for i in range(4)] + [None]  # None: the centre crop
+    settings = CropSettings(crop_size=24, shift=0.15)
+    got = crop_faces(images, boxes, settings, workers=workers)
+    assert got.shape == (5, 24, 24, 3)
+    np.testing.assert_array_equal(got, np.stack([crop_face(a, b, settings) for a, b in zip(images, boxes)]))
+
+
 def test_small_real_rmfd_crops_are_no_face_not_a_crash(detector):
     from maskage.images import load_image
 

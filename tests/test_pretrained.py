@@ -74,16 +74,18 @@ def test_predict_without_pipeline_uses_the_shipped_one(shipped, tmp_path):
 def test_shipped_pipeline_runs_on_onnx_runtime_by_default_with_pytorchs_results(shipped, tmp_path):
     from maskage.demo import masked_variants, sample_photo
 
-    # mask and gender exported once into the (test) cache; age from the int8 model.onnx shipped beside its weights
+    # the mask model exported once into the (test) cache; gender and age from the int8 model.onnx files shipped
+    # beside their weights
     assert shipped.backend == "onnx"
     meta = json.loads((PRETRAINED_DIR / "pipeline.json").read_text())
-    assert meta["models"]["age"]["onnx"]["precision"] == "int8" and "onnx" not in meta["models"]["mask"]
+    assert [meta["models"][t].get("onnx", {}).get("precision") for t in ("mask", "gender", "age")] == [
+        None, "int8", "int8"]
     files = [str(f) for f in masked_variants(sample_photo(), tmp_path).values()]
     torch_pipe = Pipeline.from_pretrained(backend="torch")
     for a, b in zip(shipped.predict(files), torch_pipe.predict(files)):
         assert (a.mask, a.gender, a.face_box) == (b.mask, b.gender, b.face_box)
         assert a.mask_probs == pytest.approx(b.mask_probs, abs=1e-4)
-        assert a.gender_probs == pytest.approx(b.gender_probs, abs=1e-4)
-        # int8 against the float32 weights PyTorch runs: close, not equal (docs/measurements.md: level across sources)
-        assert a.age_probs == pytest.approx(b.age_probs, abs=0.05)
-        assert a.age_probs != pytest.approx(b.age_probs, abs=1e-4)
+        # int8 against the float32 weights PyTorch runs: close, not equal (docs/measurements.md, fifteenth session)
+        for got, ref in ((a.gender_probs, b.gender_probs), (a.age_probs, b.age_probs)):
+            assert got == pytest.approx(ref, abs=0.05)
+            assert got != pytest.approx(ref, abs=1e-5)

@@ -14,7 +14,7 @@ from .errors import MaskageError, UsageError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 # A face that stays is classified every 5th processed frame (``FaceTracks``): on a panning camera's video of the real
-# scenes, mask-state F1 equal to classifying every face of every frame and 1.7x the frames/s
+# scenes, mask-state F1 equal to classifying every face of every frame and 1.3-1.7x the frames/s
 # (``benchmarks/scenes.py --video``, docs/measurements.md); 1 classifies every face of every frame.
 DEFAULT_REFRESH = 5
 

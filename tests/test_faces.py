@@ -105,7 +105,6 @@ def test_real_faces_found_in_95_percent(detector):
         assert rate >= 0.95, f"{name}: faces found in only {rate:.1%}"
 
 
-@pytest.mark.data
 def _crop_padding_the_whole_photo(image, box, settings):
     """The crop as maskage made it before the fifteenth session: the whole photo padded, then cut."""
     import cv2
@@ -146,6 +145,7 @@ def test_crop_faces_side_by_side_equal_one_after_another(workers):
     np.testing.assert_array_equal(got, np.stack([crop_face(a, b, settings) for a, b in zip(images, boxes)]))
 
 
+@pytest.mark.data
 def test_small_real_rmfd_crops_are_no_face_not_a_crash(detector):
     from maskage.images import load_image
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
 import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +88,23 @@ class OnnxTaskModel:
         if not out:
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)
         return np.concatenate(out)
+
+
+def int8_is_exact(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU runs the int8 models (uint8 activations x int8 weights) as they were measured: x86 CPUs
+    without VNNI may overflow in those products and lose accuracy (ONNX Runtime's quantisation notes), so there a
+    pipeline's int8 files are passed over for float32 exports of the same weights. ``MASKAGE_INT8=1`` / ``0``
+    decides instead."""
+    forced = os.environ.get("MASKAGE_INT8", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True  # ARM's int8 dot products do not have that overflow
+    try:
+        flags = Path(cpuinfo).read_text()
+    except OSError:
+        return False  # cannot tell: float32, the safe side
+    return re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", flags) is not None
 
 
 def _default_threads() -> int:

@@ -50,7 +50,7 @@ def load_pipeline(cls: type, directory: str | Path | None = None, backend: str =
         for name, digest in entry.get("sha256", {}).items():
             if not (sub / name).is_file() or file_sha256(sub / name) != digest:
                 raise ModelFileError(f"{sub / name}: missing or changed since the pipeline was saved (sha256 mismatch)")
-        if use_onnx and ONNX_NAME in entry.get("sha256", {}):
+        if use_onnx and ONNX_NAME in entry.get("sha256", {}) and _runs_as_measured(entry):
             from .onnx_backend import OnnxTaskModel
 
             # an exported model runs from its own file (it may be int8: the PyTorch weights would give other outputs)
@@ -143,6 +143,16 @@ def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool | Sequence
             entry["onnx"] = dict(exported[entry["dir"]])
     write_json_atomic(path, meta)
     return d
+
+
+def _runs_as_measured(entry: dict) -> bool:
+    """Whether a model's own ONNX file is used here: always for float32, for int8 where this CPU runs int8 without
+    overflow (``onnx_backend.int8_is_exact``; elsewhere a float32 export of its weights runs)."""
+    if entry.get("onnx", {}).get("precision") != "int8":
+        return True
+    from .onnx_backend import int8_is_exact
+
+    return int8_is_exact()
 
 
 def _calibration_inputs(pipe: Any, images: Sequence[ImageInput]) -> dict[str, list[np.ndarray]]:

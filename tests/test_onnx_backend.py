@@ -190,7 +190,9 @@ def test_int8_for_named_tasks_only(tmp_path, toy_root, capsys):
         Pipeline.from_pretrained(d, backend="torch").export_onnx(d, int8=["face"], calibration=[])
 
 
-def test_export_of_one_task_ships_its_int8_model_and_the_others_come_from_the_cache(tmp_path, toy_root, capsys):
+def test_export_of_one_task_ships_its_int8_model_and_the_others_come_from_the_cache(tmp_path, toy_root, capsys,
+                                                                                     monkeypatch):
+    monkeypatch.setenv("MASKAGE_INT8", "1")  # whatever CPU runs the test
     from maskage.errors import UsageError
 
     d = Pipeline(tiny_model("mask", 41), tiny_model("gender", 42), tiny_model("age", 43)).save(tmp_path / "pipe")
@@ -213,10 +215,34 @@ def test_export_of_one_task_ships_its_int8_model_and_the_others_come_from_the_ca
     # the age model runs from the int8 file (a float export would match to 1e-5): close, not equal
     moved = max(abs(a.age_probs[k] - b[k]) for a, b in zip(got, float_probs) for k in b)
     assert 1e-4 < moved < 0.1
+    # on a CPU whose int8 products may overflow (x86 without VNNI) the int8 file is passed over for float32
+    monkeypatch.setenv("MASKAGE_INT8", "0")
+    for a, b in zip(Pipeline.from_pretrained(d).predict(photos), float_probs):
+        assert a.age_probs == pytest.approx(b, abs=1e-5)
+    monkeypatch.delenv("MASKAGE_INT8")
     with pytest.raises(ModelFileError, match="not every model"):
         Pipeline.from_pretrained(d, backend="onnx")
     with pytest.raises(UsageError, match="not among the tasks exported"):
         torch_pipe.export_onnx(d, int8=["gender"], calibration=photos, tasks=["age"])
+
+
+def test_int8_runs_where_the_cpu_has_vnni_or_is_not_x86(tmp_path, monkeypatch):
+    from maskage.onnx_backend import int8_is_exact
+
+    monkeypatch.delenv("MASKAGE_INT8", raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    assert not int8_is_exact(cpuinfo)  # AVX-512 without VNNI: u8 x s8 products may overflow
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert int8_is_exact(cpuinfo)
+    cpuinfo.write_text("flags\t\t: fpu avx2 avx_vnni\n")
+    assert int8_is_exact(cpuinfo)
+    assert not int8_is_exact(tmp_path / "missing")  # cannot tell: float32
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    assert int8_is_exact(tmp_path / "missing")
+    monkeypatch.setenv("MASKAGE_INT8", "0")
+    assert not int8_is_exact(cpuinfo)
 
 
 def test_models_run_side_by_side_with_the_same_predictions(tmp_path, toy_root, monkeypatch):

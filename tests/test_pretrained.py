@@ -73,6 +73,7 @@ def test_predict_without_pipeline_uses_the_shipped_one(shipped, tmp_path):
 
 def test_shipped_pipeline_runs_on_onnx_runtime_by_default_with_pytorchs_results(shipped, tmp_path):
     from maskage.demo import masked_variants, sample_photo
+    from maskage.onnx_backend import int8_is_exact
 
     # the mask model exported once into the (test) cache; gender and age from the int8 model.onnx files shipped
     # beside their weights
@@ -85,7 +86,8 @@ def test_shipped_pipeline_runs_on_onnx_runtime_by_default_with_pytorchs_results(
     for a, b in zip(shipped.predict(files), torch_pipe.predict(files)):
         assert (a.mask, a.gender, a.face_box) == (b.mask, b.gender, b.face_box)
         assert a.mask_probs == pytest.approx(b.mask_probs, abs=1e-4)
-        # int8 against the float32 weights PyTorch runs: close, not equal (docs/measurements.md, fifteenth session)
+        # int8 against the float32 weights PyTorch runs: close, not equal (docs/measurements.md, fifteenth session);
+        # on a CPU where int8 may overflow, float32 exports of the same weights run instead
         for got, ref in ((a.gender_probs, b.gender_probs), (a.age_probs, b.age_probs)):
             assert got == pytest.approx(ref, abs=0.05)
-            assert got != pytest.approx(ref, abs=1e-5)
+            assert (got != pytest.approx(ref, abs=1e-5)) == int8_is_exact()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from .errors import UsageError
@@ -25,11 +26,12 @@ def preprocess(crops: np.ndarray, input_size: int, mean: Sequence[float], std: S
     if x.ndim == 3:
         x = x[None]
     n, h, w = x.shape[:3]
-    if x.dtype == np.uint8:  # one table look-up per pixel: 2.5x quicker than converting, scaling and normalising
+    if x.dtype == np.uint8:
+        # one table look-up per pixel (2.5x quicker than converting, scaling and normalising); OpenCV's, float32
+        # out, then one transpose: the same values as numpy's indexing channel by channel, somewhat quicker
         lut = _normalise_table(tuple(mean), tuple(std))
-        out = np.empty((n, 3, h, w), dtype=np.float32)
-        for ch in range(3):
-            out[:, ch] = lut[ch][x[..., ch]]
+        looked = cv2.LUT(np.ascontiguousarray(x).reshape(n * h, w, 3), np.ascontiguousarray(lut.T[None]))
+        out = looked.reshape(n, h, w, 3).transpose(0, 3, 1, 2)
     else:
         out = (x.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
                - np.asarray(mean, np.float32).reshape(1, 3, 1, 1)) / np.asarray(std, np.float32).reshape(1, 3, 1, 1)

@@ -110,6 +110,19 @@ def test_dataset_errors_name_the_row(toy_root, tmp_path):
         load_train_samples(root)
 
 
+def test_preprocess_looks_up_each_channels_normalised_level():
+    from maskage.transforms import _normalise_table
+
+    crops = np.random.default_rng(3).integers(0, 256, (5, 24, 24, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    table = _normalise_table(mean, std)
+    ref = np.stack([table[ch][crops[..., ch]] for ch in range(3)], axis=1)  # N x 3 x H x W
+    got = preprocess(crops, 24, mean, std)
+    assert got.dtype == np.float32 and got.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(preprocess(crops[:, :, ::-1], 24, mean, std), ref[..., ::-1])  # a strided view
+
+
 def test_preprocess_normalises_with_given_mean_std():
     crops = np.full((2, 20, 20, 3), 255, dtype=np.uint8)
     x = preprocess(crops, 16, (0.5, 0.5, 0.5), (0.5, 0.25, 0.5))

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from canvas import on_canvas, write_camera_video  # noqa: E402
 from maskage.faces import box_iou  # noqa: E402
 from maskage.pipeline import PRETRAINED_DIR, Pipeline  # noqa: E402
+from maskage.pipeline_files import running_precision  # noqa: E402
 
 SHARED = Path(os.environ.get("MASKAGE_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
@@ -159,11 +160,9 @@ def main() -> int:
         found = float(np.mean([d.box is not None for d in dets]))
         results[backend] = {"end_to_end": e2e, "stages": stages, "share": {k: v / total for k, v in seconds.items()},
                             "face_found": found}
-        meta = json.loads((Path(args.pipeline) / "pipeline.json").read_text())
         if backend == "onnx":  # per task: a model exported into the cache is float32, a shipped model.onnx may be int8
-            precision = {t: "/".join(sorted({e.get("onnx", {}).get("precision", "float32")
-                                             for e in meta["models"][t].get("members", [meta["models"][t]])}))
-                         for t in pipe.models}
+            meta = json.loads((Path(args.pipeline) / "pipeline.json").read_text())
+            precision = {t: running_precision(meta["models"][t]) for t in pipe.models}
             results[backend]["precision"] = precision
             kinds = set(precision.values())
             label = kinds.pop() if len(kinds) == 1 else ", ".join(f"{t} {v}" for t, v in precision.items())

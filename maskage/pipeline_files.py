@@ -145,6 +145,14 @@ def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool | Sequence
     return d
 
 
+def running_precision(task_entry: dict) -> str:
+    """The precision a task's model runs at on ONNX Runtime here (pipeline.json's entry for the task): int8 where
+    its own file is int8 and this CPU runs it (``_runs_as_measured``), else float32; an ensemble's kinds joined
+    by "/"."""
+    return "/".join(sorted({"int8" if e.get("onnx", {}).get("precision") == "int8" and _runs_as_measured(e)
+                            else "float32" for e in _member_entries(task_entry)}))
+
+
 def _runs_as_measured(entry: dict) -> bool:
     """Whether a model's own ONNX file is used here: always for float32, for int8 where this CPU runs int8 without
     overflow (``onnx_backend.int8_is_exact``; elsewhere a float32 export of its weights runs)."""

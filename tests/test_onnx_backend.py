@@ -7,6 +7,7 @@ from maskage import Pipeline
 from maskage.cli import main
 from maskage.models import ModelFileError
 from maskage.onnx_backend import OnnxTaskModel, export_onnx
+from maskage.pipeline_files import running_precision
 
 from .conftest import tiny_model
 
@@ -206,6 +207,7 @@ def test_export_of_one_task_ships_its_int8_model_and_the_others_come_from_the_ca
     meta = json.loads((d / "pipeline.json").read_text())
     assert meta["models"]["age"]["onnx"]["precision"] == "int8"
     assert "model.onnx" not in meta["models"]["mask"]["sha256"] and "onnx" not in meta["models"]["gender"]
+    assert [running_precision(meta["models"][t]) for t in ("mask", "gender", "age")] == ["float32", "float32", "int8"]
     auto, torch_pipe = Pipeline.from_pretrained(d), Pipeline.from_pretrained(d, backend="torch")
     assert auto.backend == "onnx" and torch_pipe.backend == "torch"
     assert "QuantizeLinear" in _op_types(d / "age" / "model.onnx")
@@ -217,6 +219,7 @@ def test_export_of_one_task_ships_its_int8_model_and_the_others_come_from_the_ca
     assert 1e-4 < moved < 0.1
     # on a CPU whose int8 products may overflow (x86 without VNNI) the int8 file is passed over for float32
     monkeypatch.setenv("MASKAGE_INT8", "0")
+    assert running_precision(meta["models"]["age"]) == "float32"
     for a, b in zip(Pipeline.from_pretrained(d).predict(photos), float_probs):
         assert a.age_probs == pytest.approx(b, abs=1e-5)
     monkeypatch.delenv("MASKAGE_INT8")

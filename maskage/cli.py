@@ -260,6 +260,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_batch_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=32, metavar="N",
+                   help="photos read and classified together (default 32; fewer use less memory)")
+
+
 def _add_pipelines_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", action="append", metavar="DIR",
                    help="pipeline directory (default: the one shipped with maskage); give it several times for an "
@@ -336,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("eval_dir", help="folder holding info.csv and images/")
     _add_pipelines_args(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--batch-size", type=int, default=32)
+    _add_batch_size(p)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto (default): ONNX Runtime (exported files, or an export cached on first use); torch; "
                         "onnx: the pipeline's exported files only")
@@ -358,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video: classify a face found again where it was (or where its last move takes it) only every "
                         "N-th processed frame, keeping its labels in between (default 5; 1: every face of every frame)")
     p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")
-    p.add_argument("--batch-size", type=int, default=32)
+    _add_batch_size(p)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto (default): ONNX Runtime (exported files, or an export cached on first use); torch; "
                         "onnx: the pipeline's exported files only")
@@ -369,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="photos or folders of photos")
     p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
     p.add_argument("--out", required=True, help="CSV of labels and their confidences")
-    p.add_argument("--batch-size", type=int, default=32)
+    _add_batch_size(p)
     p.set_defaults(func=cmd_pseudo)
 
     p = sub.add_parser("export", help="export a pipeline's three models to ONNX (run by ONNX Runtime afterwards)")
@@ -395,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
     p.add_argument("--out", required=True, help="new folder for the calibrated pipeline")
     p.add_argument("--tasks", default="gender,age", help="comma-separated tasks to calibrate (default gender,age)")
-    p.add_argument("--batch-size", type=int, default=32)
+    _add_batch_size(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_calibrate)
 
@@ -433,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-scenes", type=float, default=0.0, metavar="F",
                    help="share of training people whose photos are pasted into 384x512 scenes with a background "
                         "(the competition's framing; eval people keep the faces' own framing). Default 0")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("scene-faces", help="cut the labelled faces of scene photos (boxes.csv) into mask-state folders, "
@@ -469,9 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out")
     p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
     p.add_argument("--train", action="store_true", help="train 3 tasks on generated data, assemble, submit, score")
-    p.add_argument("--people", type=int, default=24)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--people", type=int, default=24, help="--train: generated training people (default 24)")
+    p.add_argument("--epochs", type=int, default=None, help="--train: epochs per task (default 4)")
+    p.add_argument("--quiet", action="store_true", help="--train: no progress bars")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,20 +1,23 @@
-"""Reading photos into RGB uint8 arrays."""
+"""Reading photos into RGB uint8 arrays, and taking them in batches."""
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Iterator, Sequence, TypeVar, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import MaskageError
+from .errors import MaskageError, UsageError
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Larger photos are refused before decoding (a decompression bomb would take gigabytes); 80 MP is above any camera
 # photo people feed a face classifier and below Pillow's own bomb warning (89 MP).
 MAX_PIXELS = 80_000_000
+
+
+T = TypeVar("T")
 
 
 class ImageError(MaskageError, ValueError):
@@ -88,3 +91,19 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError("empty image")
     return np.ascontiguousarray(arr)
+
+
+def image_list(images: ImageInput | Iterable[ImageInput]) -> list[ImageInput]:
+    """The inputs as a list: one photo (a path, a PIL image or an array) becomes a list of one."""
+    if isinstance(images, (str, Path, np.ndarray, Image.Image)):
+        return [images]
+    return list(images)
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of ``items``, ``size`` each (the last may be shorter). A size under 1 is a UsageError:
+    ``range`` would fail on 0 and silently yield nothing for a negative step."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise UsageError(f"batch size must be a whole number >= 1, got {size!r}")
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -12,7 +12,7 @@ from .combine import age_group_probs, apply_bias, check_voting, combine, combine
 from .ensemble import TaskEnsemble, members
 from .errors import UsageError
 from .faces import Box, Detection, DetectorSettings, FaceDetector, crop_faces
-from .images import ImageError, ImageInput, load_image
+from .images import ImageError, ImageInput, batches, image_list, load_image
 from .joint import SharedModel
 from . import onnx_backend
 from .onnx_backend import OnnxTaskModel, run_models
@@ -236,23 +236,17 @@ class Pipeline:
 
     def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[Prediction]:
         """One ``Prediction`` per input, in order. A bad photo gets ``error`` set; the others go on."""
-        if isinstance(images, (str, Path, np.ndarray, Image.Image)):
-            images = [images]  # a single image still gives a list
-        images = list(images)
         out: list[Prediction] = []
-        for start in range(0, len(images), batch_size):
-            out.extend(self._predict_batch(images[start : start + batch_size]))
+        for batch in batches(image_list(images), batch_size):
+            out.extend(self._predict_batch(batch))
         return out
 
     def predict_all_faces(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[list[Prediction]]:
         """Every face of each input, largest first: one list per input, in order. A photo with no face found gets
         one centre-crop prediction (``face_box=None``); an unreadable one gets one prediction with ``error``."""
-        if isinstance(images, (str, Path, np.ndarray, Image.Image)):
-            images = [images]
-        images = list(images)
         out: list[list[Prediction]] = []
-        for start in range(0, len(images), batch_size):
-            out.extend(self._predict_batch(images[start : start + batch_size], all_faces=True))
+        for batch in batches(image_list(images), batch_size):
+            out.extend(self._predict_batch(batch, all_faces=True))
         return out
 
     def predict_video(self, source: str | Path | int, every: int = 1, limit: int | None = None,

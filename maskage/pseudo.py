@@ -8,7 +8,7 @@ from typing import Sequence
 from .atomic import write_csv_atomic
 from .combine import age_group_probs
 from .data import DatasetError, Sample, read_csv_rows, task_samples
-from .images import ImageError, load_image
+from .images import ImageError, batches, load_image
 from .labels import GENDER_LABELS, MASK_LABELS
 
 PSEUDO_COLUMNS = ("path", "mask", "gender", "age_bin", "age", "p_mask", "p_gender", "p_age_group")
@@ -21,9 +21,9 @@ def pseudo_label(pipeline, paths: Sequence[str], out: str | Path, batch_size: in
     threshold is applied when training reads the file."""
     rows = []
     spec = pipeline.models["age"].spec
-    for start in range(0, len(paths), batch_size):
+    for batch in batches(list(paths), batch_size):
         arrays, kept = [], []
-        for path in paths[start : start + batch_size]:
+        for path in batch:
             try:
                 arrays.append(load_image(path))
                 kept.append(path)

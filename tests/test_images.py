@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskage.images import ImageError, load_image
+from maskage.errors import UsageError
+from maskage.images import ImageError, batches, image_list, load_image
 
 
 def _jpeg_bytes(img: Image.Image, **kw) -> bytes:
@@ -105,3 +106,23 @@ def test_size_limit_is_checked_before_decoding(tmp_path):
     assert load_image(p, max_pixels=60_000).shape == (200, 300, 3)
     with pytest.raises(ImageError, match="300x200 pixels; the limit is 59,999"):
         load_image(p, max_pixels=59_999)
+
+
+def test_batches_cover_every_item_once_in_order():
+    items = list(range(10))
+    assert [list(b) for b in batches(items, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [list(b) for b in batches(items, 10)] == [items]
+    assert list(batches([], 3)) == []
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, True])
+def test_a_batch_size_under_one_or_not_whole_is_a_usage_error(size):
+    # a negative size would otherwise yield nothing at all: every photo silently left out
+    with pytest.raises(UsageError, match="batch size"):
+        list(batches([1, 2, 3], size))
+
+
+def test_one_photo_or_many_give_a_list():
+    arr = np.zeros((4, 4, 3), np.uint8)
+    assert image_list("a.jpg") == ["a.jpg"] and len(image_list(arr)) == 1
+    assert image_list(p for p in ["a.jpg", "b.jpg"]) == ["a.jpg", "b.jpg"]

@@ -7,6 +7,7 @@ from PIL import Image
 
 from maskage import Pipeline, Prediction
 from maskage.faces import box_iou
+from maskage.errors import UsageError
 from maskage.labels import encode
 from maskage.models import ModelFileError
 
@@ -39,6 +40,12 @@ def test_predict_returns_one_prediction_per_input_in_order(pipe, photos, tmp_pat
         g = max(range(2), key=lambda k: list(p.gender_probs.values())[k])
         a = max(range(3), key=lambda k: list(p.age_probs.values())[k])
         assert p.class_id == encode(m, g, a)
+
+
+def test_a_batch_size_under_one_is_refused_not_an_empty_answer(pipe, photos):
+    for call in (pipe.predict, pipe.predict_all_faces):
+        with pytest.raises(UsageError, match="batch size"):
+            call(photos[:2], batch_size=-1)
 
 
 def test_single_input_gives_a_list_and_arrays_work(pipe, photos):

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .atomic import atomic_path, write_csv_atomic
-from .errors import MaskageError
+from .errors import MaskageError, UsageError
 from .images import IMAGE_EXTENSIONS
 from .labels import MASK_LABELS
 from .progress import bar
@@ -49,6 +49,9 @@ def predict_to_csv(paths: Sequence[str], out: Path, pipeline: Any = None, annota
     list per path (every face; the CSV then has a row per face and a ``face_index`` column)."""
     from .pipeline import Pipeline
 
+    if annotate_dir is not None and Path(annotate_dir).exists() and not Path(annotate_dir).is_dir():
+        # said before the photos are classified, not after
+        raise UsageError(f"--annotate {annotate_dir}: a file is there; annotated photos go into a folder")
     pipe = pipeline if hasattr(pipeline, "predict") else Pipeline.from_pretrained(pipeline, backend=backend)
     if all_faces:
         per_path = pipe.predict_all_faces(paths, batch_size=batch_size)

@@ -74,12 +74,17 @@ def test_predict_cli_equals_api(toy_root, tmp_path):
     assert rows[-1]["error"] and rows[-1]["class"] == ""
 
 
-def test_predict_cli_refuses_a_batch_size_under_one(toy_root, tmp_path, capsys):
+def test_predict_cli_refuses_bad_options_before_predicting(toy_root, tmp_path, capsys):
     d = Pipeline(tiny_model("mask", 4), tiny_model("gender", 5), tiny_model("age", 6)).save(tmp_path / "pipe")
     out = tmp_path / "preds.csv"
     assert main(["predict", str(toy_root / "eval" / "images"), "--pipeline", str(d), "--out", str(out),
                  "--batch-size", "0"]) == 2
     assert "batch size must be a whole number >= 1" in capsys.readouterr().err and not out.exists()
+    taken = tmp_path / "boxed.jpg"
+    taken.write_bytes(b"a file, not a folder")
+    assert main(["predict", str(toy_root / "eval" / "images"), "--pipeline", str(d), "--out", str(out),
+                 "--annotate", str(taken)]) == 2
+    assert "a file is there" in capsys.readouterr().err and not out.exists()
 
 
 def test_installed_command_runs(tmp_path):

@@ -87,7 +87,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.all_faces and len(args.pipeline or []) > 1:
         raise UsageError("--all-faces works with one pipeline, not an ensemble")
     preds = predict_to_csv(paths, Path(args.out), _predictor(args), Path(args.annotate) if args.annotate else None,
-                           args.batch_size, args.all_faces)
+                           args.batch_size, args.all_faces, progress=not args.quiet)
     if args.all_faces:
         preds = [faces[0] for faces in preds]
     n_err = sum(1 for p in preds if p.error)
@@ -105,7 +105,7 @@ def _predict_video(args: argparse.Namespace, videos: list[str]) -> int:
         raise UsageError("videos work with one pipeline, not an ensemble")
     source = args.camera if args.camera is not None else videos[0]
     seen = predict_video_to_csv(_predictor(args), source, args.out, args.annotate, args.every, args.limit,
-                                refresh=args.refresh)
+                                progress=not args.quiet, refresh=args.refresh)
     print(f"{seen} -> {args.out}" + (f", annotated video {args.annotate}" if args.annotate else ""))
     return 0
 
@@ -118,7 +118,8 @@ def cmd_pseudo(args: argparse.Namespace) -> int:
     if not paths:
         print("error: no images found in the given paths", file=sys.stderr)
         return 2
-    out = pseudo_label(Pipeline.from_pretrained(args.pipeline), paths, args.out, args.batch_size)
+    out = pseudo_label(Pipeline.from_pretrained(args.pipeline), paths, args.out, args.batch_size,
+                       progress=not args.quiet)
     n = sum(1 for _ in out.open()) - 1
     print(f"{n} of {len(paths)} photo(s) pseudo-labelled -> {out} (unreadable ones left out)")
     return 0
@@ -128,7 +129,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from .predict import eval_images, write_submission
 
     ids = eval_images(Path(args.eval_dir))  # its problems are reported before any model loads
-    n = write_submission(Path(args.eval_dir), Path(args.out), _predictor(args), args.batch_size, ids)
+    n = write_submission(Path(args.eval_dir), Path(args.out), _predictor(args), args.batch_size, ids,
+                         progress=not args.quiet)
     print(f"{n} predictions -> {args.out}")
     return 0
 
@@ -342,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipelines_args(p)
     p.add_argument("--out", required=True)
     _add_batch_size(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto (default): ONNX Runtime (exported files, or an export cached on first use); torch; "
                         "onnx: the pipeline's exported files only")
@@ -364,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "N-th processed frame, keeping its labels in between (default 5; 1: every face of every frame)")
     p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")
     _add_batch_size(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto (default): ONNX Runtime (exported files, or an export cached on first use); torch; "
                         "onnx: the pipeline's exported files only")
@@ -375,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
     p.add_argument("--out", required=True, help="CSV of labels and their confidences")
     _add_batch_size(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pseudo)
 
     p = sub.add_parser("export", help="export a pipeline's three models to ONNX (run by ONNX Runtime afterwards)")

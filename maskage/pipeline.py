@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
-from PIL import Image
 
 from .combine import age_group_probs, apply_bias, check_voting, combine, combine_probs, vote
 from .ensemble import TaskEnsemble, members
@@ -16,6 +15,7 @@ from .images import ImageError, ImageInput, batches, image_list, load_image
 from .joint import SharedModel
 from . import onnx_backend
 from .onnx_backend import OnnxTaskModel, run_models
+from .progress import bar
 from .labels import GENDER_LABELS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, class_grid, decode, encode
 from .spec import ModelFileError, fold_dirs
 from .pipeline_files import (PRETRAINED_DIR, _base, _slot_model, export_pipeline_onnx, is_torch_model, load_pipeline,
@@ -234,19 +234,25 @@ class Pipeline:
                 out[task].append(made[key])
         return out
 
-    def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[Prediction]:
-        """One ``Prediction`` per input, in order. A bad photo gets ``error`` set; the others go on."""
-        out: list[Prediction] = []
-        for batch in batches(image_list(images), batch_size):
-            out.extend(self._predict_batch(batch))
-        return out
+    def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32,
+                progress: bool = False) -> list[Prediction]:
+        """One ``Prediction`` per input, in order. A bad photo gets ``error`` set; the others go on. ``progress``:
+        a progress bar over the photos (``maskage.progress.bar``)."""
+        return self._predict_batches(images, batch_size, progress, all_faces=False)
 
-    def predict_all_faces(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[list[Prediction]]:
+    def predict_all_faces(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32,
+                          progress: bool = False) -> list[list[Prediction]]:
         """Every face of each input, largest first: one list per input, in order. A photo with no face found gets
         one centre-crop prediction (``face_box=None``); an unreadable one gets one prediction with ``error``."""
-        out: list[list[Prediction]] = []
-        for batch in batches(image_list(images), batch_size):
-            out.extend(self._predict_batch(batch, all_faces=True))
+        return self._predict_batches(images, batch_size, progress, all_faces=True)
+
+    def _predict_batches(self, images: ImageInput | Iterable[ImageInput], batch_size: int, progress: bool,
+                         all_faces: bool) -> list:
+        images, out = image_list(images), []
+        with bar(total=len(images), desc="photos", unit="photo", enabled=progress) as counter:
+            for batch in batches(images, batch_size):
+                out.extend(self._predict_batch(batch, all_faces=all_faces))
+                counter.update(len(batch))
         return out
 
     def predict_video(self, source: str | Path | int, every: int = 1, limit: int | None = None,
@@ -430,12 +436,12 @@ class PipelineEnsemble:
         self.pipelines, self.voting = list(pipelines), voting
         self.weights = check_voting(len(self.pipelines), weights, voting)
 
-    def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> list[Prediction]:
-        """One ``Prediction`` per input, in order, as ``Pipeline.predict``; the face box is the first pipeline's."""
-        if isinstance(images, (str, Path, np.ndarray, Image.Image)):
-            images = [images]
-        images = list(images)
-        runs = [p.predict(images, batch_size) for p in self.pipelines]
+    def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32,
+                progress: bool = False) -> list[Prediction]:
+        """One ``Prediction`` per input, in order, as ``Pipeline.predict``; the face box is the first pipeline's.
+        ``progress``: a bar per member pipeline."""
+        images = image_list(images)
+        runs = [p.predict(images, batch_size, progress) for p in self.pipelines]
         out = []
         labels = age_group_labels(self.pipelines[0].age_threshold)
         for i, first in enumerate(runs[0]):

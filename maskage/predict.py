@@ -43,10 +43,11 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
 
 
 def predict_to_csv(paths: Sequence[str], out: Path, pipeline: Any = None, annotate_dir: Path | None = None,
-                   batch_size: int = 32, all_faces: bool = False, backend: str = "auto") -> list:
+                   batch_size: int = 32, all_faces: bool = False, backend: str = "auto", progress: bool = True) -> list:
     """Predict photos into a CSV (and boxed pictures). ``pipeline``: a directory (None: the shipped pipeline) or
     a loaded ``Pipeline``/``PipelineEnsemble``. Returns one ``Prediction`` per path, or with ``all_faces`` one
-    list per path (every face; the CSV then has a row per face and a ``face_index`` column)."""
+    list per path (every face; the CSV then has a row per face and a ``face_index`` column). ``progress``: a bar
+    over the photos."""
     from .pipeline import Pipeline
 
     if annotate_dir is not None and Path(annotate_dir).exists() and not Path(annotate_dir).is_dir():
@@ -54,10 +55,10 @@ def predict_to_csv(paths: Sequence[str], out: Path, pipeline: Any = None, annota
         raise UsageError(f"--annotate {annotate_dir}: a file is there; annotated photos go into a folder")
     pipe = pipeline if hasattr(pipeline, "predict") else Pipeline.from_pretrained(pipeline, backend=backend)
     if all_faces:
-        per_path = pipe.predict_all_faces(paths, batch_size=batch_size)
+        per_path = pipe.predict_all_faces(paths, batch_size=batch_size, progress=progress)
         rows = [dict(p.to_row(), face_index=k) for faces in per_path for k, p in enumerate(faces)]
     else:
-        per_path = pipe.predict(paths, batch_size=batch_size)
+        per_path = pipe.predict(paths, batch_size=batch_size, progress=progress)
         rows = [p.to_row() for p in per_path]
     if annotate_dir is not None:
         write_annotated(paths, per_path, annotate_dir)
@@ -103,12 +104,13 @@ def eval_images(eval_dir: Path) -> list[str]:
 
 
 def write_submission(eval_dir: Path, out: Path, pipeline: Any, batch_size: int = 32,
-                     ids: Sequence[str] | None = None) -> int:
+                     ids: Sequence[str] | None = None, progress: bool = True) -> int:
     """Predict a competition eval folder into ``ImageID,ans`` in ``info.csv`` order; returns the number of rows.
     Nothing is written when ``eval_images`` finds a problem (``ids``: its result, when already checked) or an image
     cannot be read (``SubmissionError``)."""
     ids = eval_images(eval_dir) if ids is None else ids
-    preds = pipeline.predict([str(eval_dir / "images" / i.strip()) for i in ids], batch_size=batch_size)
+    preds = pipeline.predict([str(eval_dir / "images" / i.strip()) for i in ids], batch_size=batch_size,
+                             progress=progress)
     bad = [p.error for p in preds if p.error]
     if bad:
         raise SubmissionError(f"{len(bad)} image(s) could not be predicted:\n  {_listing(bad)}")

@@ -74,6 +74,19 @@ def test_predict_cli_equals_api(toy_root, tmp_path):
     assert rows[-1]["error"] and rows[-1]["class"] == ""
 
 
+def test_predict_and_submit_show_a_progress_bar_over_the_photos_unless_quiet(toy_root, tmp_path, capsys):
+    d = Pipeline(tiny_model("mask", 4), tiny_model("gender", 5), tiny_model("age", 6)).save(tmp_path / "pipe")
+    n = len(list((toy_root / "eval" / "images").glob("*.jpg")))
+    args = [str(toy_root / "eval" / "images"), "--pipeline", str(d), "--out", str(tmp_path / "p.csv"), "--batch-size", "4"]
+    assert main(["predict", *args]) == 0
+    err = capsys.readouterr().err  # not a terminal here: whole lines, the last with the final count
+    assert "\r" not in err and "photos: 100%" in err and f" {n}/{n} " in err
+    assert main(["predict", *args, "--quiet"]) == 0
+    assert "photos" not in capsys.readouterr().err
+    assert main(["submit", str(toy_root / "eval"), "--pipeline", str(d), "--out", str(tmp_path / "s.csv")]) == 0
+    assert f" {n}/{n} " in capsys.readouterr().err
+
+
 def test_predict_cli_refuses_bad_options_before_predicting(toy_root, tmp_path, capsys):
     d = Pipeline(tiny_model("mask", 4), tiny_model("gender", 5), tiny_model("age", 6)).save(tmp_path / "pipe")
     out = tmp_path / "preds.csv"

@@ -42,6 +42,15 @@ def test_predict_returns_one_prediction_per_input_in_order(pipe, photos, tmp_pat
         assert p.class_id == encode(m, g, a)
 
 
+def test_progress_is_off_by_default_and_changes_no_prediction(pipe, photos, capsys):
+    quiet = pipe.predict(photos[:5], batch_size=2)
+    assert capsys.readouterr().err == ""
+    shown = pipe.predict(photos[:5], batch_size=2, progress=True)
+    assert " 5/5 " in capsys.readouterr().err
+    assert [p.class_id for p in shown] == [p.class_id for p in quiet]
+    assert [p.mask_probs for p in shown] == [p.mask_probs for p in quiet]
+
+
 def test_a_batch_size_under_one_is_refused_not_an_empty_answer(pipe, photos):
     for call in (pipe.predict, pipe.predict_all_faces):
         with pytest.raises(UsageError, match="batch size"):

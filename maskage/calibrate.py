@@ -20,9 +20,7 @@ import numpy as np
 
 from .atomic import write_json_atomic
 from .errors import UsageError
-from .images import batches
 from .labels import GENDER_LABELS, MASK_LABELS, PIPELINE_TASKS, age_to_group
-from .progress import bar
 
 __all__ = ["balanced_weights", "weighted_macro_f1", "fit_bias", "read_labels", "task_truth", "calibrate_pipeline",
            "GRID"]
@@ -138,10 +136,7 @@ def calibrate_pipeline(directory: str | Path | None, labels: str | Path, out: st
     for t, truth in truths.items():
         if (truth >= 0).sum() == 0:
             raise UsageError(f"{labels}: no row has a {t} label")
-    preds = []
-    for batch in bar(batches(rows, batch_size), total=-(-len(rows) // max(batch_size, 1)), desc="calibration photos",
-                     unit="batch", enabled=progress):
-        preds.extend(pipe.predict([r["path"] for r in batch], batch_size=batch_size))
+    preds = pipe.predict([r["path"] for r in rows], batch_size=batch_size, progress=progress)
     bad = [p.source for p in preds if p.error]
     if bad:
         raise UsageError(f"{len(bad)} calibration photo(s) could not be read, e.g. {bad[0]}")

@@ -262,9 +262,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_batch_size(p: argparse.ArgumentParser) -> None:
+def _add_batch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, metavar="N",
                    help="photos read and classified together (default 32; fewer use less memory)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_pipelines_args(p: argparse.ArgumentParser) -> None:
@@ -343,8 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("eval_dir", help="folder holding info.csv and images/")
     _add_pipelines_args(p)
     p.add_argument("--out", required=True)
-    _add_batch_size(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_batch_options(p)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto (default): ONNX Runtime (exported files, or an export cached on first use); torch; "
                         "onnx: the pipeline's exported files only")
@@ -366,8 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video: classify a face found again where it was (or where its last move takes it) only every "
                         "N-th processed frame, keeping its labels in between (default 5; 1: every face of every frame)")
     p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")
-    _add_batch_size(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_batch_options(p)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto (default): ONNX Runtime (exported files, or an export cached on first use); torch; "
                         "onnx: the pipeline's exported files only")
@@ -378,8 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="photos or folders of photos")
     p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
     p.add_argument("--out", required=True, help="CSV of labels and their confidences")
-    _add_batch_size(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_batch_options(p)
     p.set_defaults(func=cmd_pseudo)
 
     p = sub.add_parser("export", help="export a pipeline's three models to ONNX (run by ONNX Runtime afterwards)")
@@ -405,8 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", help="pipeline directory (default: the one shipped with maskage)")
     p.add_argument("--out", required=True, help="new folder for the calibrated pipeline")
     p.add_argument("--tasks", default="gender,age", help="comma-separated tasks to calibrate (default gender,age)")
-    _add_batch_size(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_batch_options(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("evaluate", help="score predictions against ground truth")

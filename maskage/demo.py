@@ -102,7 +102,8 @@ def run_predict_demo(out: str | Path, pipeline: str | Path | None = None) -> lis
     start = time.time()
     files = masked_variants(sample_photo(), out / "images")
     preds = predict_to_csv([str(f) for f in files.values()], out / "predictions.csv",
-                           None if pipeline is None else str(pipeline), out / "annotated")
+                           None if pipeline is None else str(pipeline), out / "annotated",
+                           progress=False)  # four photos: the table below says what was done
 
     sheet = contact_sheet([Image.open(out / "annotated" / f"{Path(f).stem}.jpg") for f in files.values()])
     sheet.save(out / "predictions.jpg", quality=92)

@@ -28,6 +28,7 @@ from torch import nn
 
 from .atomic import torch_save_atomic
 from .errors import MaskageError
+from .images import batches
 
 NPM_PACKAGE = "@vladmandic/human@3.3.6"
 # variant -> (npm package, the graph's file stem in its models/ folder); the graph and its weight names are the same
@@ -265,8 +266,8 @@ class FaceResHeads(nn.Module):
         from .transforms import preprocess
 
         males, ages = [], []
-        for start in range(0, len(crops), batch_size):
-            x = torch.from_numpy(preprocess(crops[start : start + batch_size], input_size, MEAN, STD))
+        for batch in batches(crops, batch_size):
+            x = torch.from_numpy(preprocess(batch, input_size, MEAN, STD))
             m, a = self(x.contiguous(memory_format=torch.channels_last))
             males.append(m.numpy())
             ages.append(a.numpy())

@@ -13,6 +13,7 @@ from torch import nn
 from .atomic import file_sha256, torch_save_atomic, write_json_atomic
 from .errors import UsageError
 from .faces import CropSettings, DetectorSettings
+from .images import batches
 from .labels import AgeBins
 from .spec import (CONFIG_NAME, FORMAT, FORMAT_VERSION, WEIGHTS_NAME, ModelFileError, ModelSpec, checked_weights,
                    head_softmax, read_model_json, read_spec, task_labels)
@@ -161,8 +162,8 @@ class TaskModel(nn.Module):
         inputs = torch.as_tensor(inputs)
         device = next(self.parameters()).device
         out = []
-        for start in range(0, len(inputs), batch_size):
-            x = inputs[start : start + batch_size].to(device)
+        for batch in batches(inputs, batch_size):
+            x = batch.to(device)
             if device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             out.append(head_softmax(self(x).float().cpu().numpy(), self.spec.heads))

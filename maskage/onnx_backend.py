@@ -14,6 +14,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import UsageError
+from .images import batches
 from .onnx_files import OPSET, cpu_session, export_module
 from .spec import ModelFileError, checked_weights, head_softmax, read_model_json, read_spec
 from .transforms import preprocess
@@ -82,8 +83,8 @@ class OnnxTaskModel:
         """Softmax probabilities for inputs made by ``preprocess`` (N x 3 x S x S, normalised)."""
         out = []
         x_all = np.asarray(inputs, dtype=np.float32)
-        for start in range(0, len(x_all), batch_size):
-            logits = self.session.run(None, {"input": np.ascontiguousarray(x_all[start : start + batch_size])})[0]
+        for batch in batches(x_all, batch_size):
+            logits = self.session.run(None, {"input": np.ascontiguousarray(batch)})[0]
             out.append(head_softmax(logits.astype(np.float32), self.spec.heads))
         if not out:
             return np.zeros((0, len(self.spec.labels)), dtype=np.float32)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from maskage import faceres
+from maskage.errors import UsageError
 from maskage.faceres import AGES, FEATURES, MEAN, STD, age_bin_head, convert, init_pretrained, read_tfjs_weights
 
 FIXTURE = Path(__file__).parent / "fixtures" / "faceres_reference.npz"
@@ -166,6 +167,8 @@ def test_faceres_heads_baseline_reproduces_the_graph(variant_state):
     np.testing.assert_allclose(p_male, ref["gender"], atol=1e-4)
     np.testing.assert_allclose(p_age, ref["age"], atol=1e-4)
     assert heads.predict(reference_crops()[:0])[1].shape == (0, AGES)
+    with pytest.raises(UsageError, match="batch size"):
+        heads.predict(reference_crops(), batch_size=0)
 
 
 def test_fetch_faceres_cli_caches_once(faceres_state, capsys, monkeypatch):

@@ -5,6 +5,7 @@ import pytest
 
 from maskage import Pipeline
 from maskage.cli import main
+from maskage.errors import UsageError
 from maskage.models import ModelFileError
 from maskage.onnx_backend import OnnxTaskModel, export_onnx
 from maskage.pipeline_files import running_precision
@@ -21,6 +22,9 @@ def test_onnx_outputs_match_pytorch(tmp_path, task):
     crops = np.random.default_rng(1).integers(0, 255, (37, 40, 40, 3), dtype=np.uint8)  # odd size: a partial batch
     np.testing.assert_allclose(onnx_model.predict_proba(crops, batch_size=16), model.predict_proba(crops), atol=1e-5)
     assert onnx_model.spec == model.spec
+    for backend in (onnx_model, model):  # a negative size gave an empty (0, classes) answer for 37 crops
+        with pytest.raises(UsageError, match="batch size"):
+            backend.predict_proba(crops, batch_size=-16)
 
 
 def test_exported_pipeline_runs_on_onnx_runtime_with_the_same_predictions(tmp_path, toy_root):

@@ -196,7 +196,6 @@ def test_the_variants_are_separate_weights_in_separate_files(faceres_state):
 
 def test_a_task_model_starts_from_the_variant_the_config_names(faceres_state):
     from maskage.config import TrainConfig
-    from maskage.errors import UsageError
     from maskage.models import TaskModel
     from maskage.spec import ModelSpec
 

@@ -37,6 +37,7 @@ class Sample:
     age: int
     race: str = ""  # train.csv's race column; "" for photos from elsewhere
     dataset: str = ""  # train.csv's dataset column (the source adapter's name), "" when it has none
+    box: tuple[float, float, float, float] | None = None  # the labelled face in the photo (x0, y0, x1, y1), if given
 
     def age_group(self, threshold: int) -> int:
         return int(age_to_group(self.age, threshold))
@@ -191,37 +192,68 @@ def in_holdout(key: str, fraction: float) -> bool:
     return h < fraction
 
 
-def parse_source(entry: str) -> tuple[Path, int]:
-    """``"DIR=wear"`` -> (DIR, mask id)."""
+MASK_NAMES = {"wear": Mask.WEAR, "incorrect": Mask.INCORRECT, "not_wear": Mask.NOT_WEAR}
+FACES_CSV_COLUMNS = ("file", "x0", "y0", "x1", "y1", "mask", "photo")
+
+
+def parse_source(entry: str) -> tuple[Path, str]:
+    """``"DIR=wear"`` -> (DIR, "wear"): a folder of one mask state; ``"DIR=faces.csv"`` -> (DIR, "faces.csv"): a
+    folder whose CSV labels each face (``read_faces_csv``)."""
     if "=" not in entry:
-        raise DatasetError(f"mask source {entry!r} is not DIR=wear|incorrect|not_wear")
-    folder, label = entry.rsplit("=", 1)
-    names = {"wear": Mask.WEAR, "incorrect": Mask.INCORRECT, "not_wear": Mask.NOT_WEAR}
-    if label.strip() not in names:
-        raise DatasetError(f"mask source {entry!r}: label must be one of {sorted(names)}")
-    return Path(folder.strip()), int(names[label.strip()])
+        raise DatasetError(f"mask source {entry!r} is not DIR=wear|incorrect|not_wear or DIR=LABELS.csv")
+    folder, label = (x.strip() for x in entry.rsplit("=", 1))
+    if label not in MASK_NAMES and not label.lower().endswith(".csv"):
+        raise DatasetError(f"mask source {entry!r}: label must be one of {sorted(MASK_NAMES)} or a CSV file name")
+    return Path(folder), label
+
+
+def read_faces_csv(folder: Path, name: str = "faces.csv") -> list[Sample]:
+    """Faces labelled by a CSV in ``folder`` (``file,x0,y0,x1,y1,mask,photo``, as ``facemask_faces``): one mask-only
+    sample per row with its face box; the person key is the source photo (``folder name:photo``), so that a split
+    keeps the faces of one photo together."""
+    where = folder / name
+    out = []
+    for line, row in enumerate(read_csv_rows(where, FACES_CSV_COLUMNS), start=2):
+        if row["mask"] not in MASK_NAMES:
+            raise DatasetError(f"{where} line {line}: mask {row['mask']!r} is not one of {sorted(MASK_NAMES)}")
+        try:
+            x0, y0, x1, y1 = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+        except ValueError as exc:
+            raise DatasetError(f"{where} line {line}: {exc}") from None
+        if not (x1 > x0 and y1 > y0):
+            raise DatasetError(f"{where} line {line}: box ({x0}, {y0}, {x1}, {y1}) is empty")
+        out.append(Sample(str(folder / row["file"]), f"{folder.name}:{row['photo']}", int(MASK_NAMES[row["mask"]]),
+                          -1, -1, box=(x0, y0, x1, y1)))
+    if not out:
+        raise DatasetError(f"{where}: no faces listed")
+    return out
+
+
+def _folder_samples(folder: Path, mask: int) -> list[Sample]:
+    """The photos of a folder of one mask state; the folder's parent names the source (a person id is only unique
+    within one source)."""
+    photos = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not photos:
+        raise DatasetError(f"mask source folder {folder} holds no images")
+    return [Sample(str(p), f"{folder.parent.name}:{source_person(p)}", mask, -1, -1) for p in photos]
 
 
 def source_samples(entries: Sequence[str], part: str = "train", holdout: float = 0.2) -> list[Sample]:
-    """Photos of labelled folders (``"DIR=label"``) as mask-only samples (gender and age -1).
+    """Photos of labelled folders (``"DIR=label"``) or of CSV-labelled faces (``"DIR=faces.csv"``) as mask-only
+    samples (gender and age -1).
 
-    ``part="train"`` gives the people outside the held-out share, ``"holdout"`` those inside it.
+    ``part="train"`` gives the people (for a CSV: the source photos) outside the held-out share, ``"holdout"``
+    those inside it, by a fixed hash of the key (``in_holdout``), so that the split never moves.
     """
     if part not in ("train", "holdout"):
         raise UsageError(f"part must be train or holdout, got {part!r}")
     out: list[Sample] = []
     for entry in entries:
-        folder, mask = parse_source(entry)
+        folder, label = parse_source(entry)
         if not folder.is_dir():
             raise DatasetError(f"mask source folder {folder} not found")
-        photos = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not photos:
-            raise DatasetError(f"mask source folder {folder} holds no images")
-        for p in photos:
-            # the folder's parent names the source dataset; a person id is only unique within one source
-            person = f"{folder.parent.name}:{source_person(p)}"
-            if in_holdout(person, holdout) == (part == "holdout"):
-                out.append(Sample(str(p), person, mask, -1, -1))
+        found = _folder_samples(folder, int(MASK_NAMES[label])) if label in MASK_NAMES else read_faces_csv(folder, label)
+        out += [s for s in found if in_holdout(s.person, holdout) == (part == "holdout")]
     return out
 
 

@@ -320,6 +320,24 @@ def _framed(image: np.ndarray, box: Box, frame: float, shift: float) -> tuple[np
     return image[top:bottom, left:right], (x1 - left, y1 - top, x2 - left, y2 - top)
 
 
+HINT_IOU = 0.3  # a detection this close to a labelled box is taken as that face (scene benchmarks match likewise)
+
+
+def _hinted(digest: str | None, hint: Box | None) -> str | None:
+    """A photo's cache key with its labelled box (one photo, two labelled faces: two crops)."""
+    if digest is None or hint is None:
+        return digest
+    return hashlib.sha1(f"{digest}:{[round(float(v), 2) for v in hint]}".encode()).hexdigest()
+
+
+def pick_face(dets: Sequence[Detection], hint: Box | None) -> Box | None:
+    """The largest face, or with a labelled box the detection that best overlaps it, else the labelled box."""
+    if hint is None:
+        return dets[0].box if dets else None
+    best = max(dets, key=lambda d: box_iou(d.box, hint), default=None)
+    return best.box if best is not None and box_iou(best.box, hint) >= HINT_IOU else tuple(map(float, hint))
+
+
 def _digest(path: str | Path) -> str | None:
     """SHA-1 of a photo file's bytes (what the crop cache is keyed by); None when it cannot be read."""
     try:
@@ -384,14 +402,17 @@ class CropCache:
     def _entry(self, digest: str) -> Path:
         return self.dir / digest[:2] / f"{digest}.npz"
 
-    def stack(self, paths: Sequence[str | Path], progress: bool = True) -> CachedCrops:
+    def stack(self, paths: Sequence[str | Path], progress: bool = True,
+              hints: Sequence[Box | None] | None = None) -> CachedCrops:
         """Crops of these photos as one memory-mapped uint8 array, stored once per list of photos.
 
         The first call builds it from the per-photo cache (detecting what is missing); later calls with the same
         photos (another fold, a resumed run, a new experiment) open it instantly and share it between processes
-        through the page cache instead of holding a copy in each.
+        through the page cache instead of holding a copy in each. ``hints``: a labelled face box per photo (or None),
+        see ``get``.
         """
-        digests = [_digest(p) for p in paths]
+        hints = list(hints) if hints is not None else [None] * len(paths)
+        digests = [_hinted(_digest(p), h) for p, h in zip(paths, hints)]
         # an unreadable photo's entry names its path, which no digest can equal
         key = hashlib.sha1("\n".join(d or f"unreadable:{p}" for d, p in zip(digests, paths)).encode()).hexdigest()[:20]
         array, meta = self.dir / "stacks" / f"{key}.npy", self.dir / "stacks" / f"{key}.json"
@@ -399,17 +420,22 @@ class CropCache:
             info = json.loads(meta.read_text())
             boxes = [tuple(b) if b else None for b in info["boxes"]]
             return CachedCrops(np.load(array, mmap_mode="r"), boxes, {int(k): v for k, v in info["errors"].items()})
-        cached = self.get(paths, progress, digests)
+        cached = self.get(paths, progress, digests, hints)
         with atomic_path(array) as tmp:
             np.save(tmp, cached.crops)
         write_json_atomic(meta, {"boxes": [list(b) if b else None for b in cached.boxes], "errors": cached.errors})
         return CachedCrops(np.load(array, mmap_mode="r"), cached.boxes, cached.errors)
 
     def get(self, paths: Sequence[str | Path], progress: bool = True,
-            digests: Sequence[str | None] | None = None) -> CachedCrops:
+            digests: Sequence[str | None] | None = None, hints: Sequence[Box | None] | None = None) -> CachedCrops:
         """Crops of these photos, detecting only those not in the cache yet (``digests``: the photos' ``_digest``
-        when the caller has them already)."""
+        when the caller has them already, with their hints' as ``_hinted`` gives them).
+
+        ``hints``: a labelled face box per photo (None: none). Where one is given, the crop is cut around the
+        detection that overlaps it (IoU >= ``HINT_IOU``, so the face is framed as prediction frames it), or around
+        the hint itself where the detector finds no such face (a missed face, or a larger neighbour in a crowd)."""
         n = len(paths)
+        hints = list(hints) if hints is not None else [None] * n
         s = self.crop.crop_size
         crops = np.zeros((n, s, s, 3), dtype=np.uint8)
         boxes: list[Box | None] = [None] * n
@@ -419,7 +445,7 @@ class CropCache:
             digest = digests[i] if digests is not None else None
             if digest is None:
                 try:
-                    digest = hashlib.sha1(Path(p).read_bytes()).hexdigest()
+                    digest = _hinted(hashlib.sha1(Path(p).read_bytes()).hexdigest(), hints[i])
                 except OSError as exc:
                     errors[i] = f"{p}: cannot read file ({exc})"
                     continue
@@ -441,11 +467,12 @@ class CropCache:
                     ok.append((i, digest))
                 except ImageError as exc:
                     errors[i] = str(exc)
-            for (i, digest), img, det in zip(ok, images, self.detector.detect(images)):
-                crops[i] = crop_face(img, det.box, self.crop)
-                boxes[i] = det.box
+            for (i, digest), img, dets in zip(ok, images, self.detector.detect_all(images)):
+                box = pick_face(dets, hints[i])
+                crops[i] = crop_face(img, box, self.crop)
+                boxes[i] = box
                 with atomic_path(self._entry(digest)) as tmp:
-                    np.savez(tmp, crop=crops[i], box=np.array(det.box if det.box else [], dtype=np.float64))
+                    np.savez(tmp, crop=crops[i], box=np.array(box if box else [], dtype=np.float64))
             self.detections_run += len(ok)
             bar_.update(len(part))
         bar_.close()

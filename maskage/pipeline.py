@@ -246,6 +246,15 @@ class Pipeline:
         one centre-crop prediction (``face_box=None``); an unreadable one gets one prediction with ``error``."""
         return self._predict_batches(images, batch_size, progress, all_faces=True)
 
+    def predict_boxes(self, images: Sequence[ImageInput], boxes: Sequence[Box | None]) -> list[Prediction]:
+        """One ``Prediction`` per (photo, face box) pair, the face cut around the given box (another detector's,
+        or a labelled one; None: the centre crop) instead of a detection."""
+        if len(images) != len(boxes):
+            raise UsageError(f"{len(images)} photos but {len(boxes)} boxes")
+        arrays = [load_image(img) for img in images]
+        return self._classify(arrays, [Detection(tuple(map(float, b)) if b is not None else None) for b in boxes],
+                              [_describe(img) for img in images])
+
     def _predict_batches(self, images: ImageInput | Iterable[ImageInput], batch_size: int, progress: bool,
                          all_faces: bool) -> list:
         images, out = image_list(images), []

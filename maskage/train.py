@@ -413,7 +413,7 @@ def _training_crops(config: TrainConfig, samples: list, cache: CropCache, dist_c
     or with ``skip_bad_images`` are left out (listed). Returns the samples kept, their crops and how many went."""
     if dist_ctx.rank != 0:
         dist_ctx.barrier()
-    cached = cache.stack([s.path for s in samples], progress=progress)
+    cached = cache.stack([s.path for s in samples], progress=progress, hints=[s.box for s in samples])
     if dist_ctx.rank == 0:
         dist_ctx.barrier()
     if not cached.errors:

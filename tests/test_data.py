@@ -1,5 +1,6 @@
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -371,3 +372,47 @@ def test_dataset_occludes_only_the_rows_it_is_given():
     assert float(ds[1][0].max()) == 0.0  # row 1 is not listed: untouched
     off = CropDataset(crops, [0, 1, 2, 2], 48, (0, 0, 0), (1, 1, 1), plain, occlude=0.0, occlude_rows=[0, 2, 3])
     assert float(off[0][0].max()) == 0.0
+
+
+def _faces_csv(folder, rows):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "faces.csv").open("w") as f:
+        f.write("file,x0,y0,x1,y1,mask,photo,face_px\n")
+        for name, box, mask, photo in rows:
+            Image.new("RGB", (64, 64)).save(folder / name)
+            f.write(f"{name},{','.join(map(str, box))},{mask},{photo},40\n")
+
+
+def test_faces_csv_source_splits_by_photo_and_keeps_each_box(tmp_path):
+    from maskage.data import source_samples
+
+    states = ("wear", "incorrect", "not_wear")
+    # 60 photos of two faces each: the faces of one photo must fall on one side of the split
+    rows = [(f"p{i}_{k}.jpg", (4 + k, 6, 40 + k, 50), states[(i + k) % 3], f"photo{i}") for i in range(60) for k in (0, 1)]
+    _faces_csv(tmp_path / "facemask_faces", rows)
+    entry = [f"{tmp_path / 'facemask_faces'}=faces.csv"]
+    train, held = source_samples(entry, "train", 0.2), source_samples(entry, "holdout", 0.2)
+    assert len(train) + len(held) == 120 and 4 < len(held) < 60
+    assert not {s.person for s in train} & {s.person for s in held}
+    assert all(s.person.startswith("facemask_faces:photo") for s in train + held)
+    by_name = {Path(s.path).name: s for s in train + held}
+    assert by_name["p7_1.jpg"].box == (5.0, 6.0, 41.0, 50.0) and by_name["p7_1.jpg"].mask == Mask.NOT_WEAR
+    assert {(s.gender, s.age) for s in train} == {(-1, -1)}
+    # a fixed hash of the photo id: the same split every time, and another holdout share keeps it nested
+    assert [s.path for s in source_samples(entry, "holdout", 0.2)] == [s.path for s in held]
+    assert {s.path for s in held} <= {s.path for s in source_samples(entry, "holdout", 0.4)}
+
+
+def test_faces_csv_source_names_the_bad_row(tmp_path):
+    from maskage.data import source_samples
+
+    _faces_csv(tmp_path / "f", [("a.jpg", (1, 1, 20, 20), "wear", "x"), ("b.jpg", (1, 1, 20, 20), "masked", "y")])
+    with pytest.raises(DatasetError, match=r"faces.csv line 3: mask 'masked'"):
+        source_samples([f"{tmp_path / 'f'}=faces.csv"])
+    _faces_csv(tmp_path / "g", [("a.jpg", (30, 1, 20, 20), "wear", "x")])
+    with pytest.raises(DatasetError, match=r"line 2: box .* is empty"):
+        source_samples([f"{tmp_path / 'g'}=faces.csv"])
+    with pytest.raises(DatasetError, match="file not found"):
+        source_samples([f"{tmp_path / 'f'}=labels.csv"])

@@ -244,3 +244,26 @@ def test_frame_off_leaves_settings_crops_and_cache_keys_as_before(tmp_path):
     assert CropCache(tmp_path, on, DetectorSettings()).dir != CropCache(tmp_path, off, DetectorSettings()).dir
     with pytest.raises(ValueError, match="frame"):
         CropSettings(frame=-0.5)
+
+
+def test_hints_frame_the_labelled_face_the_detector_finds_or_misses(tmp_path):
+    from maskage.faces import Detection, pick_face
+
+    near, far = Detection((10.0, 10.0, 50.0, 50.0)), Detection((100.0, 100.0, 180.0, 180.0))
+    assert pick_face([far, near], None) == far.box  # no hint: the largest face, as prediction takes it
+    assert pick_face([far, near], (12, 8, 48, 52)) == near.box  # the detection that overlaps the labelled box
+    assert pick_face([far], (12, 8, 48, 52)) == (12.0, 8.0, 48.0, 52.0)  # a missed face keeps its labelled box
+    assert pick_face([], (12, 8, 48, 52)) == (12.0, 8.0, 48.0, 52.0)
+    # a blank photo (no face): the crop is cut around the hint, one cache entry per (photo, hint)
+    img = np.zeros((80, 80, 3), np.uint8)
+    img[20:40, 40:60] = 255
+    path = tmp_path / "two_faces.png"
+    Image.fromarray(img).save(path)
+    cache = CropCache(tmp_path / "c", CropSettings(crop_size=20, margin=0.0))
+    out = cache.get([str(path), str(path), str(path)], progress=False, hints=[(40, 20, 60, 40), (0, 0, 20, 20), None])
+    assert out.boxes[:2] == [(40.0, 20.0, 60.0, 40.0), (0.0, 0.0, 20.0, 20.0)] and out.boxes[2] is None
+    assert (out.crops[0] == 255).all() and (out.crops[1] == 0).all()
+    again = CropCache(tmp_path / "c", CropSettings(crop_size=20, margin=0.0))
+    stacked = again.stack([str(path), str(path)], progress=False, hints=[(40, 20, 60, 40), (0, 0, 20, 20)])
+    assert again.detections_run == 0  # both hinted entries came from the cache
+    np.testing.assert_array_equal(stacked.crops, out.crops[:2])

@@ -259,3 +259,16 @@ def test_bias_offsets_the_decisions_and_is_saved_and_checked(photos, tmp_path):
         biased.bias = {"hair": [0.0, 1.0]}
     biased.bias = {"age": [0, 0, 0]}
     assert biased.bias == {}
+
+
+def test_predict_boxes_classifies_the_given_faces(pipe, photos):
+    detected = pipe.predict(photos[:3])
+    boxes = [p.face_box for p in detected]
+    given = pipe.predict_boxes(photos[:3], boxes)
+    assert [p.face_box for p in given] == boxes  # the detector's own boxes: the same answer as predict
+    for a, b in zip(detected, given):
+        assert a.class_id == b.class_id and a.mask_probs == pytest.approx(b.mask_probs, abs=1e-6)
+    centre = pipe.predict_boxes(photos[:1], [None])[0]
+    assert centre.face_box is None and centre.class_id is not None
+    with pytest.raises(UsageError, match="3 photos but 2 boxes"):
+        pipe.predict_boxes(photos[:3], boxes[:2])

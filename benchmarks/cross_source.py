@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from real_accuracy import f1, peer_predict  # noqa: E402
 from maskage.atomic import write_csv_atomic  # noqa: E402
-from maskage.faceres import VARIANTS  # noqa: E402
+from maskage.models.faceres import VARIANTS  # noqa: E402
 from maskage.labels import age_to_group  # noqa: E402
 from maskage.metrics import bootstrap_f1, interval  # noqa: E402
-from maskage.sources import balanced_people  # noqa: E402
+from maskage.training.sources import balanced_people  # noqa: E402
 
 KINDS = {"unmasked": 2, "masked": 0}  # mask state of the build's photo: normal, mask1
 
@@ -134,7 +134,7 @@ def save_error_grids(out: Path, rows: list[dict], preds: list, images: Path, thr
     probability, highest first), each captioned with truth -> prediction."""
     from PIL import Image
 
-    from maskage.visualize import captioned_grid
+    from maskage.pipeline.visualize import captioned_grid
 
     out.mkdir(parents=True, exist_ok=True)
     tasks = {"gender": (lambda r: int(r["gender"]), lambda p: p.gender_probs),
@@ -164,8 +164,8 @@ def faceres_heads(paths: list[str], threshold: int,
                   variant: str = "faceres") -> tuple[np.ndarray, np.ndarray, float]:
     """FaceRes's own heads (no fine-tuning; weights ``variant``) on maskage's MTCNN crops, 224 px, the box plus 20% a
     side: gender (female when P(male) < 0.5) and the age group holding most of its age distribution."""
-    from maskage.faceres import FaceResHeads, load_state
-    from maskage.faces import CropSettings, FaceDetector, crop_face
+    from maskage.models.faceres import FaceResHeads, load_state
+    from maskage.detect.faces import CropSettings, FaceDetector, crop_face
     from maskage.images import load_image
 
     images = [load_image(p) for p in paths]
@@ -204,7 +204,7 @@ def main() -> int:
     ap.add_argument("--calibration-csv", metavar="CSV", help="write the held-out people the balanced sets leave out "
                     "as a `maskage calibrate` labels CSV (in DATA/eval) and stop")
     args = ap.parse_args()
-    from maskage.pipeline import Pipeline
+    from maskage.pipeline.core import Pipeline
 
     data = Path(args.data)
     sets = eval_sets(data, args.per_cell)

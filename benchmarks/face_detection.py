@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from maskage.faces import DetectorSettings, FaceDetector, box_iou
+from maskage.detect.faces import DetectorSettings, FaceDetector, box_iou
 from maskage.images import load_image
-from maskage.mtcnn import facenet_mtcnn
+from maskage.detect.mtcnn import facenet_mtcnn
 
 ROOT = Path(os.environ.get("MASKAGE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 FOLDERS = ["utkface", "maskedfacenet/correct", "maskedfacenet/incorrect", "rmfd/with_mask", "rmfd/without_mask"]

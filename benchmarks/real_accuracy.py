@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from canvas import on_canvas  # noqa: E402
-from maskage.data import source_samples  # noqa: E402
+from maskage.training.data import source_samples  # noqa: E402
 from maskage.labels import age_to_group, decode  # noqa: E402
 from maskage.metrics import score  # noqa: E402
-from maskage.pipeline import Pipeline  # noqa: E402
-from maskage.transforms import parse_tta  # noqa: E402
+from maskage.pipeline.core import Pipeline  # noqa: E402
+from maskage.models.transforms import parse_tta  # noqa: E402
 
 MASK_SOURCES = [
     "maskedfacenet/correct=wear", "maskedfacenet/incorrect=incorrect",

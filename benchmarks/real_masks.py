@@ -31,12 +31,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from maskage.data import source_samples  # noqa: E402
-from maskage.faces import box_iou, crop_face, pick_face  # noqa: E402
+from maskage.training.data import source_samples  # noqa: E402
+from maskage.detect.faces import box_iou, crop_face, pick_face  # noqa: E402
 from maskage.images import load_image  # noqa: E402
 from maskage.labels import MASK_LABELS  # noqa: E402
-from maskage.pipeline import Pipeline  # noqa: E402
-from maskage.scenes import match, photo_split, read_boxes  # noqa: E402
+from maskage.pipeline.core import Pipeline  # noqa: E402
+from maskage.pipeline.scenes import match, photo_split, read_boxes  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SOURCES = ["maskedfacenet/correct=wear", "maskedfacenet/incorrect=incorrect",
@@ -172,7 +172,7 @@ def save_errors(out: Path, set_name: str, truth: np.ndarray, preds: dict, crops:
     """Per pipeline and true state, the most confident errors as a captioned grid."""
     from PIL import Image
 
-    from maskage.visualize import captioned_grid
+    from maskage.pipeline.visualize import captioned_grid
 
     for name, (states, confs) in preds.items():
         (out / name).mkdir(parents=True, exist_ok=True)

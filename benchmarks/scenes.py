@@ -9,7 +9,7 @@ For each photo, ``Pipeline.predict_all_faces`` (what ``maskage predict --all-fac
 labelled face when their boxes overlap with IoU >= 0.3 (one to one, best overlap first). Printed: faces found (all,
 and those >= 40 px), mask-state macro F1 on the found faces, incorrect recall, detections that match no labelled
 face, and photos/s. ``--split eval`` scores only the photos a fixed hash of the name holds out (``--eval-fraction``,
-default 0.5): the ones no recipe of maskage trains on (see ``maskage.scenes.photo_split``).
+default 0.5): the ones no recipe of maskage trains on (see ``maskage.pipeline.scenes.photo_split``).
 
 ``--video``: the same photos filmed by a panning, zooming camera (16 frames of 640x480 each, mp4,
 ``canvas.camera_frames``), the labelled boxes moved with the view; ``Pipeline.predict_video`` with each
@@ -35,8 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from maskage.pipeline import Pipeline  # noqa: E402
-from maskage.scenes import LabelledFace, SceneScore, format_report, photo_split, read_boxes  # noqa: E402
+from maskage.pipeline.core import Pipeline  # noqa: E402
+from maskage.pipeline.scenes import LabelledFace, SceneScore, format_report, photo_split, read_boxes  # noqa: E402
 
 
 def save_errors(out: Path, errors: list[tuple[float, np.ndarray, str, str]], per_class: int = 24) -> None:
@@ -44,7 +44,7 @@ def save_errors(out: Path, errors: list[tuple[float, np.ndarray, str, str]], per
     unmatched.png: the detections no labelled face matches, highest detector score first."""
     from PIL import Image
 
-    from maskage.visualize import captioned_grid
+    from maskage.pipeline.visualize import captioned_grid
 
     out.mkdir(parents=True, exist_ok=True)
     for label in sorted({e[2] for e in errors}):
@@ -145,7 +145,7 @@ def video(pipe: Pipeline, paths: list[str], truth: list[list[LabelledFace]], ref
 def _errors(path: str, truth, found, pairs) -> list:
     """(confidence, crop, true state, predicted state or "missed") for each wrongly called or missed face, and
     (detector score, crop, "unmatched", predicted state) for each detection that matches no labelled face."""
-    from maskage.faces import crop_face
+    from maskage.detect.faces import crop_face
     from maskage.images import load_image
 
     img = load_image(path)

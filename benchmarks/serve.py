@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 def photos(n: int) -> list[bytes]:
     from PIL import Image
 
-    from maskage.demo import masked_variants, sample_photo
+    from maskage.apps.demo import masked_variants, sample_photo
 
     with tempfile.TemporaryDirectory() as tmp:
         variants = list(masked_variants(sample_photo(), tmp).values())
@@ -52,8 +52,8 @@ def main() -> int:
     import httpx
     import uvicorn
 
-    from maskage.pipeline import Pipeline
-    from maskage.serve import create_app
+    from maskage.pipeline.core import Pipeline
+    from maskage.apps.serve import create_app
 
     pipe = Pipeline.from_pretrained(args.pipeline)
     data = photos(args.photos)

@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from canvas import on_canvas, write_camera_video  # noqa: E402
-from maskage.faces import box_iou  # noqa: E402
-from maskage.pipeline import PRETRAINED_DIR, Pipeline  # noqa: E402
-from maskage.pipeline_files import running_precision  # noqa: E402
+from maskage.detect.faces import box_iou  # noqa: E402
+from maskage.pipeline.core import PRETRAINED_DIR, Pipeline  # noqa: E402
+from maskage.pipeline.files import running_precision  # noqa: E402
 
 SHARED = Path(os.environ.get("MASKAGE_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
@@ -58,7 +58,7 @@ def rate(fn, n: int, repeat: int = 2) -> float:
 
 def sweep(images: list[np.ndarray], batch_size: int) -> int:
     """MTCNN settings on the benchmark photos: photos/s, faces found, mean IoU with the default settings' boxes."""
-    from maskage.faces import DetectorSettings, FaceDetector
+    from maskage.detect.faces import DetectorSettings, FaceDetector
 
     base = FaceDetector(DetectorSettings(batch_size=batch_size))
     ref = base.detect(images)

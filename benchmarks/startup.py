@@ -42,7 +42,7 @@ def main() -> int:
     print(f"python -c pass (the interpreter alone): {wall([py, '-c', 'pass'], args.runs):.2f} s")
     photo = args.photo
     if photo is None:
-        from maskage.demo import sample_photo
+        from maskage.apps.demo import sample_photo
 
         photo = str(sample_photo())
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 with 0, 1 and 2 DataLoader workers.
 
     .venv/bin/python benchmarks/train_speed.py [--steps 30] [--recipes experiments/real_mask.yaml ...]
-    THP_MEM_ALLOC_ENABLE=0 .venv/bin/python benchmarks/train_speed.py ...   # without huge pages (maskage.cli.use_huge_pages)
+    THP_MEM_ALLOC_ENABLE=0 .venv/bin/python benchmarks/train_speed.py ...   # without huge pages (maskage.apps.cli.use_huge_pages)
 
 Crops are random uint8 arrays of the recipe's crop size (speed does not depend on the pixels); the model, input
 size, frozen stages, batch size, optimiser and augmentation are the recipe's.
@@ -23,12 +23,12 @@ from torch.utils.data import DataLoader
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from maskage.cli import use_huge_pages  # noqa: E402
-from maskage.config import load_config  # noqa: E402
-from maskage.data import CropDataset, TrainAugment  # noqa: E402
-from maskage.faces import CropSettings, DetectorSettings  # noqa: E402
+from maskage.apps.cli import use_huge_pages  # noqa: E402
+from maskage.training.config import load_config  # noqa: E402
+from maskage.training.data import CropDataset, TrainAugment  # noqa: E402
+from maskage.detect.faces import CropSettings, DetectorSettings  # noqa: E402
 from maskage.labels import AgeBins  # noqa: E402
-from maskage.models import TaskModel, make_spec  # noqa: E402
+from maskage.models.torch_model import TaskModel, make_spec  # noqa: E402
 
 
 def throughput(recipe: str, steps: int, workers: int) -> tuple[float, float]:

@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score
 
 from maskage import Pipeline
 from maskage.labels import MASK_LABELS
-from maskage.scenes import match, photo_split, read_boxes
+from maskage.pipeline.scenes import match, photo_split, read_boxes
 
 data = Path("../shared/data/facemask_scenes")
 faces = read_boxes(data / "boxes.csv")

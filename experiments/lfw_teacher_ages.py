@@ -12,12 +12,12 @@ import numpy as np
 
 from maskage import Pipeline
 from maskage.atomic import write_csv_atomic
-from maskage.faceres import FaceResHeads
-from maskage.faces import CropSettings, crop_faces
+from maskage.models.faceres import FaceResHeads
+from maskage.detect.faces import CropSettings, crop_faces
 from maskage.images import batches, load_image
 from maskage.labels import MASK_FILE_STEMS, MASK_LABELS, age_to_group
 from maskage.progress import bar
-from maskage.pseudo import PSEUDO_COLUMNS
+from maskage.training.pseudo import PSEUDO_COLUMNS
 
 SHIFT = 3
 data, out = Path(sys.argv[1]), Path(sys.argv[2])

@@ -15,7 +15,7 @@ __all__ = ["Pipeline", "Prediction", "AgeBins", "encode", "decode", "__version__
 
 def __getattr__(name: str) -> Any:
     if name in ("Pipeline", "Prediction"):
-        from . import pipeline
+        from .pipeline import core
 
-        return getattr(pipeline, name)
+        return getattr(core, name)
     raise AttributeError(f"module 'maskage' has no attribute {name!r}")

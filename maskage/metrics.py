@@ -89,7 +89,7 @@ def format_report(s: dict[str, Any]) -> str:
 
 def read_class_csv(path: str | Path) -> dict[str, int]:
     """Image key -> class id from a CSV with ``ImageID,ans`` (submit) or ``path,class`` (predict; keyed by file name)."""
-    from .data import read_csv_rows
+    from .tables import read_csv_rows
 
     path = Path(path)
     rows = read_csv_rows(path, [])

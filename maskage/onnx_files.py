@@ -1,4 +1,4 @@
-"""ONNX files in and out, for the task models (``onnx_backend``) and MTCNN's networks (``mtcnn``) alike: a PyTorch
+"""ONNX files in and out, for the task models (``onnx_model``) and MTCNN's networks (``mtcnn``) alike: a PyTorch
 module written as ONNX, and an ONNX Runtime session set up for a small CPU. Imports no other maskage module but
 ``atomic``, so both can use it without an import cycle."""
 from __future__ import annotations

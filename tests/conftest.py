@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from maskage.faces import CropSettings, DetectorSettings
+from maskage.detect.faces import CropSettings, DetectorSettings
 from maskage.labels import AgeBins
-from maskage.models import TaskModel, make_spec
-from maskage.toydata import make_toy_dataset
+from maskage.models.torch_model import TaskModel, make_spec
+from maskage.training.toydata import make_toy_dataset
 
 # the real photos sit beside the project (CI has them); MASKAGE_SHARED_DATA points elsewhere
 SHARED_DATA = Path(os.environ.get("MASKAGE_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")

@@ -35,8 +35,8 @@ def test_on_canvas_is_deterministic_for_a_seed_and_varies_across_seeds(tmp_path)
 
 
 def test_cross_source_sets_are_balanced_one_photo_per_person_and_scored(tmp_path, monkeypatch):
-    from maskage import faces
-    from maskage.synth import build_dataset
+    from maskage.detect import faces
+    from maskage.training.synth import build_dataset
 
     from .test_synth import FixedDetector, write_sources
 
@@ -84,8 +84,8 @@ def test_cross_source_sets_are_balanced_one_photo_per_person_and_scored(tmp_path
 def test_scene_error_grids_hold_wrong_missed_and_unmatched_faces(tmp_path):
     from scenes import _errors, save_errors
 
-    from maskage.pipeline import Prediction
-    from maskage.scenes import LabelledFace, match
+    from maskage.pipeline.core import Prediction
+    from maskage.pipeline.scenes import LabelledFace, match
 
     Image.fromarray(np.full((200, 300, 3), 128, np.uint8)).save(tmp_path / "scene.jpg")
     truth = [LabelledFace((10, 10, 60, 60), "wear"), LabelledFace((100, 10, 150, 60), "incorrect"),
@@ -140,9 +140,9 @@ def test_scene_video_scores_each_frame_against_the_moved_boxes(tmp_path, capsys)
     from canvas import camera_frames, view_box
     from scenes import video
 
-    from maskage.pipeline import Prediction
-    from maskage.scenes import LabelledFace
-    from maskage.video import VideoFrame
+    from maskage.pipeline.core import Prediction
+    from maskage.pipeline.scenes import LabelledFace
+    from maskage.pipeline.video import VideoFrame
 
     photo = np.full((240, 320, 3), 90, np.uint8)
     Image.fromarray(photo).save(tmp_path / "scene.png")
@@ -186,7 +186,7 @@ def test_cross_source_scores_carry_intervals_and_paired_differences():
 def test_cross_source_faceres_heads_read_the_weights_named(tmp_path, monkeypatch):
     from skimage import data
 
-    from maskage import faceres
+    from maskage.models import faceres
     from cross_source import faceres_heads
 
     asked, real = [], faceres.load_state

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from maskage.calibrate import balanced_weights, calibrate_pipeline, fit_bias, read_labels, weighted_macro_f1
+from maskage.pipeline.calibrate import balanced_weights, calibrate_pipeline, fit_bias, read_labels, weighted_macro_f1
 
 
 def test_weighted_macro_f1_equals_sklearn():
@@ -90,7 +90,7 @@ def test_calibrate_pipeline_writes_a_copy_whose_predictions_use_the_offsets(tmp_
 
 def test_cli_calibrate_matches_the_api(tmp_path, toy_root, capsys):
     from maskage import Pipeline
-    from maskage.cli import main
+    from maskage.apps.cli import main
 
     from .conftest import tiny_model
 

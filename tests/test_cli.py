@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 from maskage import Pipeline
-from maskage.cli import main
+from maskage.apps.cli import main
 from maskage.metrics import score
 
 from .conftest import TINY, tiny_model
@@ -131,7 +131,7 @@ def test_demo_runs_the_whole_job(tmp_path, capsys):
 def test_predict_demo_boxes_the_bundled_photo_and_its_masked_variants(tmp_path, capsys):
     from PIL import Image
 
-    from maskage.demo import run_predict_demo
+    from maskage.apps.demo import run_predict_demo
 
     pipe = Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3)).save(tmp_path / "pipe")
     preds = run_predict_demo(tmp_path / "demo", pipeline=pipe)
@@ -208,7 +208,7 @@ def test_evaluate_names_bad_rows(tmp_path, capsys):
 
 
 def test_pipeline_frame_option_sets_that_tasks_crops_as_the_api_does(toy_root, tmp_path, capsys):
-    from maskage.pipeline import set_frame
+    from maskage.pipeline.core import set_frame
 
     runs = {}
     for i, task in enumerate(("mask", "gender", "age")):
@@ -232,8 +232,8 @@ def test_pipeline_frame_option_sets_that_tasks_crops_as_the_api_does(toy_root, t
 
 
 def test_main_maps_maskage_errors_to_exit_2_and_lets_bugs_raise(monkeypatch, capsys):
-    import maskage.cli as cli
-    from maskage.data import DatasetError
+    import maskage.apps.cli as cli
+    from maskage.training.data import DatasetError
     from maskage.errors import MaskageError, UsageError
 
     def failing(exc):
@@ -257,7 +257,7 @@ def test_main_maps_maskage_errors_to_exit_2_and_lets_bugs_raise(monkeypatch, cap
 def test_portrait_option_saves_the_detector_and_predict_equals_the_api(tmp_path):
     from dataclasses import replace
 
-    from maskage.demo import sample_photo
+    from maskage.apps.demo import sample_photo
 
     runs = [tiny_model(task, i).save(tmp_path / task) for i, task in enumerate(("mask", "gender", "age"))]
     out = tmp_path / "pipe"

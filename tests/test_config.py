@@ -1,6 +1,6 @@
 import pytest
 
-from maskage.config import TrainConfig, load_config, parse_overrides, save_config
+from maskage.training.config import TrainConfig, load_config, parse_overrides, save_config
 
 
 def test_defaults():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskage.data import (
+from maskage.training.data import (
     DatasetError,
     TrainAugment,
     load_train_samples,
@@ -16,7 +16,7 @@ from maskage.data import (
     task_target,
 )
 from maskage.labels import AgeBins, Mask
-from maskage.transforms import preprocess
+from maskage.models.transforms import preprocess
 
 
 def test_layout_reads_seven_photos_per_person_and_skips_hidden(toy_root, tmp_path):
@@ -54,7 +54,7 @@ def test_corrections_applied_by_id(toy_root, tmp_path):
 
 def test_no_person_in_two_folds_and_strata_spread():
     root_samples = []
-    from maskage.data import Sample
+    from maskage.training.data import Sample
 
     rng = np.random.default_rng(0)
     for p in range(60):
@@ -112,7 +112,7 @@ def test_dataset_errors_name_the_row(toy_root, tmp_path):
 
 
 def test_preprocess_looks_up_each_channels_normalised_level():
-    from maskage.transforms import _normalise_table
+    from maskage.models.transforms import _normalise_table
 
     crops = np.random.default_rng(3).integers(0, 256, (5, 24, 24, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -159,7 +159,7 @@ def test_augment_is_deterministic_for_a_seed():
 def test_augment_differs_across_dataloader_workers():
     from torch.utils.data import DataLoader
 
-    from maskage.data import CropDataset
+    from maskage.training.data import CropDataset
 
     crops = np.random.default_rng(0).integers(0, 255, (8, 24, 24, 3), dtype=np.uint8)
     crops[:] = crops[0]  # one image repeated: any difference comes from augmentation
@@ -170,7 +170,7 @@ def test_augment_differs_across_dataloader_workers():
 
 
 def test_source_person_keeps_one_face_on_one_side():
-    from maskage.data import source_person
+    from maskage.training.data import source_person
 
     assert source_person("x/01234_Mask.jpg") == source_person("y/01234_Mask_Mouth_Chin.jpg") == "01234"
     assert source_person("0_0_aidai_0014_8c796954.jpg") == source_person("0_0_aidai_0029_4e7d956f.jpg") == "0_0_aidai"
@@ -180,7 +180,7 @@ def test_source_person_keeps_one_face_on_one_side():
 def test_source_samples_split_train_and_holdout(tmp_path):
     from PIL import Image
 
-    from maskage.data import source_samples
+    from maskage.training.data import source_samples
 
     for folder in ("correct", "incorrect"):
         (tmp_path / "mfn" / folder).mkdir(parents=True)
@@ -239,7 +239,7 @@ def _constant_batch(n: int = 6, size: int = 16) -> tuple[torch.Tensor, torch.Ten
 
 
 def test_cutmix_pastes_a_box_and_mixes_labels_by_its_area():
-    from maskage.data import mix_batch
+    from maskage.training.data import mix_batch
 
     x, y = _constant_batch()
     for seed in range(20):
@@ -255,7 +255,7 @@ def test_cutmix_pastes_a_box_and_mixes_labels_by_its_area():
 
 
 def test_mixup_blends_images_and_labels_with_one_weight():
-    from maskage.data import mix_batch
+    from maskage.training.data import mix_batch
 
     x, y = _constant_batch()
     out, ya, yb, lam = mix_batch(x, y, 0.4, 0.0, torch.Generator().manual_seed(3))
@@ -277,7 +277,7 @@ def test_mixup_blends_images_and_labels_with_one_weight():
 
 
 def test_clahe_raises_local_contrast_and_keeps_the_image_shape():
-    from maskage.data import TrainAugment, clahe
+    from maskage.training.data import TrainAugment, clahe
 
     rng = np.random.default_rng(0)
     flat = (120 + rng.integers(0, 12, (64, 64, 3))).astype(np.uint8)  # a dull, low-contrast crop
@@ -290,7 +290,7 @@ def test_clahe_raises_local_contrast_and_keeps_the_image_shape():
 
 
 def test_brightness_contrast_and_flip_settings_do_what_they_say():
-    from maskage.data import TrainAugment
+    from maskage.training.data import TrainAugment
 
     ramp = np.tile(np.linspace(60, 190, 32).astype(np.uint8)[None, :, None], (32, 1, 3))
     flipped = TrainAugment(hflip=True, color_jitter=0, scale_jitter=0, seed=0)
@@ -306,7 +306,7 @@ def test_brightness_contrast_and_flip_settings_do_what_they_say():
 
 
 def test_filter_races_keeps_the_named_races_in_any_case(toy_root):
-    from maskage.data import filter_races
+    from maskage.training.data import filter_races
 
     samples = load_train_samples(toy_root / "train")
     assert {s.race for s in samples} == {"Asian"}
@@ -317,7 +317,7 @@ def test_filter_races_keeps_the_named_races_in_any_case(toy_root):
 
 
 def test_photo_degradations_change_the_crop_and_keep_its_shape():
-    from maskage.data import TrainAugment, degrade
+    from maskage.training.data import TrainAugment, degrade
 
     crop = np.zeros((64, 64, 3), np.uint8)
     crop[:, 32:] = 255  # a sharp edge: blur, resolution and JPEG all soften it
@@ -337,7 +337,7 @@ def test_photo_degradations_change_the_crop_and_keep_its_shape():
 
 
 def test_filter_datasets_keeps_the_named_sources():
-    from maskage.data import Sample, filter_datasets
+    from maskage.training.data import Sample, filter_datasets
 
     samples = [Sample("a", "1", 0, 0, 30, dataset="utkface"), Sample("b", "2", 0, 1, 40, dataset="aaf"),
                Sample("c", "3", 0, 1, -1, dataset="lfw")]
@@ -348,7 +348,7 @@ def test_filter_datasets_keeps_the_named_sources():
 
 
 def test_occluder_covers_the_lower_face_with_a_piece_of_the_other_crop():
-    from maskage.data import paste_occluder
+    from maskage.training.data import paste_occluder
 
     crop, other = np.zeros((80, 80, 3), np.uint8), np.full((80, 80, 3), 200, np.uint8)
     for seed in range(20):
@@ -361,7 +361,7 @@ def test_occluder_covers_the_lower_face_with_a_piece_of_the_other_crop():
 
 
 def test_dataset_occludes_only_the_rows_it_is_given():
-    from maskage.data import CropDataset
+    from maskage.training.data import CropDataset
 
     crops = np.zeros((4, 48, 48, 3), np.uint8)
     crops[2:] = 250  # rows 2 and 3: the "bare faces" whose pieces are pasted
@@ -386,7 +386,7 @@ def _faces_csv(folder, rows):
 
 
 def test_faces_csv_source_splits_by_photo_and_keeps_each_box(tmp_path):
-    from maskage.data import source_samples
+    from maskage.training.data import source_samples
 
     states = ("wear", "incorrect", "not_wear")
     # 60 photos of two faces each: the faces of one photo must fall on one side of the split
@@ -406,7 +406,7 @@ def test_faces_csv_source_splits_by_photo_and_keeps_each_box(tmp_path):
 
 
 def test_faces_csv_source_names_the_bad_row(tmp_path):
-    from maskage.data import source_samples
+    from maskage.training.data import source_samples
 
     _faces_csv(tmp_path / "f", [("a.jpg", (1, 1, 20, 20), "wear", "x"), ("b.jpg", (1, 1, 20, 20), "masked", "y")])
     with pytest.raises(DatasetError, match=r"faces.csv line 3: mask 'masked'"):

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from maskage import Pipeline
-from maskage.cli import main
+from maskage.apps.cli import main
 from maskage.combine import age_group_probs, hard_vote, soft_vote, vote
-from maskage.ensemble import TaskEnsemble
-from maskage.faces import CropSettings, DetectorSettings, crop_face
+from maskage.models.ensemble import TaskEnsemble
+from maskage.detect.faces import CropSettings, DetectorSettings, crop_face
 from maskage.images import load_image
 from maskage.labels import AgeBins
-from maskage.models import ModelFileError, TaskModel, make_spec
+from maskage.models.torch_model import ModelFileError, TaskModel, make_spec
 
 from .conftest import tiny_model
 
@@ -152,7 +152,7 @@ def test_cli_pipeline_ensembles_comma_separated_runs(photos, tmp_path, capsys):
 
 def test_pipeline_ensemble_votes_at_the_18_class_level(photos, tmp_path):
     from maskage.combine import combine_probs
-    from maskage.pipeline import PipelineEnsemble
+    from maskage.pipeline.core import PipelineEnsemble
 
     pipes = [Pipeline(tiny_model("mask", s), tiny_model("gender", s + 1), tiny_model("age", s + 2)) for s in (1, 4, 7)]
     runs = [p.predict(photos) for p in pipes]
@@ -173,7 +173,7 @@ def test_pipeline_ensemble_votes_at_the_18_class_level(photos, tmp_path):
             assert h.class_id == max(set(ids), key=ids.count)
         assert s.face_box == runs[0][i].face_box
     # the CLI's repeated --pipeline gives the same ensemble
-    from maskage.cli import main
+    from maskage.apps.cli import main
 
     dirs = [str(p.save(tmp_path / f"p{k}")) for k, p in enumerate(pipes)]
     out = tmp_path / "preds.csv"

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from maskage import faceres
+from maskage.models import faceres
 from maskage.errors import UsageError
-from maskage.faceres import AGES, FEATURES, MEAN, STD, age_bin_head, convert, init_pretrained, read_tfjs_weights
+from maskage.models.faceres import AGES, FEATURES, MEAN, STD, age_bin_head, convert, init_pretrained, read_tfjs_weights
 
 FIXTURE = Path(__file__).parent / "fixtures" / "faceres_reference.npz"
 FIXTURES = {"faceres": FIXTURE, "faceres-deep": Path(__file__).parent / "fixtures" / "faceres_deep_reference.npz"}
@@ -172,7 +172,7 @@ def test_faceres_heads_baseline_reproduces_the_graph(variant_state):
 
 
 def test_fetch_faceres_cli_caches_once(faceres_state, capsys, monkeypatch):
-    from maskage.cli import main
+    from maskage.apps.cli import main
 
     assert main(["fetch-faceres"]) == 0
     path = faceres.cache_path()
@@ -195,9 +195,9 @@ def test_the_variants_are_separate_weights_in_separate_files(faceres_state):
 
 
 def test_a_task_model_starts_from_the_variant_the_config_names(faceres_state):
-    from maskage.config import TrainConfig
-    from maskage.models import TaskModel
-    from maskage.spec import ModelSpec
+    from maskage.training.config import TrainConfig
+    from maskage.models.torch_model import TaskModel
+    from maskage.models.spec import ModelSpec
 
     spec = ModelSpec(task="gender", backbone=faceres.BACKBONE, labels=["male", "female"], input_size=64)
     deep = faceres.load_state(variant="faceres-deep")
@@ -210,7 +210,7 @@ def test_a_task_model_starts_from_the_variant_the_config_names(faceres_state):
 
 
 def test_fetch_faceres_cli_fetches_the_variant_it_is_given(capsys):
-    from maskage.cli import main
+    from maskage.apps.cli import main
 
     faceres.fetch(variant="faceres-deep")
     assert main(["fetch-faceres", "--variant", "faceres-deep"]) == 0

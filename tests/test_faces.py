@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskage.faces import CropCache, CropSettings, DetectorSettings, FaceDetector, box_iou, crop_face, crop_faces
+from maskage.detect.faces import CropCache, CropSettings, DetectorSettings, FaceDetector, box_iou, crop_face, crop_faces
 
 from .conftest import SHARED_DATA
 
@@ -160,7 +160,7 @@ def test_small_real_rmfd_crops_are_no_face_not_a_crash(detector):
 
 
 def test_min_face_fraction_skips_faces_small_for_the_photo():
-    from maskage.demo import sample_photo
+    from maskage.apps.demo import sample_photo
     from maskage.images import load_image
 
     img = load_image(sample_photo())  # 512 x 512, face about 110 px
@@ -247,7 +247,7 @@ def test_frame_off_leaves_settings_crops_and_cache_keys_as_before(tmp_path):
 
 
 def test_hints_frame_the_labelled_face_the_detector_finds_or_misses(tmp_path):
-    from maskage.faces import Detection, pick_face
+    from maskage.detect.faces import Detection, pick_face
 
     near, far = Detection((10.0, 10.0, 50.0, 50.0)), Detection((100.0, 100.0, 180.0, 180.0))
     assert pick_face([far, near], None) == far.box  # no hint: the largest face, as prediction takes it

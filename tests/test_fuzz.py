@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from maskage.data import DatasetError, load_train_samples, read_corrections
+from maskage.training.data import DatasetError, load_train_samples, read_corrections
 from maskage.images import ImageError, load_image
 from maskage.metrics import read_class_csv
 

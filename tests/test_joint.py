@@ -7,12 +7,12 @@ import torch.nn.functional as F
 
 from maskage import Pipeline
 from maskage.combine import age_group_probs
-from maskage.config import load_config
-from maskage.joint import SharedModel, TaskView, view_probs
+from maskage.training.config import load_config
+from maskage.models.joint import SharedModel, TaskView, view_probs
 from maskage.labels import AgeBins, class_labels, encode
-from maskage.losses import MultiHeadLoss
-from maskage.models import TaskModel, head_softmax, make_spec
-from maskage.train import train
+from maskage.training.losses import MultiHeadLoss
+from maskage.models.torch_model import TaskModel, head_softmax, make_spec
+from maskage.training.train import train
 
 
 def test_joint_views_are_the_marginals_of_the_18_classes():
@@ -30,7 +30,7 @@ def test_joint_views_are_the_marginals_of_the_18_classes():
     for task, w in want.items():
         np.testing.assert_allclose(view_probs(p, spec, task), w)
     # the class a pipeline gives: each task's most likely label
-    from maskage.joint import class_ids
+    from maskage.models.joint import class_ids
 
     ids = class_ids(p, spec)
     assert ids.tolist() == [encode(want["mask"][i].argmax(), want["gender"][i].argmax(), want["age"][i].argmax())
@@ -75,7 +75,7 @@ def test_baseline_trains_and_serves_all_three_slots_with_one_forward_pass(task, 
     assert len(calls) == 1  # one pass of the backbone for the three tasks
     monkeypatch.undo()
     # the slots' probabilities are views of the model's own output
-    from maskage.faces import crop_face
+    from maskage.detect.faces import crop_face
     from maskage.images import load_image
 
     for p, path in zip(preds, photos):
@@ -99,7 +99,7 @@ def test_baseline_trains_and_serves_all_three_slots_with_one_forward_pass(task, 
     # a separate model cannot take another task's slot
     age_model = TaskModel(make_spec("age", "test_efficientnet", 32, bins=AgeBins()))
     age_model.save(tmp_path / "age")
-    from maskage.models import ModelFileError
+    from maskage.models.torch_model import ModelFileError
 
     with pytest.raises(ModelFileError, match="expected a mask model"):
         Pipeline.from_runs(tmp_path / "age", run, run)
@@ -108,15 +108,15 @@ def test_baseline_trains_and_serves_all_three_slots_with_one_forward_pass(task, 
 
 @pytest.mark.parametrize("task", ["joint", "multihead"])
 def test_set_frame_reaches_every_view_at_once(task):
-    from maskage.faces import CropSettings
-    from maskage.pipeline import set_frame
+    from maskage.detect.faces import CropSettings
+    from maskage.pipeline.core import set_frame
 
     spec = make_spec(task, "test_efficientnet", 32, bins=AgeBins()) if task == "multihead" else \
         make_spec(task, "test_efficientnet", 32)
     views = SharedModel(TaskModel(spec)).views()
     pipe = Pipeline(views["mask"], views["gender"], views["age"])
     img = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
-    from maskage.faces import Detection
+    from maskage.detect.faces import Detection
 
     before = pipe.model_inputs([img], [Detection((20.0, 20.0, 70.0, 70.0))])
     set_frame(pipe, "gender", 0.6, 0.1)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
 from maskage.labels import AgeBins
-from maskage.losses import AgeBinLoss, FocalLoss, SoftF1Loss, balanced_weights, build_loss, parse_loss
+from maskage.training.losses import AgeBinLoss, FocalLoss, SoftF1Loss, balanced_weights, build_loss, parse_loss
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import pytest
 import timm
 import torch
 
-from maskage.faces import CropSettings
+from maskage.detect.faces import CropSettings
 from maskage.labels import AgeBins
-from maskage.models import PRETRAINED_PACKAGES, ModelFileError, TaskModel, make_spec, pretrained_state_dict
+from maskage.models.torch_model import PRETRAINED_PACKAGES, ModelFileError, TaskModel, make_spec, pretrained_state_dict
 
 from .conftest import tiny_model
 

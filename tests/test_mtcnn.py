@@ -1,11 +1,11 @@
-"""maskage.mtcnn: MTCNN on ONNX Runtime and numpy, held against facenet-pytorch (its networks and its detect)."""
+"""maskage.detect.mtcnn: MTCNN on ONNX Runtime and numpy, held against facenet-pytorch (its networks and its detect)."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from maskage import mtcnn
-from maskage.faces import DetectorSettings, FaceDetector, box_iou
+from maskage.detect import mtcnn
+from maskage.detect.faces import DetectorSettings, FaceDetector, box_iou
 
 
 def test_shipped_networks_equal_facenet_pytorchs(tmp_path):
@@ -48,7 +48,7 @@ def test_batched_nms_matches_the_reference_implementations(by_smaller):
 
 
 def test_detect_agrees_with_facenet_pytorch_on_a_real_face():
-    from maskage.demo import sample_photo
+    from maskage.apps.demo import sample_photo
     from maskage.images import load_image
 
     img = load_image(sample_photo())  # one face of about 110 px

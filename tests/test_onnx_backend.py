@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from maskage import Pipeline
-from maskage.cli import main
+from maskage.apps.cli import main
 from maskage.errors import UsageError
-from maskage.models import ModelFileError
-from maskage.onnx_backend import OnnxTaskModel, export_onnx
-from maskage.pipeline_files import running_precision
+from maskage.models.torch_model import ModelFileError
+from maskage.models.onnx_model import OnnxTaskModel, export_onnx
+from maskage.pipeline.files import running_precision
 
 from .conftest import tiny_model
 
@@ -59,8 +59,8 @@ def _op_types(path) -> set:
 
 
 def test_int8_quantisation_quantises_the_convolutions_and_stays_close(tmp_path):
-    from maskage.transforms import preprocess
-    from maskage.onnx_backend import quantize_int8
+    from maskage.models.transforms import preprocess
+    from maskage.models.onnx_model import quantize_int8
 
     model = tiny_model("age", seed=5)
     model.save(tmp_path / "age")
@@ -105,7 +105,7 @@ def test_auto_backend_exports_once_into_the_cache_when_the_pipeline_has_no_onnx(
     import os
     from pathlib import Path
 
-    import maskage.pipeline_files as pipeline_mod
+    import maskage.pipeline.files as pipeline_mod
 
     # seeds no other test uses: weights whose export is not in the session's cache yet
     d = Pipeline(tiny_model("mask", 21), tiny_model("gender", 22), tiny_model("age", 23)).save(tmp_path / "pipe")
@@ -133,7 +133,7 @@ def test_auto_backend_exports_once_into_the_cache_when_the_pipeline_has_no_onnx(
     def broken(*args, **kwargs):
         raise RuntimeError("exporter broke")
 
-    monkeypatch.setattr("maskage.onnx_backend.export_onnx", broken)
+    monkeypatch.setattr("maskage.models.onnx_model.export_onnx", broken)
     with pytest.warns(UserWarning, match="exporter broke"):
         fallback = Pipeline.from_pretrained(tiny_pipeline_dir(tmp_path / "other"))
     assert fallback.backend == "torch"
@@ -147,7 +147,7 @@ def test_cached_exports_load_without_building_the_networks(tmp_path, toy_root, m
     import subprocess
     import sys
 
-    from maskage.models import TaskModel
+    from maskage.models.torch_model import TaskModel
 
     d = Pipeline(tiny_model("mask", 11), tiny_model("gender", 12), tiny_model("age", 13)).save(tmp_path / "pipe")
     photos = sorted(str(p) for p in (toy_root / "eval" / "images").glob("*.jpg"))[:4]
@@ -169,7 +169,7 @@ def test_cached_exports_load_without_building_the_networks(tmp_path, toy_root, m
     assert [p.class_id for p in saved.predict(photos)] == [p.class_id for p in expected]
     # and a fresh process that loads it and predicts never imports torch, timm or facenet-pytorch (seconds of
     # start-up), with the same answers
-    code = (f"import sys; from maskage.pipeline import Pipeline; p = Pipeline.from_pretrained({str(d)!r}); "
+    code = (f"import sys; from maskage.pipeline.core import Pipeline; p = Pipeline.from_pretrained({str(d)!r}); "
             f"print(*[q.class_id for q in p.predict({photos!r})], *(m in sys.modules for m in "
             "('torch', 'timm', 'facenet_pytorch', 'torchvision')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -234,7 +234,7 @@ def test_export_of_one_task_ships_its_int8_model_and_the_others_come_from_the_ca
 
 
 def test_int8_runs_where_the_cpu_has_vnni_or_is_not_x86(tmp_path, monkeypatch):
-    from maskage.onnx_backend import int8_is_exact
+    from maskage.models.onnx_model import int8_is_exact
 
     monkeypatch.delenv("MASKAGE_INT8", raising=False)
     cpuinfo = tmp_path / "cpuinfo"
@@ -253,18 +253,18 @@ def test_int8_runs_where_the_cpu_has_vnni_or_is_not_x86(tmp_path, monkeypatch):
 
 
 def test_models_run_side_by_side_with_the_same_predictions(tmp_path, toy_root, monkeypatch):
-    import maskage.onnx_backend as onnx_backend
-    from maskage.ensemble import TaskEnsemble, members
+    import maskage.models.onnx_model as onnx_model
+    from maskage.models.ensemble import TaskEnsemble, members
 
     age = TaskEnsemble([tiny_model("age", 31), tiny_model("age", 32)])
     d = Pipeline(tiny_model("mask", 33), tiny_model("gender", 34), age, tta={"gender": ["hflip"]}).save(tmp_path / "p")
     photos = sorted(str(p) for p in (toy_root / "eval" / "images").glob("*.jpg"))[:7]
-    monkeypatch.setattr(onnx_backend, "model_workers", lambda: 3)
+    monkeypatch.setattr(onnx_model, "model_workers", lambda: 3)
     side = Pipeline.from_pretrained(d)
     ms = [m for model in side.models.values() for m in members(model)]
     assert side.model_workers == 3 and len(ms) == 4
     assert all(m.session.get_session_options().intra_op_num_threads == 1 for m in ms)
-    monkeypatch.setattr(onnx_backend, "model_workers", lambda: 1)  # one core: sessions on the default threads
+    monkeypatch.setattr(onnx_model, "model_workers", lambda: 1)  # one core: sessions on the default threads
     one = Pipeline.from_pretrained(d)
     assert one.model_workers == 1 and all(m.threads != 1 for model in one.models.values() for m in members(model))
     ref = Pipeline.from_pretrained(d, backend="torch")
@@ -280,7 +280,7 @@ def test_models_run_side_by_side_with_the_same_predictions(tmp_path, toy_root, m
 def test_run_models_cuts_batches_into_pieces_and_keeps_their_order():
     import threading
 
-    from maskage.onnx_backend import run_models
+    from maskage.models.onnx_model import run_models
 
     class Recorder:
         def __init__(self, k):

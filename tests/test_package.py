@@ -24,7 +24,7 @@ def test_import_is_cheap_and_changes_nothing():
 
 
 def test_training_command_asks_torch_for_huge_pages_unless_the_user_said_otherwise(monkeypatch, tmp_path):
-    from maskage.cli import main
+    from maskage.apps.cli import main
 
     monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
     importlib.reload(maskage)
@@ -39,7 +39,7 @@ def test_huge_pages_cut_page_faults_of_large_tensors():
     # the setting must reach PyTorch's allocator: large buffers reused step after step fault far less
     code = """
 import resource, torch
-from maskage.cli import use_huge_pages
+from maskage.apps.cli import use_huge_pages
 use_huge_pages()
 x = torch.ones(64, 32, 64, 64)
 for _ in range(2):

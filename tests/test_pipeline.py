@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 
 from maskage import Pipeline, Prediction
-from maskage.faces import box_iou
+from maskage.detect.faces import box_iou
 from maskage.errors import UsageError
 from maskage.labels import encode
-from maskage.models import ModelFileError
+from maskage.models.torch_model import ModelFileError
 
 from .conftest import tiny_model
 
@@ -114,7 +114,7 @@ def test_age_labels_follow_threshold(photos):
 
 def two_faces() -> np.ndarray:
     """The bundled astronaut photo with a smaller copy beside it: two faces of different sizes."""
-    from maskage.demo import sample_photo
+    from maskage.apps.demo import sample_photo
     from maskage.images import load_image
 
     big = load_image(sample_photo())
@@ -166,7 +166,7 @@ def test_bad_inputs_in_one_batch_each_get_their_outcome(pipe, tmp_path):
 
 
 def test_tta_hflip_averages_the_crop_and_its_mirror(photos, tmp_path):
-    from maskage.faces import crop_face
+    from maskage.detect.faces import crop_face
     from maskage.images import load_image
 
     plain = Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3))
@@ -191,7 +191,7 @@ def test_tta_hflip_averages_the_crop_and_its_mirror(photos, tmp_path):
 
 
 def test_cli_pipeline_tta(tmp_path, capsys):
-    from maskage.cli import main
+    from maskage.apps.cli import main
 
     runs = []
     for task, seed in (("mask", 1), ("gender", 2), ("age", 3)):
@@ -227,7 +227,7 @@ def test_age_threshold_is_chosen_at_prediction_time_saved_and_checked(pipe, phot
 def test_age_threshold_on_the_cli(pipe, photos, tmp_path):
     import csv
 
-    from maskage.cli import main
+    from maskage.apps.cli import main
 
     d = pipe.save(tmp_path / "pipe")
     out = tmp_path / "p.csv"

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from maskage import Pipeline
-from maskage.cli import main
-from maskage.pipeline import PRETRAINED_DIR
+from maskage.apps.cli import main
+from maskage.pipeline.core import PRETRAINED_DIR
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_model_card_names_the_training_data_and_its_licences():
 
 
 def test_shipped_pipeline_reads_the_mask_state_of_the_demo_photos(shipped, tmp_path):
-    from maskage.demo import masked_variants, sample_photo
+    from maskage.apps.demo import masked_variants, sample_photo
 
     files = masked_variants(sample_photo(), tmp_path)
     preds = shipped.predict([str(f) for f in files.values()])
@@ -46,7 +46,7 @@ def test_shipped_pipeline_reads_the_mask_state_of_the_demo_photos(shipped, tmp_p
 
 
 def test_shipped_pipeline_reads_the_demo_photos_woman_in_her_forties(shipped, tmp_path):
-    from maskage.demo import masked_variants, sample_photo
+    from maskage.apps.demo import masked_variants, sample_photo
 
     files = masked_variants(sample_photo(), tmp_path)
     preds = dict(zip(files, shipped.predict([str(f) for f in files.values()])))
@@ -62,7 +62,7 @@ def test_shipped_pipeline_reads_the_demo_photos_woman_in_her_forties(shipped, tm
 
 
 def test_predict_without_pipeline_uses_the_shipped_one(shipped, tmp_path):
-    from maskage.demo import sample_photo
+    from maskage.apps.demo import sample_photo
 
     out = tmp_path / "preds.csv"
     assert main(["predict", str(sample_photo()), "--out", str(out)]) == 0
@@ -72,8 +72,8 @@ def test_predict_without_pipeline_uses_the_shipped_one(shipped, tmp_path):
 
 
 def test_shipped_pipeline_runs_on_onnx_runtime_by_default_with_pytorchs_results(shipped, tmp_path):
-    from maskage.demo import masked_variants, sample_photo
-    from maskage.onnx_backend import int8_is_exact
+    from maskage.apps.demo import masked_variants, sample_photo
+    from maskage.models.onnx_model import int8_is_exact
 
     # the mask model exported once into the (test) cache; gender and age from the int8 model.onnx files shipped
     # beside their weights

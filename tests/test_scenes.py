@@ -1,19 +1,19 @@
-"""Scene scoring (maskage.scenes) and the scene detector (YuNet) on generated photos with several faces."""
+"""Scene scoring (maskage.pipeline.scenes) and the scene detector (YuNet) on generated photos with several faces."""
 import csv
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from maskage.faces import CropCache, DetectorSettings, FaceDetector, box_iou
-from maskage.scenes import SceneScore, export_faces, format_report, match, photo_split, read_boxes
+from maskage.detect.faces import CropCache, DetectorSettings, FaceDetector, box_iou
+from maskage.pipeline.scenes import SceneScore, export_faces, format_report, match, photo_split, read_boxes
 
 from .conftest import SHARED_DATA
 
 
 def crowd(face_sides=(60, 44, 30), size=(720, 720)) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
     """The demo photo pasted at several small sizes on a grey canvas, and where its face lands in each copy."""
-    from maskage.demo import sample_photo
+    from maskage.apps.demo import sample_photo
     from maskage.images import load_image
 
     img = load_image(sample_photo())  # 512 x 512, face box about (170, 60)-(280, 200)
@@ -39,7 +39,7 @@ def test_match_is_one_to_one_best_overlap_first():
 
 
 def test_scene_score_counts_sizes_misses_and_incorrect_recall():
-    from maskage.scenes import LabelledFace
+    from maskage.pipeline.scenes import LabelledFace
 
     score = SceneScore()
     truth = [LabelledFace((0, 0, 50, 50), "wear"), LabelledFace((100, 0, 120, 20), "incorrect"),
@@ -160,7 +160,7 @@ def test_scene_detection_alone_never_builds_mtcnn_and_neither_detector_imports_t
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from maskage.faces import FaceDetector; "
+    code = ("import sys, numpy as np; from maskage.detect.faces import FaceDetector; "
             "d = FaceDetector(); d.detect_all([np.zeros((64, 64, 3), np.uint8)], scene=True); "
             "print(d._nets is None, 'torch' in sys.modules); d.detect([np.zeros((64, 64, 3), np.uint8)]); "
             "print(d._nets is None, 'torch' in sys.modules)")
@@ -169,7 +169,7 @@ def test_scene_detection_alone_never_builds_mtcnn_and_neither_detector_imports_t
 
 
 def test_portrait_yunet_finds_the_largest_face_on_a_scaled_down_photo(monkeypatch):
-    from maskage.demo import sample_photo
+    from maskage.apps.demo import sample_photo
     from maskage.images import load_image
     from yuface import yuface
 
@@ -192,9 +192,9 @@ def test_portrait_yunet_finds_the_largest_face_on_a_scaled_down_photo(monkeypatc
 
 
 def test_portrait_yunet_looks_again_at_twice_the_scale_when_it_finds_no_face(tmp_path, monkeypatch):
-    from maskage.demo import masked_variants, sample_photo
+    from maskage.apps.demo import masked_variants, sample_photo
     from maskage.images import load_image
-    import maskage.faces as faces
+    import maskage.detect.faces as faces
 
     # the demo photo with a drawn mask: her face (17% of the photo's side) is under min_face (20%), and at the
     # first scale (24 px for min_face) YuNet scores it under the threshold
@@ -228,7 +228,7 @@ def test_portrait_setting_is_checked_saved_and_keys_its_own_crops():
 def test_yunet_runs_small_inputs_on_one_thread_and_scenes_on_every_core():
     import os
 
-    from maskage.faces import _cores, _yunet_detect, _yunet_gomp
+    from maskage.detect.faces import _cores, _yunet_detect, _yunet_gomp
 
     canvas, _ = crowd()  # 720 x 720: a scene
     gomp = _yunet_gomp()

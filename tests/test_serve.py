@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from maskage import Pipeline
-from maskage.faces import box_iou
-from maskage.serve import Batcher, QueueFull, create_app
+from maskage.detect.faces import box_iou
+from maskage.apps.serve import Batcher, QueueFull, create_app
 
 from .conftest import tiny_model
 from .test_pipeline import two_faces
@@ -278,8 +278,8 @@ def test_page_in_headless_chromium_draws_boxes_and_labels(server, pipe, tmp_path
 def test_serve_cli_binds_loopback_by_default_and_passes_settings(monkeypatch, pipe):
     import uvicorn
 
-    from maskage import serve as serve_module
-    from maskage.cli import main
+    from maskage.apps import serve as serve_module
+    from maskage.apps.cli import main
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from maskage.labels import UNKNOWN_AGE
-from maskage.sources import (SourceError, balanced_people, cell, held_out, parse_source_arg, read_aaf, read_lfw,
+from maskage.training.sources import (SourceError, balanced_people, cell, held_out, parse_source_arg, read_aaf, read_lfw,
                              read_sources, read_utkface)
 
 from .conftest import SHARED_DATA

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskage import faces
-from maskage.cli import main
-from maskage.data import load_train_samples
+from maskage.detect import faces
+from maskage.apps.cli import main
+from maskage.training.data import load_train_samples
 from maskage.images import load_image
 from maskage.labels import MASK_FILE_STEMS, decode
-from maskage.synth import (
+from maskage.training.synth import (
     CORRECT,
     KINDS,
     NOSE_EXPOSED,
@@ -343,8 +343,8 @@ def test_synth_cli(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.data
 def test_real_textures_come_from_the_training_people_of_rmfd(monkeypatch):
-    from maskage import synth
-    from maskage.data import in_holdout, source_person
+    from maskage.training import synth
+    from maskage.training.data import in_holdout, source_person
 
     read = []
     monkeypatch.setattr(synth, "load_image", lambda p: read.append(p) or load_image(p))
@@ -392,8 +392,8 @@ def write_sources(root: Path) -> list[str]:
 
 
 def test_build_from_sources_keeps_source_person_and_unknown_ages(tmp_path, monkeypatch):
-    from maskage.data import task_samples
-    from maskage.sources import held_out
+    from maskage.training.data import task_samples
+    from maskage.training.sources import held_out
 
     monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
     entries = write_sources(tmp_path / "src")

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from maskage.data import Sample, task_samples, task_target
-from maskage.ensemble import TaskEnsemble
-from maskage.joint import SharedModel
+from maskage.training.data import Sample, task_samples, task_target
+from maskage.models.ensemble import TaskEnsemble
+from maskage.models.joint import SharedModel
 from maskage.labels import AgeBins, Mask, encode
-from maskage.models import TaskModel, make_spec, task_labels
-from maskage.tasks import TASK_KINDS, InputPredictor, TaskPredictor, task_kind
+from maskage.models.torch_model import TaskModel, make_spec, task_labels
+from maskage.models.tasks import TASK_KINDS, InputPredictor, TaskPredictor, task_kind
 
 from .conftest import tiny_model
 
@@ -38,7 +38,7 @@ def test_each_task_learns_its_target_from_its_photos():
 
 
 def test_every_kind_of_task_model_is_a_task_predictor(tmp_path):
-    from maskage.onnx_backend import OnnxTaskModel, export_onnx
+    from maskage.models.onnx_model import OnnxTaskModel, export_onnx
 
     torch_model = tiny_model("gender", 1)
     d = torch_model.save(tmp_path / "g")
@@ -53,7 +53,7 @@ def test_every_kind_of_task_model_is_a_task_predictor(tmp_path):
         p = model.predict_proba(crops)
         assert p.shape == (3, 2) and np.allclose(p.sum(1), 1, atol=1e-5)
         if isinstance(model, InputPredictor):  # single models take preprocessed inputs too: the same answer
-            from maskage.transforms import preprocess
+            from maskage.models.transforms import preprocess
 
             x = preprocess(crops, model.spec.input_size, model.spec.mean, model.spec.std)
             assert np.allclose(model.predict_inputs(x), p, atol=1e-5)

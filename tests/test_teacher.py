@@ -4,12 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskage import teacher
-from maskage.config import load_config
+from maskage.training import teacher
+from maskage.training.config import load_config
 from maskage.errors import UsageError
 from maskage.labels import AgeBins
-from maskage.models import TaskModel
-from maskage.train import train
+from maskage.models.torch_model import TaskModel
+from maskage.training.train import train
 
 
 def test_age_bin_matrix_places_every_age_as_bin_of():
@@ -92,7 +92,7 @@ def test_teacher_settings_are_checked(tiny_overrides):
 
 @pytest.mark.parametrize("task", ["age", "gender"])
 def test_training_with_the_faceres_teacher_labels_once_and_caches(task, tiny_overrides, tmp_path, capsys, monkeypatch):
-    from maskage import faceres
+    from maskage.models import faceres
 
     faceres.fetch()  # the real FaceRes weights (the project's install step fetches them)
     over = dict(tiny_overrides, teacher="faceres", teacher_input_size=64, teacher_weight=0.7,
@@ -116,7 +116,7 @@ def test_training_with_the_faceres_teacher_labels_once_and_caches(task, tiny_ove
 
 
 def test_gaussian_teacher_trains_age_without_faceres(tiny_overrides, tmp_path, capsys, monkeypatch):
-    from maskage import faceres
+    from maskage.models import faceres
 
     monkeypatch.setattr(faceres, "FaceResHeads", lambda *a, **k: pytest.fail("gaussian needs no network"))
     over = dict(tiny_overrides, teacher="gaussian", teacher_age_sigma=2.0, epochs=1)
@@ -128,7 +128,7 @@ def test_gaussian_teacher_trains_age_without_faceres(tiny_overrides, tmp_path, c
 
 
 def test_the_teacher_changes_what_is_learnt(tiny_overrides, tmp_path):
-    from maskage import faceres
+    from maskage.models import faceres
 
     faceres.fetch()
     base = dict(tiny_overrides, cache_dir=str(tmp_path / "cache"), epochs=1)
@@ -144,8 +144,8 @@ def test_the_teacher_changes_what_is_learnt(tiny_overrides, tmp_path):
 def test_saved_models_teach_their_averaged_probabilities_once(tmp_path, monkeypatch):
     from .conftest import tiny_model
 
-    from maskage.ensemble import TaskEnsemble
-    from maskage.spec import ModelFileError
+    from maskage.models.ensemble import TaskEnsemble
+    from maskage.models.spec import ModelFileError
 
     dirs = [str(tiny_model("gender", seed=s).save(tmp_path / f"g{s}")) for s in (0, 1)]
     assert teacher.model_dirs(",".join(dirs)) == dirs and teacher.model_dirs("faceres") == []

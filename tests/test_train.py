@@ -5,10 +5,10 @@ import shutil
 import numpy as np
 import pytest
 
-from maskage.config import load_config
-from maskage.data import DatasetError, load_train_samples, person_folds
-from maskage.models import TaskModel
-from maskage.train import evaluate, train
+from maskage.training.config import load_config
+from maskage.training.data import DatasetError, load_train_samples, person_folds
+from maskage.models.torch_model import TaskModel
+from maskage.training.train import evaluate, train
 
 
 def _log_rows(out):
@@ -56,7 +56,7 @@ def test_training_options_run(tiny_overrides, extra):
 
 
 def test_early_stopping(tiny_overrides, monkeypatch):
-    import maskage.train as train_mod
+    import maskage.training.train as train_mod
 
     real = train_mod.evaluate
 
@@ -131,7 +131,7 @@ def test_unreadable_photos_fail_fast_with_a_list(tiny_overrides, toy_root, tmp_p
 def test_device_choice(tiny_overrides):
     import torch
 
-    from maskage.train import resolve_device
+    from maskage.training.train import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -141,7 +141,7 @@ def test_device_choice(tiny_overrides):
 
 
 def test_framed_crops_train_and_the_model_describes_them(tiny_overrides):
-    from maskage.faces import CropSettings
+    from maskage.detect.faces import CropSettings
 
     result = train(load_config(None, dict(tiny_overrides, frame=0.8, frame_shift=0.1), task="gender"), progress=False)
     spec = TaskModel.load(result.output_dir, "gender").spec
@@ -150,16 +150,16 @@ def test_framed_crops_train_and_the_model_describes_them(tiny_overrides):
 
 
 def test_shifted_crops_train_and_the_model_crops_so_when_it_predicts(tiny_overrides):
-    from maskage.faces import CropSettings
+    from maskage.detect.faces import CropSettings
 
     import torch
 
     from maskage import Pipeline
-    from maskage.demo import sample_photo
-    from maskage.faces import DetectorSettings, crop_face
+    from maskage.apps.demo import sample_photo
+    from maskage.detect.faces import DetectorSettings, crop_face
     from maskage.images import load_image
     from maskage.labels import AgeBins
-    from maskage.models import make_spec
+    from maskage.models.torch_model import make_spec
 
     from .conftest import tiny_model
 
@@ -181,7 +181,7 @@ def test_shifted_crops_train_and_the_model_crops_so_when_it_predicts(tiny_overri
 
 
 def test_portrait_yunet_cuts_the_training_crops_and_the_model_says_so(tiny_overrides, tmp_path, monkeypatch):
-    import maskage.faces as faces
+    import maskage.detect.faces as faces
 
     calls = []
     real = faces._yunet_detect
@@ -212,7 +212,7 @@ def test_same_seed_same_model_with_fresh_or_cached_crops(tiny_overrides, tmp_pat
 def test_samples_per_epoch_and_real_mask_sources(tiny_overrides, toy_root, tmp_path):
     from PIL import Image
 
-    from maskage.data import source_samples
+    from maskage.training.data import source_samples
 
     folder = tmp_path / "real" / "with_mask"
     folder.mkdir(parents=True)
@@ -236,7 +236,7 @@ def test_samples_per_epoch_and_real_mask_sources(tiny_overrides, toy_root, tmp_p
 def test_epoch_sampler_draws_and_weights():
     import torch
 
-    from maskage.train import epoch_sampler
+    from maskage.training.train import epoch_sampler
 
     targets = np.array([0] * 90 + [1] * 10)
     sources = np.array([False] * 95 + [True] * 5)
@@ -272,11 +272,11 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(tiny_overrides, tmp_
     out = tmp_path / "killed"
     argv = ["train", "age", "", *[f"{k}={v}" for k, v in settings.items()], f"output_dir={out}", "--quiet"]
     code = (
-        "import os, signal, maskage.train as t\n"
+        "import os, signal, maskage.training.train as t\n"
         "real = t._write_checkpoint\n"
         "def once(*a, **k):\n    real(*a, **k)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
         "t._write_checkpoint = once\n"
-        f"from maskage.cli import main\nmain({argv!r})\n"
+        f"from maskage.apps.cli import main\nmain({argv!r})\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
@@ -322,7 +322,7 @@ def test_torchrun_two_processes_on_cpu_train_a_working_model(tiny_overrides, tmp
 def test_init_from_starts_from_a_saved_model(tiny_overrides, tmp_path):
     import torch
 
-    from maskage.models import ModelFileError
+    from maskage.models.torch_model import ModelFileError
 
     first = train(load_config(None, dict(tiny_overrides, epochs=1), task="gender"), progress=False).output_dir
     # lr=0: training moves no parameter, so the new run's parameters are the saved model's (buffers such as
@@ -352,10 +352,10 @@ def test_init_from_starts_from_a_saved_model(tiny_overrides, tmp_path):
 
 @pytest.mark.slow
 def test_kfold_trains_every_fold_with_out_of_fold_predictions_for_every_person(tiny_overrides, tmp_path, capsys):
-    from maskage.cli import main
-    from maskage.ensemble import TaskEnsemble
-    from maskage.pipeline import Pipeline
-    from maskage.train import score_probs
+    from maskage.apps.cli import main
+    from maskage.models.ensemble import TaskEnsemble
+    from maskage.pipeline.core import Pipeline
+    from maskage.training.train import score_probs
 
     from .conftest import tiny_model
 
@@ -399,9 +399,9 @@ def test_kfold_trains_every_fold_with_out_of_fold_predictions_for_every_person(t
 
 @pytest.mark.slow
 def test_pseudo_labels_train_but_never_validate(tiny_overrides, toy_root, tmp_path, capsys):
-    from maskage.cli import main
-    from maskage.pipeline import Pipeline
-    from maskage.pseudo import pseudo_label, pseudo_samples
+    from maskage.apps.cli import main
+    from maskage.pipeline.core import Pipeline
+    from maskage.training.pseudo import pseudo_label, pseudo_samples
 
     from .conftest import tiny_model
 
@@ -474,8 +474,8 @@ def test_races_trains_and_validates_on_those_people_only(tiny_overrides, toy_roo
 def test_balance_cells_draw_every_gender_age_cell_equally():
     import torch
 
-    from maskage.data import Sample
-    from maskage.train import balance_cells, epoch_sampler
+    from maskage.training.data import Sample
+    from maskage.training.train import balance_cells, epoch_sampler
 
     samples = ([Sample("a", "p", 0, 0, 25, dataset="utkface")] * 80 + [Sample("b", "q", 0, 1, 70, dataset="utkface")] * 5
                + [Sample("c", "r", 0, 1, 25, dataset="aaf")] * 10 + [Sample("d", "s", 0, 1, -1, dataset="lfw")] * 5)
@@ -494,7 +494,7 @@ def test_balance_cells_draw_every_gender_age_cell_equally():
 def test_faceres_backbone_trains_with_its_batchnorm_frozen(tiny_overrides, tmp_path):
     import torch
 
-    from maskage import faceres
+    from maskage.models import faceres
 
     faceres.fetch()
     over = {**tiny_overrides, "backbone": faceres.BACKBONE, "pretrained": True, "input_size": 64, "crop_size": 64,
@@ -514,7 +514,7 @@ def test_faceres_backbone_trains_with_its_batchnorm_frozen(tiny_overrides, tmp_p
 
 
 def test_occlude_pastes_over_bare_faces_only_and_is_a_mask_setting(tiny_overrides, monkeypatch):
-    import maskage.data as data_mod
+    import maskage.training.data as data_mod
     from maskage.errors import UsageError
 
     calls = []

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from maskage import Pipeline
-from maskage.cli import main
-from maskage.predict import predict_video_to_csv
-from maskage.video import DEFAULT_REFRESH, FaceTracks, VideoError, frames
+from maskage.apps.cli import main
+from maskage.pipeline.outputs import predict_video_to_csv
+from maskage.pipeline.video import DEFAULT_REFRESH, FaceTracks, VideoError, frames
 
 from .conftest import tiny_model
 from .test_scenes import crowd

@@ -1,7 +1,7 @@
 """Pictures of predictions: the captioned error grids, labelled faces."""
 from PIL import Image
 
-from maskage.visualize import captioned_grid
+from maskage.pipeline.visualize import captioned_grid
 
 
 def test_captioned_grid_places_each_picture_with_its_caption():
@@ -17,8 +17,8 @@ def test_captioned_grid_places_each_picture_with_its_caption():
 def test_annotate_puts_a_tag_before_each_label():
     import numpy as np
 
-    from maskage.pipeline import Prediction
-    from maskage.visualize import COLOURS, annotate
+    from maskage.pipeline.core import Prediction
+    from maskage.pipeline.visualize import COLOURS, annotate
 
     photo = np.full((200, 500, 3), 255, np.uint8)
     preds = [Prediction("p", 0, "wear", "male", "<30", face_box=(20, 80, 80, 140)),

@@ -1,0 +1,1 @@
+"""The interfaces: the ``maskage`` command, the HTTP service and the demo."""

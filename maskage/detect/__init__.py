@@ -1,0 +1,1 @@
+"""Finding faces: YuNet and MTCNN, and the face crops every task model reads."""

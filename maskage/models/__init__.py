@@ -1,0 +1,1 @@
+"""Task models and their files: PyTorch (timm), ONNX Runtime, FaceRes, ensembles, preprocessing."""

@@ -1,0 +1,167 @@
+"""Video files and cameras (a file path, or a camera index such as 0): their frames, read with OpenCV's
+VideoCapture. ``Pipeline.predict_video`` predicts them; ``predict.predict_video_to_csv`` writes the rows, an annotated
+video and a summary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import MaskageError, UsageError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+# A face that stays is classified every 5th processed frame (``FaceTracks``): on a panning camera's video of the real
+# scenes, mask-state F1 equal to classifying every face of every frame and 1.3-1.7x the frames/s
+# (``benchmarks/scenes.py --video``, docs/measurements.md); 1 classifies every face of every frame.
+DEFAULT_REFRESH = 5
+
+
+class VideoError(MaskageError, ValueError):
+    """A video or camera that cannot be opened."""
+
+
+@dataclass
+class VideoFrame:
+    """The predictions for one processed frame: ``index`` counts every frame of the video from 0, ``time`` in
+    seconds; ``image`` is the RGB frame; one ``Prediction`` per face found (none when no face was found) and, in
+    ``tracks``, each face's track id: a face followed from frame to frame keeps its id (``FaceTracks``)."""
+
+    index: int
+    time: float
+    image: np.ndarray
+    predictions: list
+    tracks: list[int] = field(default_factory=list)
+
+
+class FaceTracks:
+    """Faces carried from one processed frame to the next, so that a face found again at about the same place is
+    classified only every ``refresh``-th frame and keeps its labels in between (a camera's frames change little from
+    one to the next; the models cost most of a frame's time). ``refresh=1`` classifies every face of every frame.
+
+    A face is looked for where it was and where its last move (between the two frames before) takes it: people
+    walking past a camera keep their pace, and a face of 40 px that moves 8 px a frame overlaps its last box by IoU
+    0.6 but its expected box by about 1 (on a panning view of the real scenes, 0.90 of faces were matched at IoU
+    0.5 with the move, 0.81 without: docs/measurements.md, eleventh session).
+
+    Per frame: ``match`` the new boxes to the last frame's, then ``update`` with each box's reference (what the
+    caller classified or carried: any object); ``resolve`` swaps references, e.g. pending ones for predictions.
+    ``ids``: after ``match``, each new box's track id (a face matched to one of the last frame's keeps its id, due
+    for classification or not; others get new ids, counting from 0)."""
+
+    def __init__(self, refresh: int = 1, min_iou: float = 0.5) -> None:
+        if refresh < 1:
+            raise UsageError(f"refresh must be >= 1, got {refresh}")
+        self.refresh, self.min_iou = refresh, min_iou
+        self._boxes: list = []
+        self._refs: list = []
+        self._ages: list[int] = []  # frames since each face was classified
+        self._moves: list[np.ndarray] = []  # each face's box change over its last frame
+        self._pending: tuple[list, list[int], list[np.ndarray]] = ([], [], [])
+        self._ids: list[int] = []
+        self.ids: list[int] = []
+        self.previous: list[Any | None] = []
+        self._next_id = 0
+
+    def match(self, boxes: list) -> list[Any | None]:
+        """For each new box: the reference of the last frame's face it continues (IoU >= ``min_iou`` with where that
+        face was or where its last move takes it, best overlaps first, each face once) while that face was
+        classified fewer than ``refresh`` frames ago; else None. ``previous`` then holds, for each new box, the
+        reference of the face it continues, due or not (None for a new face)."""
+        from ..detect.faces import box_iou
+
+        expected = [tuple(np.add(b, m)) for b, m in zip(self._boxes, self._moves)]
+        pairs = sorted(((max(box_iou(b, p), box_iou(b, q)), i, j) for i, b in enumerate(boxes)
+                        for j, (p, q) in enumerate(zip(expected, self._boxes))), reverse=True)
+        out: list[Any | None] = [None] * len(boxes)
+        ages = [0] * len(boxes)
+        moves = [np.zeros(4)] * len(boxes)
+        ids: list[int | None] = [None] * len(boxes)
+        previous: list[Any | None] = [None] * len(boxes)
+        used_new, used_old = set(), set()
+        for iou, i, j in pairs:
+            if iou < self.min_iou:
+                break
+            if i in used_new or j in used_old:
+                continue
+            used_new.add(i)
+            used_old.add(j)
+            moves[i] = np.subtract(boxes[i], self._boxes[j])
+            ids[i], previous[i] = self._ids[j], self._refs[j]
+            if self._ages[j] + 1 < self.refresh:
+                out[i], ages[i] = self._refs[j], self._ages[j] + 1
+        for i in range(len(boxes)):
+            if ids[i] is None:
+                ids[i], self._next_id = self._next_id, self._next_id + 1
+        self._pending = (list(boxes), ages, moves)
+        self.ids = [int(i) for i in ids]  # type: ignore[arg-type]
+        self.previous = previous
+        return out
+
+    def update(self, refs: list) -> None:
+        """The references of the boxes last given to ``match``, in order: they become the faces to match next."""
+        self._boxes, self._ages, self._moves = self._pending
+        self._ids = list(self.ids)
+        self._refs = list(refs)
+
+    def resolve(self, swap: Any) -> None:
+        self._refs = [swap(r) for r in self._refs]
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def open_video(source: str | Path | int) -> Any:
+    """An opened ``cv2.VideoCapture`` of a file, or of a camera for an int (``--camera 0``)."""
+    import cv2
+
+    if not isinstance(source, int) and not Path(source).is_file():
+        raise VideoError(f"{source}: no such video file")
+    cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+    if not cap.isOpened():
+        what = f"camera {source}" if isinstance(source, int) else f"{source}: not a video OpenCV can read"
+        raise VideoError(f"cannot open {what}")
+    return cap
+
+
+def frames(source: str | Path | int, every: int = 1, limit: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """``(index, time in s, RGB frame)`` for every ``every``-th frame (the first included), at most ``limit``."""
+    import cv2
+
+    if every < 1:
+        raise UsageError(f"every must be >= 1, got {every}")
+    cap = open_video(source)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    try:
+        index, given = 0, 0
+        while limit is None or given < limit:
+            if index % every:
+                if not cap.grab():  # skipped frames are not decoded
+                    break
+            else:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                msec = cap.get(cv2.CAP_PROP_POS_MSEC)
+                time = index / fps if fps > 0 else msec / 1000.0
+                yield index, float(time), cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                given += 1
+            index += 1
+    finally:
+        cap.release()
+
+
+def video_info(source: str | Path | int) -> tuple[int | None, float | None]:
+    """The number of frames and the frame rate a video file says it has (None for a camera, or for what the file
+    does not say)."""
+    import cv2
+
+    if isinstance(source, int):
+        return None, None
+    cap = open_video(source)
+    n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
+    cap.release()
+    return (n if n > 0 else None), (fps if fps > 0 else None)

@@ -232,7 +232,7 @@ def test_pipeline_frame_option_sets_that_tasks_crops_as_the_api_does(toy_root, t
 
 
 def test_main_maps_maskage_errors_to_exit_2_and_lets_bugs_raise(monkeypatch, capsys):
-    import maskage.apps.cli as cli
+    import maskage.apps.cli_use as cli
     from maskage.training.data import DatasetError
     from maskage.errors import MaskageError, UsageError
 
@@ -279,3 +279,53 @@ def test_portrait_option_saves_the_detector_and_predict_equals_the_api(tmp_path)
     (again,) = api.predict([photo])
     assert again.face_box == yunet.face_box and row["face_box"] == again.to_row()["face_box"]
     assert row["class"] == str(again.class_id)
+
+
+def test_predict_without_out_prints_a_table_and_json_on_request(toy_root, tmp_path, capsys):
+    import json
+
+    pipe = Pipeline(tiny_model("mask", 4), tiny_model("gender", 5), tiny_model("age", 6))
+    d = pipe.save(tmp_path / "pipe")
+    images = sorted(str(p) for p in (toy_root / "eval" / "images").glob("*.jpg"))[:3]
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    api = Pipeline.from_pretrained(d).predict(images + [str(bad)])
+    assert main(["predict", *images, str(bad), "--pipeline", str(d), "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:5] == ["photo", "face", "box", "mask", "gender"] and len(lines) == 1 + len(api)
+    for line, p in zip(lines[1:4], api):
+        assert line.startswith(Path(p.source).name)
+        for label, probs in ((p.mask, p.mask_probs), (p.gender, p.gender_probs), (p.age, p.age_probs)):
+            assert f"{label} {probs[label]:.2f}" in line
+    assert "bad.png" in lines[4] and "error:" in lines[4]
+    # --json: the same predictions, machine-readable, as the service's face records
+    assert main(["predict", *images, str(bad), "--pipeline", str(d), "--quiet", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in records] == images + [str(bad)]
+    for r, p in zip(records[:3], api):
+        face = r["faces"][0]
+        assert r["error"] is None and face["class_id"] == p.class_id and face["mask"] == p.mask
+        assert face["mask_probs"] == pytest.approx(p.mask_probs)
+    assert records[3]["faces"] == [] and "bad.png" in records[3]["error"]
+    # --out x.json writes the same records; --format overrides the suffix
+    assert main(["predict", *images, "--pipeline", str(d), "--quiet", "--out", str(tmp_path / "p.json")]) == 0
+    assert json.loads((tmp_path / "p.json").read_text()) == records[:3]
+    assert main(["predict", *images, "--pipeline", str(d), "--quiet", "--out", str(tmp_path / "p.txt"),
+                 "--format", "csv"]) == 0
+    assert [r["class"] for r in _rows(tmp_path / "p.txt")] == [str(p.class_id) for p in api[:3]]
+    capsys.readouterr()
+    assert main(["predict", *images, "--pipeline", str(d), "--format", "json"]) == 2
+    assert "--format sets the file type of --out" in capsys.readouterr().err
+
+
+def test_bare_command_prints_help_and_version_is_reported(capsys):
+    import maskage
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "usage: maskage" in out and "predict" in out and "train" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"maskage {maskage.__version__}"
+    assert main(["predict"]) == 2 and "give photos" in capsys.readouterr().err
+    assert main(["predict", "entrance.mp4"]) == 2 and "add --out rows.csv" in capsys.readouterr().err

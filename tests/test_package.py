@@ -39,7 +39,7 @@ def test_huge_pages_cut_page_faults_of_large_tensors():
     # the setting must reach PyTorch's allocator: large buffers reused step after step fault far less
     code = """
 import resource, torch
-from maskage.apps.cli import use_huge_pages
+from maskage.apps.cli_train import use_huge_pages
 use_huge_pages()
 x = torch.ones(64, 32, 64, 64)
 for _ in range(2):

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from .. import __version__
 from ..images import MAX_PIXELS, ImageError, ImageTooLargeError, decode_image_bytes
 from ..models.transforms import check_tta, parse_tta
+from ..pipeline.outputs import face_record
 
 PAGE = Path(__file__).resolve().parent / "serve_page.html"
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # one request, all its images
@@ -29,15 +30,6 @@ SERVE_MAX_PIXELS = 40_000_000  # a camera frame or phone photo is far below; dec
 
 class QueueFull(RuntimeError):
     """The service has as many requests waiting as it accepts."""
-
-
-def face_record(p: Any) -> dict[str, Any]:
-    """One face of a ``Prediction`` as JSON."""
-    return {
-        "box": None if p.face_box is None else [round(float(v), 1) for v in p.face_box],
-        "face_prob": p.face_prob, "class_id": p.class_id, "mask": p.mask, "gender": p.gender, "age": p.age,
-        "mask_probs": p.mask_probs, "gender_probs": p.gender_probs, "age_probs": p.age_probs,
-    }
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path, write_csv_atomic
+from ..atomic import atomic_path, write_csv_atomic, write_json_atomic
 from ..errors import MaskageError, UsageError
 from ..images import IMAGE_EXTENSIONS
 from ..labels import MASK_LABELS
@@ -42,28 +42,90 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
     return out
 
 
-def predict_to_csv(paths: Sequence[str], out: Path, pipeline: Any = None, annotate_dir: Path | None = None,
-                   batch_size: int = 32, all_faces: bool = False, backend: str = "auto", progress: bool = True) -> list:
-    """Predict photos into a CSV (and boxed pictures). ``pipeline``: a directory (None: the shipped pipeline) or
-    a loaded ``Pipeline``/``PipelineEnsemble``. Returns one ``Prediction`` per path, or with ``all_faces`` one
-    list per path (every face; the CSV then has a row per face and a ``face_index`` column). ``progress``: a bar
-    over the photos."""
+OUTPUT_FORMATS = ("csv", "json")
+
+
+def output_format(out: str | Path | None, fmt: str | None = None) -> str:
+    """``csv`` or ``json``: ``fmt`` when given, else from the file's suffix (``.json``; anything else is CSV)."""
+    if fmt is not None:
+        if fmt not in OUTPUT_FORMATS:
+            raise UsageError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+        return fmt
+    return "json" if out is not None and Path(out).suffix.lower() == ".json" else "csv"
+
+
+def face_record(p: Any) -> dict[str, Any]:
+    """One face of a ``Prediction`` as JSON (the service's and ``predict --json``'s record)."""
+    return {
+        "box": None if p.face_box is None else [round(float(v), 1) for v in p.face_box],
+        "face_prob": p.face_prob, "class_id": p.class_id, "mask": p.mask, "gender": p.gender, "age": p.age,
+        "mask_probs": p.mask_probs, "gender_probs": p.gender_probs, "age_probs": p.age_probs,
+    }
+
+
+def photo_records(paths: Sequence[str], per_path: Sequence) -> list[dict[str, Any]]:
+    """A JSON record per photo: its path, its faces (``face_record``; one, the largest, unless every face was asked
+    for) and its error (None when it was read)."""
+    out = []
+    for path, got in zip(paths, per_path):
+        faces = got if isinstance(got, list) else [got]
+        error = faces[0].error if faces else None
+        out.append({"path": path, "faces": [] if error else [face_record(p) for p in faces], "error": error})
+    return out
+
+
+def format_table(per_path: Sequence) -> str:
+    """The predictions as a readable table: a line per face (photo, box, mask, gender, age, each with its
+    probability), a line with the error for a photo that could not be read."""
+    lines = [f"{'photo':<28} {'face box':<23} {'mask':<16} {'gender':<13} {'age':<11}"]
+    for got in per_path:
+        for p in got if isinstance(got, list) else [got]:
+            name = Path(p.source).name if p.source else ""
+            name = name if len(name) <= 28 else "..." + name[-25:]
+            if p.error:
+                lines.append(f"{name:<28} error: {p.error}")
+                continue
+            box = "no face (centre)" if p.face_box is None else " ".join(f"{v:.0f}" for v in p.face_box)
+            cells = [f"{label} {probs[label]:.2f}" for label, probs in
+                     ((p.mask, p.mask_probs), (p.gender, p.gender_probs), (p.age, p.age_probs))]
+            lines.append(f"{name:<28} {box:<23} {cells[0]:<16} {cells[1]:<13} {cells[2]:<11}")
+    return "\n".join(lines)
+
+
+def predict_files(paths: Sequence[str], out: Path | None = None, pipeline: Any = None,
+                  annotate_dir: Path | None = None, batch_size: int = 32, all_faces: bool = False,
+                  backend: str = "auto", progress: bool = True, fmt: str | None = None) -> list:
+    """Predict photos, and write them into ``out`` when given: CSV (a row per photo, or with ``all_faces`` a row per
+    face and a ``face_index`` column) or JSON (``photo_records``), as ``fmt`` or the suffix says (``output_format``);
+    with ``annotate_dir``, boxed pictures too. ``pipeline``: a directory (None: the shipped pipeline) or a loaded
+    ``Pipeline``/``PipelineEnsemble``. Returns one ``Prediction`` per path, or with ``all_faces`` one list per path
+    (every face). ``progress``: a bar over the photos."""
     from .core import Pipeline
 
     if annotate_dir is not None and Path(annotate_dir).exists() and not Path(annotate_dir).is_dir():
         # said before the photos are classified, not after
         raise UsageError(f"--annotate {annotate_dir}: a file is there; annotated photos go into a folder")
+    kind = output_format(out, fmt)
     pipe = pipeline if hasattr(pipeline, "predict") else Pipeline.from_pretrained(pipeline, backend=backend)
     if all_faces:
         per_path = pipe.predict_all_faces(paths, batch_size=batch_size, progress=progress)
-        rows = [dict(p.to_row(), face_index=k) for faces in per_path for k, p in enumerate(faces)]
     else:
         per_path = pipe.predict(paths, batch_size=batch_size, progress=progress)
-        rows = [p.to_row() for p in per_path]
     if annotate_dir is not None:
         write_annotated(paths, per_path, annotate_dir)
-    write_csv_atomic(out, _row_fields(rows), rows)
+    if out is not None and kind == "json":
+        write_json_atomic(Path(out), photo_records(paths, per_path))
+    elif out is not None:
+        rows = ([dict(p.to_row(), face_index=k) for faces in per_path for k, p in enumerate(faces)] if all_faces
+                else [p.to_row() for p in per_path])
+        write_csv_atomic(Path(out), _row_fields(rows), rows)
     return per_path
+
+
+def predict_to_csv(paths: Sequence[str], out: Path, pipeline: Any = None, annotate_dir: Path | None = None,
+                   batch_size: int = 32, all_faces: bool = False, backend: str = "auto", progress: bool = True) -> list:
+    """``predict_files`` into a CSV file."""
+    return predict_files(paths, out, pipeline, annotate_dir, batch_size, all_faces, backend, progress, fmt="csv")
 
 
 def write_annotated(paths: Sequence[str], preds: Sequence, folder: Path) -> list[Path]:

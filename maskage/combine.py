@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import UsageError
-from .labels import NUM_CLASSES, decode, encode
+from .labels import GENDER_LABELS, MASK_LABELS, NUM_CLASSES, decode, encode
 
 __all__ = ["encode", "decode", "encode_many", "decode_many", "age_group_probs", "apply_bias", "combine_probs", "combine",
            "soft_vote", "hard_vote", "vote", "check_voting", "VOTING"]
@@ -118,3 +118,19 @@ def vote(probs: Sequence[np.ndarray], weights: Sequence[float] | None = None, vo
     if voting == "hard":
         return hard_vote(probs, weights)
     raise UsageError(f"voting must be one of {', '.join(VOTING)}, got {voting!r}")
+
+
+def check_bias(value: dict[str, Sequence[float]] | None) -> dict[str, tuple[float, ...]]:
+    """Per task, decision offsets on its labels' log-probabilities (age: its three groups), checked: known tasks,
+    one finite offset per label; all-zero offsets are left out."""
+    sizes = {"mask": len(MASK_LABELS), "gender": len(GENDER_LABELS), "age": 3}
+    out = {}
+    for task, offsets in (value or {}).items():
+        if task not in sizes:
+            raise UsageError(f"bias: unknown task {task!r} (tasks: {', '.join(sizes)})")
+        b = tuple(float(x) for x in offsets)
+        if len(b) != sizes[task] or not all(np.isfinite(b)):
+            raise UsageError(f"bias: {task} needs {sizes[task]} finite offsets, got {list(offsets)}")
+        if any(b):
+            out[task] = b
+    return out

@@ -152,7 +152,7 @@ def test_cli_pipeline_ensembles_comma_separated_runs(photos, tmp_path, capsys):
 
 def test_pipeline_ensemble_votes_at_the_18_class_level(photos, tmp_path):
     from maskage.combine import combine_probs
-    from maskage.pipeline.core import PipelineEnsemble
+    from maskage.pipeline.ensemble import PipelineEnsemble
 
     pipes = [Pipeline(tiny_model("mask", s), tiny_model("gender", s + 1), tiny_model("age", s + 2)) for s in (1, 4, 7)]
     runs = [p.predict(photos) for p in pipes]

@@ -48,7 +48,7 @@ def add_portrait_arg(p: argparse.ArgumentParser, default: str) -> None:
 def predictor(args: argparse.Namespace):
     from dataclasses import replace
 
-    from ..pipeline.core import load_predictor
+    from ..pipeline.ensemble import load_predictor
 
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     predictor = load_predictor(args.pipeline or [None], backend=args.backend, voting=args.voting, weights=weights)

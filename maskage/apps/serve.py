@@ -122,7 +122,8 @@ class Batcher:
             start += len(j.images)
 
 
-def create_app(pipeline: Any = None, pipeline_dir: str | Path | None = None, backend: str = "auto",
+def create_app(  # long: the routes are closures over the app's settings
+               pipeline: Any = None, pipeline_dir: str | Path | None = None, backend: str = "auto",
                max_batch: int = 16, max_queue: int = 32, max_request_bytes: int = MAX_REQUEST_BYTES,
                max_images: int = MAX_IMAGES, max_pixels: int = SERVE_MAX_PIXELS, max_wait_ms: float = 5.0):
     """The ASGI app: ``POST /predict``, ``GET /health``, ``GET /`` (the page) and the OpenAPI description.

@@ -71,7 +71,8 @@ def area_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
-def detect(nets: MtcnnNets, images: np.ndarray, min_face: int, thresholds: Sequence[float],
+def detect(nets: MtcnnNets,  # long: MTCNN's three stages in sequence, batched
+           images: np.ndarray, min_face: int, thresholds: Sequence[float],
            factor: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """MTCNN on N x H x W x 3 uint8 photos: per photo (K x 5 boxes with score, K x 5 x 2 landmarks).
 

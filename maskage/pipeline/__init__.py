@@ -8,8 +8,12 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Pipeline", "Prediction", "PipelineEnsemble", "load_predictor"):
+    if name in ("Pipeline", "Prediction"):
         from . import core
 
         return getattr(core, name)
+    if name in ("PipelineEnsemble", "load_predictor"):
+        from . import ensemble
+
+        return getattr(ensemble, name)
     raise AttributeError(f"module 'maskage.pipeline' has no attribute {name!r}")

@@ -7,26 +7,25 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from ..combine import age_group_probs, apply_bias, check_voting, combine, combine_probs, vote
-from ..models.ensemble import TaskEnsemble, members
+from ..combine import age_group_probs, apply_bias, check_bias, combine
+from ..detect.faces import Box, Detection, DetectorSettings, FaceDetector
 from ..errors import UsageError
-from ..detect.faces import Box, Detection, DetectorSettings, FaceDetector, crop_faces
 from ..images import ImageError, ImageInput, batches, image_list, load_image
-from ..models.joint import SharedModel
+from ..labels import GENDER_LABELS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, decode
 from ..models import onnx_model
-from ..models.onnx_model import OnnxTaskModel, run_models
-from ..progress import bar
-from ..labels import GENDER_LABELS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_group_labels, class_grid, decode, encode
-from ..models.spec import ModelFileError, fold_dirs
-from .files import (PRETRAINED_DIR, _base, _slot_model, export_pipeline_onnx, is_torch_model, load_pipeline,
-                             load_torch_model, save_pipeline)
+from ..models.batch import face_inputs, tasks_probs
+from ..models.ensemble import members
+from ..models.onnx_model import OnnxTaskModel
+from ..models.spec import ModelFileError
 from ..models.tasks import TaskPredictor
-from ..models.transforms import TTA_TRANSFORMS, check_tta, preprocess
+from ..models.transforms import check_tta, preprocess
+from ..progress import bar
+from .files import PRETRAINED_DIR, _base, export_pipeline_onnx, is_torch_model, load_pipeline, run_models_of, save_pipeline
 
 if TYPE_CHECKING:
     from .video import VideoFrame
 
-__all__ = ["Pipeline", "PipelineEnsemble", "Prediction", "load_predictor", "set_frame", "PRETRAINED_DIR"]
+__all__ = ["Pipeline", "Prediction", "set_frame", "PRETRAINED_DIR"]
 TASKS = PIPELINE_TASKS
 RunDirs = Union[str, Path, Sequence[Union[str, Path]]]  # one run, or several for an ensemble
 
@@ -68,8 +67,8 @@ class Prediction:
 class Pipeline:
     """Face detection, the three task models and the combiner."""
 
-    # over 200 lines: the settings (detector, TTA, age threshold) and the predict family (photos, every face, video,
-    # the per-task probabilities benchmarks call) share one object; loading, saving and export are in pipeline_files
+    # loading, saving and export live in pipeline.files, videos in pipeline.video, voting pipelines in
+    # pipeline.ensemble: this class holds the settings and the predict family
 
     def __init__(
         self,
@@ -103,17 +102,7 @@ class Pipeline:
 
     @bias.setter
     def bias(self, value: dict[str, Sequence[float]] | None) -> None:
-        sizes = {"mask": len(MASK_LABELS), "gender": len(GENDER_LABELS), "age": 3}
-        out = {}
-        for task, offsets in (value or {}).items():
-            if task not in sizes:
-                raise UsageError(f"bias: unknown task {task!r} (tasks: {', '.join(TASKS)})")
-            b = tuple(float(x) for x in offsets)
-            if len(b) != sizes[task] or not all(np.isfinite(b)):
-                raise UsageError(f"bias: {task} needs {sizes[task]} finite offsets, got {list(offsets)}")
-            if any(b):
-                out[task] = b
-        self._bias = out
+        self._bias = check_bias(value)
 
     @property
     def age_threshold(self) -> int:
@@ -123,15 +112,7 @@ class Pipeline:
 
     @age_threshold.setter
     def age_threshold(self, value: int | None) -> None:
-        spec = self.models["age"].spec
-        if value is None or value == spec.age_threshold:
-            self._age_threshold, self._age_groups = spec.age_threshold, tuple(spec.age_groups)
-            return
-        if not spec.age_bin_edges:
-            raise UsageError(f"age_threshold={value}: this age model gives age groups only (threshold "
-                             f"{spec.age_threshold}), not the fine bins another threshold needs")
-        self._age_groups = AgeBins(tuple(spec.age_bin_edges), int(value)).groups  # checks value is an edge
-        self._age_threshold = int(value)
+        self._age_threshold, self._age_groups = age_groups_at(self.models["age"].spec, value)
 
     @property
     def detector_settings(self) -> DetectorSettings:
@@ -168,22 +149,7 @@ class Pipeline:
         """Assemble trained runs (or saved task models). A task given several runs, or a k-fold run (``folds=K``),
         gets their ensemble (``TaskEnsemble``), voted as ``voting[task]`` says (``soft`` by default) with
         ``weights[task]`` (one per model, a k-fold run counting its K)."""
-        weights, voting = weights or {}, voting or {}
-        for name, given in (("weights", weights), ("voting", voting)):
-            if set(given) - set(TASKS):
-                raise UsageError(f"{name}: unknown task(s) {sorted(set(given) - set(TASKS))} (tasks: {', '.join(TASKS)})")
-        models = []
-        shared: dict[Any, SharedModel] = {}
-        for task, dirs in zip(TASKS, (mask_dir, gender_dir, age_dir)):
-            runs = []
-            for run in [dirs] if isinstance(dirs, (str, Path)) else list(dirs):
-                runs.extend(fold_dirs(run) or [run])  # a k-fold run gives its fold models
-            loaded = [_slot_model(d, load_torch_model(d), task, shared) for d in runs]
-            if len(loaded) == 1 and task not in weights and task not in voting:
-                models.append(loaded[0])
-            else:
-                models.append(TaskEnsemble(loaded, weights.get(task), voting.get(task, "soft")))
-        return cls(*models)
+        return cls(*run_models_of(mask_dir, gender_dir, age_dir, weights, voting))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, backend: str = "auto") -> "Pipeline":
@@ -217,22 +183,8 @@ class Pipeline:
 
     def model_inputs(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection]) -> dict[str, list]:
         """Per task, each model's (each ensemble member's) preprocessed input for these photos' faces
-        (``task_probs_inputs`` takes them). Models usually share crop, size and normalisation: each distinct
-        crop and preprocessing is made once."""
-        crops: dict[Any, np.ndarray] = {}
-        made: dict[tuple, Any] = {}
-        out: dict[str, list] = {}
-        for task, model in self.models.items():
-            out[task] = []
-            for m in members(model):
-                spec = m.spec
-                if spec.crop_settings not in crops:
-                    crops[spec.crop_settings] = crop_faces(arrays, [d.box for d in detections], spec.crop_settings)
-                key = (spec.crop_settings, spec.input_size, tuple(spec.mean), tuple(spec.std))
-                if key not in made:
-                    made[key] = preprocess(crops[spec.crop_settings], spec.input_size, spec.mean, spec.std)
-                out[task].append(made[key])
-        return out
+        (``task_probs_inputs`` takes them; ``models.batch.face_inputs``)."""
+        return face_inputs(self.models, arrays, [d.box for d in detections])
 
     def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32,
                 progress: bool = False) -> list[Prediction]:
@@ -266,68 +218,11 @@ class Pipeline:
 
     def predict_video(self, source: str | Path | int, every: int = 1, limit: int | None = None,
                       batch_size: int = 4, refresh: int | None = None, smooth: float = 0.0) -> Iterator["VideoFrame"]:
-        """Every face of every ``every``-th frame of a video file (or camera index), as ``VideoFrame``s in order:
-        frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found). Faces
-        are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);
-        ``batch_size`` frames go through the models together. ``refresh``: a face found again where it was in the last
-        processed frame, or where its last move takes it (IoU >= 0.5), is classified only every ``refresh``-th frame
-        and keeps its labels and probabilities in between, with its new box (``video.FaceTracks``); 1 classifies every
-        face every frame; None: ``video.DEFAULT_REFRESH`` (5). Each frame's ``tracks`` give each face's track id,
-        whatever ``refresh``. ``smooth`` (0..1): a face classified again has its probabilities mixed with its track's
-        last ones, ``smooth`` of the old (0: each call stands alone)."""
-        if not 0 <= smooth < 1:
-            raise UsageError(f"smooth must be in [0, 1), got {smooth}")
-        from .video import DEFAULT_REFRESH, FaceTracks, VideoFrame, frames
+        """Every face of every ``every``-th frame of a video file (or camera index), as ``VideoFrame``s in order;
+        faces that stay are classified every ``refresh``-th frame (``video.predict_video`` says more)."""
+        from .video import predict_video
 
-        tracks = FaceTracks(DEFAULT_REFRESH if refresh is None else refresh)
-        scene = self.detector_settings.uses_scene(True)
-
-        def run(batch: list) -> Iterator[VideoFrame]:
-            images = [b[2] for b in batch]
-            todo: list[tuple[np.ndarray, Detection]] = []  # the faces to classify, from every frame of the batch
-            earlier: list = []  # per face to classify: its track's last call (a todo index or a Prediction), or None
-            plans = []  # per frame: (detection, its index in todo, or the Prediction it carries)
-            ids: list[list[int]] = []  # per frame, each face's track id
-            for image, dets in zip(images, self.detector.detect_all(images, scene=scene) if images else []):
-                plan = []
-                carry = tracks.match([d.box for d in dets])
-                ids.append(tracks.ids)
-                for d, carried, before in zip(dets, carry, tracks.previous):
-                    if carried is None:
-                        carried = len(todo)
-                        todo.append((image, d))
-                        earlier.append(before)
-                    plan.append((d, carried))
-                tracks.update([r for _, r in plan])
-                plans.append(plan)
-            preds = self._classify([a for a, _ in todo], [d for _, d in todo], [str(source)] * len(todo))
-
-            def final(ref: int | Prediction) -> Prediction:
-                return preds[ref] if isinstance(ref, int) else ref
-
-            if smooth:  # in order: a face's earlier call in this batch is smoothed before its later one
-                for k, (before, (_, d)) in enumerate(zip(earlier, todo)):
-                    if before is not None:
-                        preds[k] = self._smoothed(preds[k], final(before), smooth, d)
-
-            tracks.resolve(final)
-            for (index, time, image), plan, track_ids in zip(batch, plans, ids):
-                found = [replace(final(r), face_box=d.box, face_prob=d.prob) for d, r in plan]
-                yield VideoFrame(index, time, image, found, track_ids)
-
-        batch: list = []
-        for item in frames(source, every, limit):
-            batch.append(item)
-            if len(batch) == batch_size:
-                yield from run(batch)
-                batch = []
-        yield from run(batch)
-
-    def _smoothed(self, new: Prediction, old: Prediction, weight: float, det: Detection) -> Prediction:
-        """``new``'s probabilities mixed with ``old``'s (``weight`` of old), labels from the mix."""
-        probs = {task: np.array([[(1 - weight) * getattr(new, f"{task}_probs")[k] + weight * v
-                                  for k, v in getattr(old, f"{task}_probs").items()]]) for task in TASKS}
-        return self._predictions(probs, [det], [new.source])[0]
+        return predict_video(self, source, every, limit, batch_size, refresh, smooth)
 
     def _predict_batch(self, images: Sequence[ImageInput], all_faces: bool = False) -> list:
         arrays: dict[int, np.ndarray] = {}
@@ -372,24 +267,7 @@ class Pipeline:
         return onnx_model.model_workers() if all(isinstance(m, OnnxTaskModel) and m.threads == 1 for m in ms) else 1
 
     def _tasks_probs(self, inputs: dict[str, Sequence]) -> dict[str, np.ndarray]:
-        """Each task's probabilities from its models' inputs: every forward pass (each member, each TTA view) of
-        every task handed to the models at once, then averaged over the views and voted over the members."""
-        jobs: list[tuple[str, int, Any, np.ndarray]] = []
-        for task, xs in inputs.items():
-            ms = members(self.models[task])
-            if len(xs) != len(ms):
-                raise UsageError(f"{task}: {len(ms)} model(s) need {len(ms)} input(s), got {len(xs)}")
-            for k, (m, x) in enumerate(zip(ms, xs)):
-                jobs += [(task, k, m, x)] + [(task, k, m, TTA_TRANSFORMS[n](x)) for n in self.tta.get(task, ())]
-        views: dict[tuple[str, int], list[np.ndarray]] = {}
-        for (task, k, _, _), p in zip(jobs, run_models([(m, x) for _, _, m, x in jobs], self.model_workers)):
-            views.setdefault((task, k), []).append(p)
-        out = {}
-        for task in inputs:
-            model = self.models[task]
-            probs = [sum(v[1:], v[0]) / len(v) for v in (views[(task, k)] for k in range(len(members(model))))]
-            out[task] = model.combine(probs) if isinstance(model, TaskEnsemble) else probs[0]
-        return out
+        return tasks_probs(self.models, inputs, self.tta, self.model_workers)
 
     def _classify(self, arrays: Sequence[np.ndarray], detections: Sequence[Detection], sources: Sequence[str]) -> list[Prediction]:
         if not arrays:
@@ -397,25 +275,37 @@ class Pipeline:
         probs = self._tasks_probs(self.model_inputs(arrays, detections))
         probs["age"] = age_group_probs(probs["age"], self._age_groups)
         probs = {task: apply_bias(p, self.bias.get(task)) for task, p in probs.items()}
-        return self._predictions(probs, detections, sources)
+        return predictions_from(probs, detections, sources, self.age_threshold)
 
-    def _predictions(self, probs: dict[str, np.ndarray], detections: Sequence[Detection],
-                     sources: Sequence[str]) -> list[Prediction]:
-        """``Prediction``s from each task's final probabilities (age: of its groups), through the combiner."""
-        age = probs["age"]
-        ids, _ = combine(probs["mask"], probs["gender"], age)
-        age_labels = age_group_labels(self.age_threshold)
-        preds = []
-        for j, (det, source) in enumerate(zip(detections, sources)):
-            m, g, a = decode(int(ids[j]))
-            preds.append(Prediction(
-                source, int(ids[j]), MASK_LABELS[m], GENDER_LABELS[g], age_labels[a],
-                mask_probs=dict(zip(MASK_LABELS, map(float, probs["mask"][j]))),
-                gender_probs=dict(zip(GENDER_LABELS, map(float, probs["gender"][j]))),
-                age_probs=dict(zip(age_labels, map(float, age[j]))),
-                face_box=det.box, face_prob=det.prob,
-            ))
-        return preds
+
+def predictions_from(probs: dict[str, np.ndarray], detections: Sequence[Detection], sources: Sequence[str],
+                 age_threshold: int) -> list[Prediction]:
+    """``Prediction``s from each task's final probabilities (age: of its groups), through the combiner."""
+    age = probs["age"]
+    ids, _ = combine(probs["mask"], probs["gender"], age)
+    age_labels = age_group_labels(age_threshold)
+    preds = []
+    for j, (det, source) in enumerate(zip(detections, sources)):
+        m, g, a = decode(int(ids[j]))
+        preds.append(Prediction(
+            source, int(ids[j]), MASK_LABELS[m], GENDER_LABELS[g], age_labels[a],
+            mask_probs=dict(zip(MASK_LABELS, map(float, probs["mask"][j]))),
+            gender_probs=dict(zip(GENDER_LABELS, map(float, probs["gender"][j]))),
+            age_probs=dict(zip(age_labels, map(float, age[j]))),
+            face_box=det.box, face_prob=det.prob,
+        ))
+    return preds
+
+
+
+def age_groups_at(spec: Any, value: int | None) -> tuple[int, tuple]:
+    """The age threshold and the fine bins' groups of an age model's ``spec`` at ``value`` (None: its own)."""
+    if value is None or value == spec.age_threshold:
+        return spec.age_threshold, tuple(spec.age_groups)
+    if not spec.age_bin_edges:
+        raise UsageError(f"age_threshold={value}: this age model gives age groups only (threshold "
+                         f"{spec.age_threshold}), not the fine bins another threshold needs")
+    return int(value), AgeBins(tuple(spec.age_bin_edges), int(value)).groups  # checks value is an edge
 
 
 def set_frame(pipe: Pipeline, task: str, frame: float, shift: float = 0.0) -> None:
@@ -427,58 +317,6 @@ def set_frame(pipe: Pipeline, task: str, frame: float, shift: float = 0.0) -> No
     for m in members(pipe.models[task]):
         spec = _base(m).spec
         spec.crop = replace(spec.crop_settings, frame=frame, frame_shift=shift).to_dict()
-
-
-class PipelineEnsemble:
-    """Several pipelines voting at the 18-class level: each pipeline's 18-class distribution (the product of
-    its task probabilities) is soft- or hard-voted (``combine.vote``); the class is the vote's winner and the
-    task probabilities are the voted distribution's marginals. (A task-level ensemble, which votes each task's
-    models before the combiner, is a ``TaskEnsemble`` inside one pipeline.)"""
-
-    def __init__(self, pipelines: Sequence[Pipeline], weights: Sequence[float] | None = None,
-                 voting: str = "soft") -> None:
-        if not pipelines:
-            raise UsageError("a pipeline ensemble needs at least one pipeline")
-        thresholds = {p.age_threshold for p in pipelines}
-        if len(thresholds) > 1:
-            raise UsageError(f"the pipelines' age groups differ (age thresholds {sorted(thresholds)})")
-        self.pipelines, self.voting = list(pipelines), voting
-        self.weights = check_voting(len(self.pipelines), weights, voting)
-
-    def predict(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 32,
-                progress: bool = False) -> list[Prediction]:
-        """One ``Prediction`` per input, in order, as ``Pipeline.predict``; the face box is the first pipeline's.
-        ``progress``: a bar per member pipeline."""
-        images = image_list(images)
-        runs = [p.predict(images, batch_size, progress) for p in self.pipelines]
-        out = []
-        labels = age_group_labels(self.pipelines[0].age_threshold)
-        for i, first in enumerate(runs[0]):
-            if first.error:
-                out.append(first)
-                continue
-            joint = [combine_probs(np.array([list(r[i].mask_probs.values())]), np.array([list(r[i].gender_probs.values())]),
-                                   np.array([list(r[i].age_probs.values())])) for r in runs]
-            voted = class_grid(vote(joint, self.weights, self.voting)[0])
-            m, g, a = np.unravel_index(int(voted.argmax()), voted.shape)
-            out.append(Prediction(
-                first.source, int(encode(m, g, a)), MASK_LABELS[m], GENDER_LABELS[g], labels[a],
-                mask_probs=dict(zip(MASK_LABELS, map(float, voted.sum((1, 2))))),
-                gender_probs=dict(zip(GENDER_LABELS, map(float, voted.sum((0, 2))))),
-                age_probs=dict(zip(labels, map(float, voted.sum((0, 1))))),
-                face_box=first.face_box, face_prob=first.face_prob,
-            ))
-        return out
-
-
-def load_predictor(pipelines: Sequence[str | Path | None], backend: str = "auto", voting: str = "soft",
-                   weights: Sequence[float] | None = None) -> "Pipeline | PipelineEnsemble":
-    """One pipeline (``None``: the shipped one), or several as a ``PipelineEnsemble``."""
-    if len(pipelines) <= 1:
-        if weights is not None and len(weights) != 1:
-            raise UsageError(f"{len(weights)} weights for one pipeline")
-        return Pipeline.from_pretrained(pipelines[0] if pipelines else None, backend=backend)
-    return PipelineEnsemble([Pipeline.from_pretrained(p, backend=backend) for p in pipelines], weights, voting)
 
 
 def _describe(image: ImageInput) -> str:

@@ -18,7 +18,7 @@ from ..detect.faces import DetectorSettings
 from ..images import ImageError, ImageInput, load_image
 from ..models.joint import SharedModel, TaskView
 from ..labels import JOINT_TASKS, PIPELINE_TASKS as TASKS
-from ..models.spec import CONFIG_NAME, WEIGHTS_NAME, ModelFileError, read_format_json, read_spec
+from ..models.spec import CONFIG_NAME, WEIGHTS_NAME, ModelFileError, fold_dirs, read_format_json, read_spec
 from ..models.onnx_model import ONNX_NAME
 
 if TYPE_CHECKING:
@@ -275,3 +275,25 @@ def _slot_model(where: Any, model: Any, task: str, shared: dict[Any, SharedModel
             shared[id(model)] = SharedModel(model)
         return TaskView(shared[id(model)], task)
     raise ModelFileError(f"{where}: expected a {task} model (or a joint or multihead one), found a {model.task} model")
+
+
+def run_models_of(mask_dir: Any, gender_dir: Any, age_dir: Any, weights: dict[str, Sequence[float]] | None = None,
+                  voting: dict[str, str] | None = None) -> list:
+    """The three task models of ``Pipeline.from_runs``: each task's run (a k-fold run: its fold models; several
+    runs: their ``TaskEnsemble``)."""
+    weights, voting = weights or {}, voting or {}
+    for name, given in (("weights", weights), ("voting", voting)):
+        if set(given) - set(TASKS):
+            raise UsageError(f"{name}: unknown task(s) {sorted(set(given) - set(TASKS))} (tasks: {', '.join(TASKS)})")
+    models = []
+    shared: dict[Any, SharedModel] = {}
+    for task, dirs in zip(TASKS, (mask_dir, gender_dir, age_dir)):
+        runs = []
+        for run in [dirs] if isinstance(dirs, (str, Path)) else list(dirs):
+            runs.extend(fold_dirs(run) or [run])  # a k-fold run gives its fold models
+        loaded = [_slot_model(d, load_torch_model(d), task, shared) for d in runs]
+        if len(loaded) == 1 and task not in weights and task not in voting:
+            models.append(loaded[0])
+        else:
+            models.append(TaskEnsemble(loaded, weights.get(task), voting.get(task, "soft")))
+    return models

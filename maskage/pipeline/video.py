@@ -4,13 +4,14 @@ video and a summary.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import MaskageError, UsageError
+from ..labels import PIPELINE_TASKS
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 # A face that stays is classified every 5th processed frame (``FaceTracks``): on a panning camera's video of the real
@@ -165,3 +166,71 @@ def video_info(source: str | Path | int) -> tuple[int | None, float | None]:
     n, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), float(cap.get(cv2.CAP_PROP_FPS))
     cap.release()
     return (n if n > 0 else None), (fps if fps > 0 else None)
+
+
+def predict_video(pipe: Any, source: str | Path | int, every: int = 1, limit: int | None = None,
+              batch_size: int = 4, refresh: int | None = None, smooth: float = 0.0) -> Iterator[VideoFrame]:
+    """Every face of every ``every``-th frame of a video file (or camera index), as ``VideoFrame``s in order:
+    frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found). Faces
+    are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);
+    ``batch_size`` frames go through the models together. ``refresh``: a face found again where it was in the last
+    processed frame, or where its last move takes it (IoU >= 0.5), is classified only every ``refresh``-th frame
+    and keeps its labels and probabilities in between, with its new box (``video.FaceTracks``); 1 classifies every
+    face every frame; None: ``video.DEFAULT_REFRESH`` (5). Each frame's ``tracks`` give each face's track id,
+    whatever ``refresh``. ``smooth`` (0..1): a face classified again has its probabilities mixed with its track's
+    last ones, ``smooth`` of the old (0: each call stands alone)."""
+    if not 0 <= smooth < 1:
+        raise UsageError(f"smooth must be in [0, 1), got {smooth}")
+    from .video import DEFAULT_REFRESH, FaceTracks, VideoFrame, frames
+
+    tracks = FaceTracks(DEFAULT_REFRESH if refresh is None else refresh)
+    scene = pipe.detector_settings.uses_scene(True)
+
+    def run(batch: list) -> Iterator[VideoFrame]:
+        images = [b[2] for b in batch]
+        todo: list[tuple[np.ndarray, Any]] = []  # the faces to classify, from every frame of the batch
+        earlier: list = []  # per face to classify: its track's last call (a todo index or a Prediction), or None
+        plans = []  # per frame: (detection, its index in todo, or the Prediction it carries)
+        ids: list[list[int]] = []  # per frame, each face's track id
+        for image, dets in zip(images, pipe.detector.detect_all(images, scene=scene) if images else []):
+            plan = []
+            carry = tracks.match([d.box for d in dets])
+            ids.append(tracks.ids)
+            for d, carried, before in zip(dets, carry, tracks.previous):
+                if carried is None:
+                    carried = len(todo)
+                    todo.append((image, d))
+                    earlier.append(before)
+                plan.append((d, carried))
+            tracks.update([r for _, r in plan])
+            plans.append(plan)
+        preds = pipe._classify([a for a, _ in todo], [d for _, d in todo], [str(source)] * len(todo))
+
+        def final(ref: Any) -> Any:
+            return preds[ref] if isinstance(ref, int) else ref
+
+        if smooth:  # in order: a face's earlier call in this batch is smoothed before its later one
+            for k, (before, (_, d)) in enumerate(zip(earlier, todo)):
+                if before is not None:
+                    preds[k] = _smoothed(pipe, preds[k], final(before), smooth, d)
+
+        tracks.resolve(final)
+        for (index, time, image), plan, track_ids in zip(batch, plans, ids):
+            found = [replace(final(r), face_box=d.box, face_prob=d.prob) for d, r in plan]
+            yield VideoFrame(index, time, image, found, track_ids)
+
+    batch: list = []
+    for item in frames(source, every, limit):
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield from run(batch)
+            batch = []
+    yield from run(batch)
+
+def _smoothed(pipe: Any, new: Any, old: Any, weight: float, det: Any) -> Any:
+    """``new``'s probabilities mixed with ``old``'s (``weight`` of old), labels from the mix."""
+    probs = {task: np.array([[(1 - weight) * getattr(new, f"{task}_probs")[k] + weight * v
+                              for k, v in getattr(old, f"{task}_probs").items()]]) for task in PIPELINE_TASKS}
+    from .core import predictions_from
+
+    return predictions_from(probs, [det], [new.source], pipe.age_threshold)[0]

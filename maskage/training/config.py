@@ -115,7 +115,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # long: one check per setting, in the fields' order
         """Raise ValueError on a value out of range."""
         if self.task not in TASKS:
             raise UsageError(f"task must be one of {TASKS}, got {self.task!r}")

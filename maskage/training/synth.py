@@ -231,7 +231,7 @@ def real_textures(folder: str | Path, holdout: float = 0.2, limit: int = 0, prog
     return out
 
 
-def draw_mask(
+def draw_mask(  # long: one mask's geometry, shading and fabric, drawn in order
     image: np.ndarray,
     landmarks: Sequence[Sequence[float]],
     box: Sequence[float],
@@ -492,7 +492,7 @@ def _write_train_person(images: Path, r: FaceRecord, pid: str, drawn: dict[str, 
     return [pid, GENDERS[r.gender], _race_name(r), r.age, folder, kind, Path(r.path).name, scene]
 
 
-def build_dataset(
+def build_dataset(  # long: checks, then one pass over the people; steps kept in reading order
     faces_dir: str | Path | Sequence[str],
     out: str | Path,
     eval_fraction: float = 0.2,

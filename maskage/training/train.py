@@ -264,7 +264,7 @@ def _init_from(model: TaskModel, directory: str) -> None:
 OOF_NAME = "oof_predictions.csv"
 
 
-def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a straight-line epoch loop
     """Train one task model as the config says; the best epoch's model is saved in the output directory.
     With ``folds=K``, K models instead (``train_folds``). The steps: the photos (``_training_samples``), their
     crops (``_training_crops``), the model and its loader and optimiser, then the epochs, each ending with a

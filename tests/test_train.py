@@ -131,7 +131,7 @@ def test_unreadable_photos_fail_fast_with_a_list(tiny_overrides, toy_root, tmp_p
 def test_device_choice(tiny_overrides):
     import torch
 
-    from maskage.training.train import resolve_device
+    from maskage.training.distributed import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -273,9 +273,9 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(tiny_overrides, tmp_
     argv = ["train", "age", "", *[f"{k}={v}" for k, v in settings.items()], f"output_dir={out}", "--quiet"]
     code = (
         "import os, signal, maskage.training.train as t\n"
-        "real = t._write_checkpoint\n"
+        "real = t.write_checkpoint\n"
         "def once(*a, **k):\n    real(*a, **k)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "t._write_checkpoint = once\n"
+        "t.write_checkpoint = once\n"
         f"from maskage.apps.cli import main\nmain({argv!r})\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)

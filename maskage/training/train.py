@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
-import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,32 +13,19 @@ import torch
 from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
-from ..atomic import torch_save_atomic, write_csv_atomic, write_json_atomic
+from ..atomic import write_csv_atomic
 from ..combine import age_group_probs, encode_many
-from .config import TrainConfig, load_config, save_config
-from .data import (
-    Sample,
-    CropDataset,
-    DatasetError,
-    TrainAugment,
-    filter_datasets,
-    filter_races,
-    load_train_samples,
-    mix_batch,
-    person_folds,
-    read_csv_rows,
-    source_samples,
-    subset_people,
-    task_samples,
-    task_target,
-)
-from ..errors import UsageError
 from ..detect.faces import CachedCrops, CropCache, CropSettings, DetectorSettings
+from ..errors import UsageError
 from ..labels import AgeBins, unpack_heads
-from .losses import MultiHeadLoss, balanced_weights, build_loss
 from ..models.torch_model import TaskModel, make_spec
 from ..progress import bar
-from ..models.spec import FOLDS_NAME
+from .checkpoint import LOG_FIELDS, read_checkpoint, restore, rng_states, write_checkpoint
+from .config import TrainConfig, save_config
+from .data import (CropDataset, DatasetError, Sample, TrainAugment, filter_datasets, filter_races, load_train_samples,
+                   mix_batch, person_folds, source_samples, subset_people, task_samples, task_target)
+from .distributed import DistContext, ShardSampler, resolve_device, seed_everything
+from .losses import MultiHeadLoss, balanced_weights, build_loss
 
 
 @dataclass
@@ -52,82 +36,6 @@ class TrainResult:
     best_epoch: int
     best_f1: float
     metrics: dict[str, Any]
-
-
-class DistContext:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 without one): gloo on CPU, NCCL on GPUs."""
-
-    def __init__(self, rank: int = 0, world: int = 1, device: torch.device = torch.device("cpu")) -> None:
-        self.rank, self.world, self.device = rank, world, device
-
-    @classmethod
-    def from_env(cls, device_setting: str = "auto") -> "DistContext":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = device_setting != "cpu" and torch.cuda.is_available()
-        if use_cuda:
-            torch.cuda.set_device(local)
-            device = torch.device("cuda", local)
-        else:
-            device = torch.device("cpu")
-            # N processes share the machine's cores
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
-        return cls(rank, world, device)
-
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.world == 1:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-    def sync_buffers(self, model: torch.nn.Module) -> None:
-        """Rank 0's BatchNorm statistics to every process (each saw only its own batches since the last forward)."""
-        if self.world > 1:
-            for b in model.buffers():
-                torch.distributed.broadcast(b.data, 0)
-
-    def close(self) -> None:
-        if self.world > 1 and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-
-
-class ShardSampler(torch.utils.data.Sampler):
-    """Every ``world``-th index of a sampler, from ``rank``: processes drawing the same order split it."""
-
-    def __init__(self, sampler: torch.utils.data.Sampler, rank: int, world: int) -> None:
-        self.sampler, self.rank, self.world = sampler, rank, world
-
-    def __iter__(self):
-        return iter(list(self.sampler)[self.rank :: self.world])
-
-    def __len__(self) -> int:
-        return len(range(self.rank, len(self.sampler), self.world))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but no CUDA GPU is available")
-    return torch.device(name)
 
 
 def balance_cells(samples: Sequence[Sample], balance: str, threshold: int) -> np.ndarray | None:
@@ -273,6 +181,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a
     if not config.data_dir:
         raise UsageError("data_dir is not set: pass data_dir=FOLDER (holding train.csv and images/)")
     if config.folds:
+        from .folds import train_folds
+
         return train_folds(config, progress)
     dist_ctx = DistContext.from_env(config.device)
     seed_everything(config.seed)
@@ -281,7 +191,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a
     progress = progress and main_proc
     out = config.resolved_output_dir()
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = _read_checkpoint(out, config) if config.resume else None
+    checkpoint = read_checkpoint(out, config) if config.resume else None
     if main_proc:
         save_config(config, out / "config.yaml")
     bins = AgeBins(tuple(config.age_bin_edges), config.age_threshold)
@@ -316,7 +226,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a
     if checkpoint is None and main_proc:
         write_csv_atomic(log_path, LOG_FIELDS, [])
     elif checkpoint is not None:
-        first_epoch = _restore(checkpoint, config, model, optimizer, scheduler, scaler, generator,
+        first_epoch = restore(checkpoint, config, model, optimizer, scheduler, scaler, generator,
                                augment if main_proc else None, state, log_path, main_proc)
         if progress:
             print(f"resuming {out} after epoch {checkpoint['epoch']}", flush=True)
@@ -353,13 +263,13 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a
                     print(f"early stopping: no better validation F1 for {state['stale']} epochs", flush=True)
                 finished = True
         if main_proc:
-            _write_checkpoint(out, {
+            write_checkpoint(out, {
                 "epoch": epoch, "finished": finished or epoch == config.epochs,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else {}, "scaler": scaler.state_dict(),
                 "best_f1": state["best_f1"], "best_epoch": state["best_epoch"], "stale": state["stale"],
                 "best_metrics": {k: v for k, v in state["best_metrics"].items() if k != "probs"},
-                "rng": _rng_states(generator, augment),
+                "rng": rng_states(generator, augment),
             })
         if finished:
             break
@@ -377,9 +287,6 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     dist_ctx.close()
     return TrainResult(out, state["best_epoch"], state["best_f1"], summary)
-
-
-LOG_FIELDS = ["epoch", "lr", "train_loss", "val_accuracy", "val_macro_f1", "val_selection_f1", "seconds"]
 
 
 def _training_samples(config: TrainConfig) -> tuple[list, dict[str, int], int]:
@@ -481,27 +388,6 @@ def _optimizer(config: TrainConfig, model: TaskModel) -> tuple[torch.optim.Optim
     return optimizer, None
 
 
-def _restore(checkpoint: dict, config: TrainConfig, model, optimizer, scheduler, scaler, generator, augment,
-             state: dict, log_path: Path, main_proc: bool) -> int:
-    """Continue from a checkpoint: weights, optimiser, schedule, best-so-far, random streams, and the log trimmed to
-    the epochs it covers. Returns the first epoch to train."""
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(checkpoint["scheduler"])
-    scaler.load_state_dict(checkpoint["scaler"])
-    state.update(best_f1=checkpoint["best_f1"], best_epoch=checkpoint["best_epoch"], stale=checkpoint["stale"],
-                 best_metrics=dict(checkpoint["best_metrics"]))
-    # under torchrun the checkpoint holds process 0's augmentation stream; the others restart theirs from their seeds
-    _set_rng_states(checkpoint["rng"], generator, augment)
-    # the log keeps the epochs the checkpoint covers; a killed epoch's row, if any, goes
-    logged = read_csv_rows(log_path, LOG_FIELDS) if log_path.is_file() else []
-    kept = [r for r in logged if int(r["epoch"]) <= checkpoint["epoch"]]
-    if main_proc:
-        write_csv_atomic(log_path, LOG_FIELDS, [[r[k] for k in LOG_FIELDS] for r in kept])
-    return checkpoint["epoch"] + 1 if not checkpoint["finished"] else config.epochs + 1
-
-
 def _train_epoch(config: TrainConfig, epoch: int, net, model: TaskModel, loader: DataLoader, criterion, optimizer,
                  scaler, generator: torch.Generator, device: torch.device, use_amp: bool,
                  progress: bool) -> tuple[float, int, float]:
@@ -530,55 +416,6 @@ def _train_epoch(config: TrainConfig, epoch: int, net, model: TaskModel, loader:
     return total / max(seen, 1), seen, optimizer.param_groups[0]["lr"]
 
 
-CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def _rng_states(generator: torch.Generator, augment: TrainAugment | None) -> dict[str, Any]:
-    """Every random state a training epoch draws from, in a form ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "generator": generator.get_state(),
-        "python": list(random.getstate()[1]),
-        "python_pos": random.getstate()[2],
-        "numpy": [np_state[0], torch.as_tensor(np_state[1].astype(np.int64)), *np_state[2:]],
-        "augment": augment.rng.bit_generator.state if augment is not None else {},
-    }
-
-
-def _set_rng_states(states: dict[str, Any], generator: torch.Generator, augment: TrainAugment | None) -> None:
-    torch.set_rng_state(states["torch"])
-    generator.set_state(states["generator"])
-    random.setstate((3, tuple(states["python"]), states["python_pos"]))
-    np_state = states["numpy"]
-    np.random.set_state((np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:]))
-    if augment is not None and states["augment"]:
-        augment.rng.bit_generator.state = states["augment"]
-
-
-def _write_checkpoint(out: Path, state: dict[str, Any]) -> None:
-    """Everything needed to continue after this epoch, written atomically (a kill leaves the previous one)."""
-    torch_save_atomic(state, out / CHECKPOINT_NAME)
-
-
-def _read_checkpoint(out: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """The run's last checkpoint, or None for a fresh start; refuses a run made with other settings."""
-    path = out / CHECKPOINT_NAME
-    if not path.is_file():
-        return None
-    saved = load_config(out / "config.yaml").to_dict()
-    now = config.to_dict()
-    changed = sorted(k for k in now if k != "resume" and saved.get(k) != now[k])
-    if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise UsageError(f"resume: {out} was trained with other settings ({diffs}); use another output_dir or the "
-                         "same settings")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UsageError(f"resume: cannot read {path} ({type(exc).__name__}: {exc})") from None
-
-
 def _write_val_predictions(path: Path, samples: list, targets: np.ndarray, probs: np.ndarray, found: np.ndarray) -> None:
     """Per validation photo: truth, prediction, probabilities, and whether a face was found (else a centre crop)."""
     with path.open("w", newline="") as f:
@@ -586,50 +423,3 @@ def _write_val_predictions(path: Path, samples: list, targets: np.ndarray, probs
         w.writerow(["path", "person", "face_found", "target", "pred", *[f"p{i}" for i in range(probs.shape[1])]])
         for s, t, p, ff in zip(samples, targets, probs, found):
             w.writerow([s.path, s.person, int(ff), int(t), int(p.argmax()), *[f"{v:.5f}" for v in p]])
-
-
-def train_folds(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """K-fold training: one model per person-disjoint fold (``n_folds = folds``), each validated on the people
-    the others train on, into ``output_dir/fold<k>``. Their validation predictions together are out-of-fold
-    predictions for every training photo, written to ``oof_predictions.csv`` and scored in ``metrics.json``;
-    ``folds.json`` lists the fold models, which ``Pipeline.from_runs`` loads as one soft-voted ensemble.
-    A killed run continues with ``resume=true``: finished folds are kept."""
-    out = config.resolved_output_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
-    results = []
-    for k in range(config.folds):
-        fold_config = dataclasses.replace(config, folds=0, n_folds=config.folds, fold=k,
-                                          output_dir=str(out / f"fold{k}"))
-        done = (out / f"fold{k}" / "metrics.json").is_file() and config.resume
-        if progress:
-            print(f"fold {k + 1}/{config.folds}" + (": done before, kept" if done else ""), flush=True)
-        if done:
-            metrics = json.loads((out / f"fold{k}" / "metrics.json").read_text())
-            results.append(TrainResult(out / f"fold{k}", metrics["best_epoch"], metrics["selection_f1"], metrics))
-        else:
-            results.append(train(fold_config, progress))
-    rows, header = [], None
-    for k, r in enumerate(results):
-        with (r.output_dir / "val_predictions.csv").open(newline="") as f:
-            reader = csv.reader(f)
-            header = ["fold", *next(reader)]
-            rows.extend([k, *row] for row in reader)
-    write_csv_atomic(out / OOF_NAME, header, rows)
-    pcols = [i for i, name in enumerate(header) if name.startswith("p") and name[1:].isdigit()]
-    probs = np.array([[float(row[i]) for i in pcols] for row in rows], dtype=np.float64)
-    targets = np.array([int(row[header.index("target")]) for row in rows])
-    spec = TaskModel.load(results[0].output_dir, config.task).spec
-    oof = {k: v for k, v in score_probs(probs, targets, spec).items() if k != "probs"}
-    summary = {
-        "task": config.task, "folds": config.folds, "oof": oof,
-        "n_people": len({row[header.index("person")] for row in rows}),
-        "per_fold": [{"fold": k, "best_epoch": r.best_epoch, "selection_f1": r.best_f1} for k, r in enumerate(results)],
-    }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    write_json_atomic(out / FOLDS_NAME, {"format": "maskage-folds", "task": config.task,
-                                         "folds": [f"fold{k}" for k in range(config.folds)]})
-    if progress:
-        print(f"out-of-fold {config.task}: macro F1 {oof['macro_f1']:.4f}, selection F1 {oof['selection_f1']:.4f} "
-              f"({oof['n']} photos of {summary['n_people']} people)", flush=True)
-    return TrainResult(out, 0, oof["selection_f1"], summary)

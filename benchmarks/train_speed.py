@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from maskage.apps.cli import use_huge_pages  # noqa: E402
 from maskage.training.config import load_config  # noqa: E402
-from maskage.training.data import CropDataset, TrainAugment  # noqa: E402
+from maskage.training.augment import TrainAugment  # noqa: E402
+from maskage.training.data import CropDataset  # noqa: E402
 from maskage.detect.faces import CropSettings, DetectorSettings  # noqa: E402
 from maskage.labels import AgeBins  # noqa: E402
 from maskage.models.torch_model import TaskModel, make_spec  # noqa: E402

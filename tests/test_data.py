@@ -239,7 +239,7 @@ def _constant_batch(n: int = 6, size: int = 16) -> tuple[torch.Tensor, torch.Ten
 
 
 def test_cutmix_pastes_a_box_and_mixes_labels_by_its_area():
-    from maskage.training.data import mix_batch
+    from maskage.training.augment import mix_batch
 
     x, y = _constant_batch()
     for seed in range(20):
@@ -255,7 +255,7 @@ def test_cutmix_pastes_a_box_and_mixes_labels_by_its_area():
 
 
 def test_mixup_blends_images_and_labels_with_one_weight():
-    from maskage.training.data import mix_batch
+    from maskage.training.augment import mix_batch
 
     x, y = _constant_batch()
     out, ya, yb, lam = mix_batch(x, y, 0.4, 0.0, torch.Generator().manual_seed(3))
@@ -277,7 +277,7 @@ def test_mixup_blends_images_and_labels_with_one_weight():
 
 
 def test_clahe_raises_local_contrast_and_keeps_the_image_shape():
-    from maskage.training.data import TrainAugment, clahe
+    from maskage.training.augment import TrainAugment, clahe
 
     rng = np.random.default_rng(0)
     flat = (120 + rng.integers(0, 12, (64, 64, 3))).astype(np.uint8)  # a dull, low-contrast crop
@@ -290,7 +290,7 @@ def test_clahe_raises_local_contrast_and_keeps_the_image_shape():
 
 
 def test_brightness_contrast_and_flip_settings_do_what_they_say():
-    from maskage.training.data import TrainAugment
+    from maskage.training.augment import TrainAugment
 
     ramp = np.tile(np.linspace(60, 190, 32).astype(np.uint8)[None, :, None], (32, 1, 3))
     flipped = TrainAugment(hflip=True, color_jitter=0, scale_jitter=0, seed=0)
@@ -317,7 +317,7 @@ def test_filter_races_keeps_the_named_races_in_any_case(toy_root):
 
 
 def test_photo_degradations_change_the_crop_and_keep_its_shape():
-    from maskage.training.data import TrainAugment, degrade
+    from maskage.training.augment import TrainAugment, degrade
 
     crop = np.zeros((64, 64, 3), np.uint8)
     crop[:, 32:] = 255  # a sharp edge: blur, resolution and JPEG all soften it
@@ -348,7 +348,7 @@ def test_filter_datasets_keeps_the_named_sources():
 
 
 def test_occluder_covers_the_lower_face_with_a_piece_of_the_other_crop():
-    from maskage.training.data import paste_occluder
+    from maskage.training.augment import paste_occluder
 
     crop, other = np.zeros((80, 80, 3), np.uint8), np.full((80, 80, 3), 200, np.uint8)
     for seed in range(20):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskage.detect.faces import CropCache, CropSettings, DetectorSettings, FaceDetector, box_iou, crop_face, crop_faces
+from maskage.detect.cache import CropCache
+from maskage.detect.faces import CropSettings, DetectorSettings, FaceDetector, box_iou, crop_face, crop_faces
 
 from .conftest import SHARED_DATA
 

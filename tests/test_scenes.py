@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskage.detect.faces import CropCache, DetectorSettings, FaceDetector, box_iou
+from maskage.detect.cache import CropCache
+from maskage.detect.faces import DetectorSettings, FaceDetector, box_iou
 from maskage.pipeline.scenes import SceneScore, export_faces, format_report, match, photo_split, read_boxes
 
 from .conftest import SHARED_DATA

@@ -10,23 +10,9 @@ from maskage.apps.cli import main
 from maskage.training.data import load_train_samples
 from maskage.images import load_image
 from maskage.labels import MASK_FILE_STEMS, decode
-from maskage.training.synth import (
-    CORRECT,
-    KINDS,
-    NOSE_EXPOSED,
-    UNDER_CHIN,
-    FaceGeometry,
-    SCENE_KINDS,
-    SCENE_SIDES,
-    TEXTURE_SIZE,
-    build_dataset,
-    cut_texture,
-    draw_mask,
-    in_scene,
-    landmark_points,
-    real_textures,
-    parse_utkface_name,
-)
+from maskage.training.masks import (CORRECT, KINDS, NOSE_EXPOSED, TEXTURE_SIZE, UNDER_CHIN, FaceGeometry, cut_texture,
+                                    draw_mask, landmark_points, real_textures)
+from maskage.training.synth import SCENE_KINDS, SCENE_SIDES, build_dataset, in_scene, parse_utkface_name
 
 from .conftest import SHARED_DATA
 

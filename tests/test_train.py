@@ -182,6 +182,7 @@ def test_shifted_crops_train_and_the_model_crops_so_when_it_predicts(tiny_overri
 
 def test_portrait_yunet_cuts_the_training_crops_and_the_model_says_so(tiny_overrides, tmp_path, monkeypatch):
     import maskage.detect.faces as faces
+    from maskage.detect.cache import CropCache
 
     calls = []
     real = faces._yunet_detect
@@ -194,7 +195,7 @@ def test_portrait_yunet_cuts_the_training_crops_and_the_model_says_so(tiny_overr
     assert faces.DetectorSettings.from_dict(spec.detector).portrait == "yunet"
     # the crops live in YuNet's own part of the cache, apart from MTCNN's
     assert [d.name for d in (tmp_path / "cache" / "crops").iterdir()] == [
-        faces.CropCache(tmp_path / "cache", spec.crop_settings, faces.DetectorSettings.from_dict(spec.detector)).dir.name]
+        CropCache(tmp_path / "cache", spec.crop_settings, faces.DetectorSettings.from_dict(spec.detector)).dir.name]
 
 
 def test_same_seed_same_model_with_fresh_or_cached_crops(tiny_overrides, tmp_path):

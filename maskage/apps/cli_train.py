@@ -75,7 +75,8 @@ def _races(text: str | None) -> list[int] | None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from ..training.synth import build_dataset, real_textures
+    from ..training.masks import real_textures
+    from ..training.synth import build_dataset
 
     sourced = [f for f in args.faces_dir if "=" in f]
     if sourced and len(sourced) != len(args.faces_dir) or not sourced and len(args.faces_dir) != 1:

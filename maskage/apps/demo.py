@@ -71,7 +71,7 @@ def masked_variants(photo: str | Path, out_dir: str | Path, seed: int = 0) -> di
 
     from ..detect.faces import DetectorSettings, FaceDetector
     from ..images import load_image
-    from ..training.synth import KINDS, draw_mask
+    from ..training.masks import KINDS, draw_mask
 
     image = load_image(photo)
     det = FaceDetector(DetectorSettings(min_face_size=20)).detect([image])[0]

@@ -165,7 +165,7 @@ def _variant(variant: str) -> tuple[str, str]:
 
 
 def cache_path(variant: str = DEFAULT_VARIANT) -> Path:
-    from ..detect.faces import default_cache_dir
+    from ..detect.cache import default_cache_dir
 
     package, stem = _variant(variant)
     suffix = "" if stem == "faceres" else f"-{stem}"

@@ -150,7 +150,7 @@ def run_models(jobs: Sequence[tuple["TaskPredictor", np.ndarray]], workers: int)
 
 def cached_onnx_path(key: str, cache_dir: str | Path | None = None) -> Path:
     """Where ``cached_onnx`` keeps the export named ``key``."""
-    from ..detect.faces import default_cache_dir
+    from ..detect.cache import default_cache_dir
 
     return Path(cache_dir or default_cache_dir()) / "onnx" / f"{key}-opset{OPSET}.onnx"
 

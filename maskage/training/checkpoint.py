@@ -13,7 +13,7 @@ from ..atomic import torch_save_atomic, write_csv_atomic
 from ..errors import UsageError
 from ..tables import read_csv_rows
 from .config import TrainConfig, load_config
-from .data import TrainAugment
+from .augment import TrainAugment
 
 LOG_FIELDS = ["epoch", "lr", "train_loss", "val_accuracy", "val_macro_f1", "val_selection_f1", "seconds"]
 

@@ -15,15 +15,17 @@ from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from ..atomic import write_csv_atomic
 from ..combine import age_group_probs, encode_many
-from ..detect.faces import CachedCrops, CropCache, CropSettings, DetectorSettings
+from ..detect.cache import CachedCrops, CropCache
+from ..detect.faces import CropSettings, DetectorSettings
 from ..errors import UsageError
 from ..labels import AgeBins, unpack_heads
 from ..models.torch_model import TaskModel, make_spec
 from ..progress import bar
 from .checkpoint import LOG_FIELDS, read_checkpoint, restore, rng_states, write_checkpoint
 from .config import TrainConfig, save_config
-from .data import (CropDataset, DatasetError, Sample, TrainAugment, filter_datasets, filter_races, load_train_samples,
-                   mix_batch, person_folds, source_samples, subset_people, task_samples, task_target)
+from .augment import TrainAugment, mix_batch
+from .data import (CropDataset, DatasetError, Sample, filter_datasets, filter_races, load_train_samples, person_folds,
+                   source_samples, subset_people, task_samples, task_target)
 from .distributed import DistContext, ShardSampler, resolve_device, seed_everything
 from .losses import MultiHeadLoss, balanced_weights, build_loss
 

@@ -1,7 +1,7 @@
 """Training throughput per task on cached crops: images/s of the straight training loop at a recipe's settings,
 with 0, 1 and 2 DataLoader workers.
 
-    .venv/bin/python benchmarks/train_speed.py [--steps 30] [--recipes experiments/real_mask.yaml ...]
+    .venv/bin/python benchmarks/train_speed.py [--steps 30] [--recipes experiments/studies/real_mask.yaml ...]
     THP_MEM_ALLOC_ENABLE=0 .venv/bin/python benchmarks/train_speed.py ...   # without huge pages (maskage.apps.cli.use_huge_pages)
 
 Crops are random uint8 arrays of the recipe's crop size (speed does not depend on the pixels); the model, input
@@ -65,7 +65,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--recipes", nargs="+", default=[f"experiments/real_{t}.yaml" for t in ("mask", "gender", "age")])
+    ap.add_argument("--recipes", nargs="+", default=[f"experiments/studies/real_{t}.yaml" for t in ("mask", "gender", "age")])
     args = ap.parse_args()
     use_huge_pages()  # as `maskage train` does
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")

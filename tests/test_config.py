@@ -62,8 +62,10 @@ def test_saved_config_reloads_equal(tmp_path):
 def test_experiment_files_load():
     from pathlib import Path
 
-    for y in sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml")):
-        # every shipped recipe uses only known keys and valid values for the task its name says (else age)
+    recipes = sorted((Path(__file__).resolve().parents[1] / "experiments").rglob("*.yaml"))
+    assert {y.parent.name for y in recipes} == {"experiments", "shipped", "competition", "studies"}
+    for y in recipes:
+        # every recipe uses only known keys and valid values for the task its name says (else age)
         load_config(y, task=next((t for t in ("mask", "gender", "age") if t in y.stem), "age"))
 
 

@@ -47,7 +47,10 @@ def scene() -> bytes:
 
 def test_health_and_openapi(client):
     h = client.get("/health").json()
-    assert h["status"] == "ok" and h["pipeline_loaded"] and h["backend"] == "torch" and h["version"]
+    import maskage
+
+    assert h["status"] == "ok" and h["pipeline_loaded"] and h["backend"] == "torch"
+    assert h["version"] == maskage.__version__ == "1.0.0"
     assert h["pipeline"] == "given"  # a Pipeline object was passed in, not a folder
     paths = client.get("/openapi.json").json()["paths"]
     assert "/predict" in paths and "/health" in paths

@@ -1,9 +1,11 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from maskage.training.config import load_config
 from maskage.training.data import DatasetError, load_train_samples, person_folds
@@ -541,3 +543,24 @@ def test_occlude_pastes_over_bare_faces_only_and_is_a_mask_setting(tiny_override
     assert set(seen["rows"].tolist()) == not_wear and not_wear
     with pytest.raises(UsageError, match="occlude"):
         load_config(None, dict(tiny_overrides, occlude=0.5), task="gender")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["mask", "gender", "age"])
+def test_competition_recipes_train_from_the_shipped_models_on_the_competition_layout(task, toy_root, tmp_path):
+    """The recipes a competition user runs, as the README says, on the generated competition layout (one short
+    epoch): each starts from the shipped model of its task and saves a model of the same network."""
+    from maskage.apps.cli import main
+    from maskage.models.spec import PRETRAINED_DIR
+
+    recipe = Path(__file__).resolve().parents[1] / "experiments" / "competition" / f"{task}.yaml"
+    out = tmp_path / task
+    assert main(["train", task, str(recipe), f"data_dir={toy_root / 'train'}", f"output_dir={out}",
+                 "epochs=1", "samples_per_epoch=16", "batch_size=8", "--quiet"]) == 0
+    trained, shipped = TaskModel.load(out, task), TaskModel.load(PRETRAINED_DIR / task, task)
+    assert (trained.spec.backbone, trained.spec.input_size, trained.spec.labels) == \
+        (shipped.spec.backbone, shipped.spec.input_size, shipped.spec.labels)
+    # it started from the shipped weights: the frozen stem is theirs, not ImageNet's or a random draw
+    a, b = trained.net.state_dict(), shipped.net.state_dict()
+    first = next(iter(a))
+    assert torch.allclose(a[first].float(), b[first].float(), atol=1e-3)

@@ -21,6 +21,7 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "model.json"
 FOLDS_NAME = "folds.json"  # in a k-fold run directory: its fold models
 WEIGHTS_NAME = "weights.pt"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # the models shipped inside maskage
 
 
 class ModelFileError(MaskageError, ValueError):

@@ -18,7 +18,8 @@ from ..detect.faces import DetectorSettings
 from ..images import ImageError, ImageInput, load_image
 from ..models.joint import SharedModel, TaskView
 from ..labels import JOINT_TASKS, PIPELINE_TASKS as TASKS
-from ..models.spec import CONFIG_NAME, WEIGHTS_NAME, ModelFileError, fold_dirs, read_format_json, read_spec
+from ..models.spec import (CONFIG_NAME, PRETRAINED_DIR, WEIGHTS_NAME, ModelFileError, fold_dirs, read_format_json,
+                           read_spec)
 from ..models.onnx_model import ONNX_NAME
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 PIPELINE_FORMAT = "maskage-pipeline"
 # the trained pipeline shipped inside the package (see its MODEL_CARD.md)
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 PIPELINE_NAME = "pipeline.json"
 
 

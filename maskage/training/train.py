@@ -162,7 +162,11 @@ def _init_from(model: TaskModel, directory: str) -> None:
     """Start from a saved model's weights (to train it further); it must be the same network for the same task.
 
     The input size may differ: every backbone ends in global pooling, so the weights take any size (e.g. a model
-    fine-tuned at 160 px trained further at 224)."""
+    fine-tuned at 160 px trained further at 224). ``shipped``: the task's model shipped inside maskage."""
+    if directory == "shipped":
+        from ..models.spec import PRETRAINED_DIR
+
+        directory = str(PRETRAINED_DIR / model.spec.task)
     start = TaskModel.load(directory, model.spec.task)
     for key in ("backbone", "labels", "mean", "std"):
         if getattr(start.spec, key) != getattr(model.spec, key):

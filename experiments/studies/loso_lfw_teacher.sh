@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Issue 15 experiment (seventeenth session, docs/measurements.md): leave-one-source-out age without UTKFace
-# (experiments/loso.sh's age step: AAF only, 4 epochs straight at 224 px from FaceRes) plus LFW's training people
-# with FaceRes-teacher ages (first: .venv/bin/python experiments/lfw_teacher_ages.py data/multi runs/lfw_teacher.csv;
+# (experiments/studies/loso.sh's age step: AAF only, 4 epochs straight at 224 px from FaceRes) plus LFW's training people
+# with FaceRes-teacher ages (first: .venv/bin/python experiments/studies/lfw_teacher_ages.py data/multi runs/lfw_teacher.csv;
 # rows kept where the teacher is >= 0.6 sure of the group), scored on UTKFace's held-out people. The eleventh
 # session's run without them: 0.768 bare / 0.671 masked.
 set -euo pipefail
 PY=.venv/bin/python
-$PY -m maskage train age experiments/faceres_age.yaml output_dir=runs/loso_lfw/age "datasets=[aaf]" epochs=4 \
+$PY -m maskage train age experiments/shipped/age_1_faceres.yaml output_dir=runs/loso_lfw/age "datasets=[aaf]" epochs=4 \
   portrait=yunet input_size=224 crop_size=224 pseudo_labels=runs/lfw_teacher.csv pseudo_threshold=0.6 save_epochs=true
 for e in 3 4; do
   $PY -m maskage pipeline maskage/pretrained/mask maskage/pretrained/gender runs/loso_lfw/age/epoch_$e \

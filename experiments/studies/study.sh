@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# One row of experiments/RESULTS.md: train on the built dataset (data/synth, see train_real.sh) with the study's
+# One row of experiments/studies/RESULTS.md: train on the built dataset (data/synth, see experiments/studies/train_real.sh) with the study's
 # short budget, assemble a pipeline, predict the eval split (450 Asian people never trained on, 3,150 photos) and
 # score it. Run from the project root:
 #
-#   experiments/study.sh ROW [key=value | TASK:key=value ...]
+#   experiments/studies/study.sh ROW [key=value | TASK:key=value ...]
 #
 # ROW names runs/study/ROW. key=value applies to every model, TASK:key=value to one (e.g. age:folds=5). TASKS
 # (default "mask gender age") picks the models to train; the others come from BASE (default runs/study/baseline),
 # e.g. TASKS=age trains only the age model. TASKS=joint or TASKS=multihead trains the one-model baselines.
-# Each model starts from its recipe experiments/real_<task>.yaml (joint and multihead: real_age.yaml) with
+# Each model starts from its recipe experiments/studies/real_<task>.yaml (joint and multihead: experiments/studies/real_age.yaml) with
 # STUDY's budget on top. Prints the 18-class and per-task macro F1 and the training minutes; writes
 # runs/study/ROW/score.json.
 set -euo pipefail
@@ -28,8 +28,8 @@ for task in $TASKS; do
       *) args+=("$a") ;;
     esac
   done
-  recipe=experiments/real_$task.yaml
-  [ -f "$recipe" ] || recipe=experiments/real_age.yaml
+  recipe=experiments/studies/real_$task.yaml
+  [ -f "$recipe" ] || recipe=experiments/studies/real_age.yaml
   # shellcheck disable=SC2086
   $PY -m maskage train "$task" "$recipe" $STUDY output_dir="$out/$task" "${args[@]}" --quiet
 done

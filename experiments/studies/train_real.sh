@@ -11,7 +11,7 @@ if [ ! -f data/synth/train/train.csv ]; then
     --train-scenes 0.5
 fi
 for task in mask gender age; do
-  /usr/bin/time -f "$task: %e s" $PY -m maskage train $task experiments/real_$task.yaml "$@"
+  /usr/bin/time -f "$task: %e s" $PY -m maskage train $task experiments/studies/real_$task.yaml "$@"
 done
 $PY -m maskage pipeline runs/real/mask runs/real/gender runs/real/age --out runs/real/pipeline --dtype float16 --min-face-fraction 0.2
 echo "pipeline in runs/real/pipeline; to ship it: rm -rf maskage/pretrained/{mask,gender,age} && cp -r runs/real/pipeline/* maskage/pretrained/"

@@ -11,11 +11,11 @@ PY=${PY:-.venv/bin/python}
 OUT=${LOSO_DIR:-runs/loso}
 for left in aaf utkface; do
   keep=$(echo utkface aaf lfw | tr ' ' '\n' | grep -v "^$left$" | paste -sd, -)
-  $PY -m maskage train gender experiments/faceres_gender.yaml output_dir=$OUT/no_$left/gender \
+  $PY -m maskage train gender experiments/shipped/gender_1_faceres.yaml output_dir=$OUT/no_$left/gender \
     "datasets=[$keep]" epochs=${GENDER_EPOCHS:-8} portrait=yunet "$@"
   agekeep=$(echo "$keep" | tr ',' '\n' | grep -v '^lfw$' | paste -sd, -)
   size=${AGE_SIZE:-224}
-  $PY -m maskage train age experiments/faceres_age.yaml output_dir=$OUT/no_$left/age \
+  $PY -m maskage train age experiments/shipped/age_1_faceres.yaml output_dir=$OUT/no_$left/age \
     "datasets=[$agekeep]" epochs=${AGE_EPOCHS:-4} portrait=yunet input_size=$size crop_size=$size "$@"
   $PY -m maskage pipeline maskage/pretrained/mask $OUT/no_$left/gender $OUT/no_$left/age \
     --out $OUT/no_$left/pipeline --dtype float16 --min-face-fraction 0.2 --portrait yunet

@@ -2,7 +2,7 @@
 each LFW training person (news photos; no ages), 3 years older as it calls ages young (fourth session); the label
 goes to the person's three photos (bare, masked, incorrect), as a true age goes to a person's drawn-mask photos.
 Written as a `maskage pseudo` CSV (pseudo_labels=CSV pseudo_threshold=P: P on the teacher's mass in its group).
-    .venv/bin/python experiments/lfw_teacher_ages.py data/multi runs/lfw_teacher.csv
+    .venv/bin/python experiments/studies/lfw_teacher_ages.py data/multi runs/lfw_teacher.csv
 """
 import csv
 import sys

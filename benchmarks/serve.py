@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/serve.py [--pipeline DIR] [--clients 8] [--requests 400] [--photos N]
 
 The photos are the bundled astronaut portrait at 384x512 (the competition's size) with masks drawn on, as
-`benchmarks/speed.py` uses. Target (issue 18): with 8 clients, throughput >= 80% of `Pipeline.predict`'s photos/s,
+`benchmarks/speed.py` uses. Target: with 8 clients, throughput >= 80% of `Pipeline.predict`'s photos/s,
 zero failed requests. Run it on an idle machine.
 """
 from __future__ import annotations

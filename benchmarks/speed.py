@@ -7,10 +7,10 @@ package (dlib detector + two ONNX networks, gender and age only) on the same pho
     .venv/bin/python benchmarks/speed.py --scenes [--n 128] [--refresh 5]   # every face: scene photos/s, video frames/s
 
 Photos: real UTKFace faces from ../shared/data pasted on 384x512 canvases (the competition's photo size), in the
-same order for every contender. Target (issue 4): >= 40 photos/s end to end on 2 cores and >= 1.5x the peer.
+same order for every contender. Target: >= 40 photos/s end to end on 2 cores and >= 1.5x the peer.
 ``--scenes``: every face (``predict_all_faces``) of the real scene photos of ../shared/data/facemask_scenes, and
 ``predict_video`` on a 640x480 mp4 made of n / 4 of them, each seen for 16 frames by a panning, zooming camera
-(``camera_frames``), with every face classified in every frame and with ``refresh``. Target (issue 16): video >= 10
+(``camera_frames``), with every face classified in every frame and with ``refresh``. Target: video >= 10
 frames/s at 640x480 on 2 cores.
 """
 from __future__ import annotations

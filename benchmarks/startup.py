@@ -3,7 +3,7 @@ a user runs it), and which heavy modules each loads.
 
     .venv/bin/python benchmarks/startup.py [--runs 5] [--photo PATH]
 
-Issue 17's goal: ``maskage predict one.jpg`` under 1.5 s on 2 cores. The first ``predict`` after an install also
+the goal: ``maskage predict one.jpg`` under 1.5 s on 2 cores. The first ``predict`` after an install also
 exports the models to ONNX into the cache (a few seconds, once); this measures the runs after that one.
 """
 from __future__ import annotations

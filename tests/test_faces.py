@@ -107,7 +107,7 @@ def test_real_faces_found_in_95_percent(detector):
 
 
 def _crop_padding_the_whole_photo(image, box, settings):
-    """The crop as maskage made it before the fifteenth session: the whole photo padded, then cut."""
+    """The crop as maskage made it before 2026-12-03: the whole photo padded, then cut."""
     import cv2
 
     h, w = image.shape[:2]

@@ -107,7 +107,7 @@ def test_auto_backend_exports_once_into_the_cache_when_the_pipeline_has_no_onnx(
 
     import maskage.pipeline.files as pipeline_mod
 
-    # seeds no other test uses: weights whose export is not in the session's cache yet
+    # seeds no other test uses: weights whose export is not in the test run's cache yet
     d = Pipeline(tiny_model("mask", 21), tiny_model("gender", 22), tiny_model("age", 23)).save(tmp_path / "pipe")
     cache = Path(os.environ["MASKAGE_CACHE"]) / "onnx"
     before = set(cache.glob("*.onnx")) if cache.is_dir() else set()

@@ -52,8 +52,8 @@ def test_shipped_pipeline_reads_the_demo_photos_woman_in_her_forties(shipped, tm
     preds = dict(zip(files, shipped.predict([str(f) for f in files.values()])))
     assert all(p.gender == "female" for p in preds.values())
     # 30-59 bare, with the mask worn and pulled under the chin; with the nose out she sits on the 30-59 / 60+
-    # boundary since the eighth session's 224 px age models (0.47 / 0.50; the tenth session's distilled one 0.47 /
-    # 0.51, and 0.51 / 0.46 as the int8 model shipped since the fifteenth session; the 160 px ones: 0.64 / 0.30),
+    # boundary since the 2026-12-02 224 px age models (0.47 / 0.50; the 2026-12-03 distilled one 0.47 /
+    # 0.51, and 0.51 / 0.46 as the int8 model shipped since 2026-12-03; the 160 px ones: 0.64 / 0.30),
     # which gained on 2,100 held-out people (docs/measurements.md): the test holds her near it, not on one side
     ages = {name: p.age for name, p in preds.items()}
     assert {ages["bare"], ages["correct"], ages["under_chin"]} == {"30-59"}
@@ -86,7 +86,7 @@ def test_shipped_pipeline_runs_on_onnx_runtime_by_default_with_pytorchs_results(
     for a, b in zip(shipped.predict(files), torch_pipe.predict(files)):
         assert (a.mask, a.gender, a.face_box) == (b.mask, b.gender, b.face_box)
         assert a.mask_probs == pytest.approx(b.mask_probs, abs=1e-4)
-        # int8 against the float32 weights PyTorch runs: close, not equal (docs/measurements.md, fifteenth session);
+        # int8 against the float32 weights PyTorch runs: close, not equal (docs/measurements.md, 2026-12-03);
         # on a CPU where int8 may overflow, float32 exports of the same weights run instead
         for got, ref in ((a.gender_probs, b.gender_probs), (a.age_probs, b.age_probs)):
             assert got == pytest.approx(ref, abs=0.05)

@@ -1,4 +1,4 @@
-"""Issue 16 analysis: would a decision offset on "incorrect" (the mask model's log-probability plus b) help the scenes?
+"""Analysis: would a decision offset on "incorrect" (the mask model's log-probability plus b) help the scenes?
 Chosen honestly: two-fold by photo on the eval half (choose b on one fold, score on the other), and b chosen on
 the train half (the mask model saw its faces) scored on the eval half.
     .venv/bin/python experiments/studies/incorrect_offset.py [PIPELINE_DIR]

@@ -1,5 +1,5 @@
-"""Issue 15 experiment: FaceRes's own age head (trained on IMDB-Wiki: adults of every origin) labels the bare photo of
-each LFW training person (news photos; no ages), 3 years older as it calls ages young (fourth session); the label
+"""Experiment: FaceRes's own age head (trained on IMDB-Wiki: adults of every origin) labels the bare photo of
+each LFW training person (news photos; no ages), 3 years older as it calls ages young (2026-12-02); the label
 goes to the person's three photos (bare, masked, incorrect), as a true age goes to a person's drawn-mask photos.
 Written as a `maskage pseudo` CSV (pseudo_labels=CSV pseudo_threshold=P: P on the teacher's mass in its group).
     .venv/bin/python experiments/studies/lfw_teacher_ages.py data/multi runs/lfw_teacher.csv

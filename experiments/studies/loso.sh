@@ -3,7 +3,7 @@
 # each trains without one source, and benchmarks/cross_source.py then scores it on that source's held-out people:
 #   .venv/bin/python benchmarks/cross_source.py --data data/multi --no-peer \
 #       --pipeline no_aaf=runs/loso/no_aaf/pipeline --pipeline no_utkface=runs/loso/no_utkface/pipeline
-# Shorter than the shipped runs to fit a 2-core session (GENDER_EPOCHS, AGE_EPOCHS; one age model trained straight
+# Shorter than the shipped runs to fit a 2-core machine's day (GENDER_EPOCHS, AGE_EPOCHS; one age model trained straight
 # at the shipped 224 px, AGE_SIZE, not the shipped 160 px run + 224 px pair + distillation); trained on YuNet's crops
 # and assembled with the shipped detector, as the shipped models are (YuNet for one-face photos).
 set -euo pipefail

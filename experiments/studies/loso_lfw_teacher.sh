@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Issue 15 experiment (seventeenth session, docs/measurements.md): leave-one-source-out age without UTKFace
+# Experiment (2026-12-04, docs/measurements.md): leave-one-source-out age without UTKFace
 # (experiments/studies/loso.sh's age step: AAF only, 4 epochs straight at 224 px from FaceRes) plus LFW's training people
 # with FaceRes-teacher ages (first: .venv/bin/python experiments/studies/lfw_teacher_ages.py data/multi runs/lfw_teacher.csv;
-# rows kept where the teacher is >= 0.6 sure of the group), scored on UTKFace's held-out people. The eleventh
-# session's run without them: 0.768 bare / 0.671 masked.
+# rows kept where the teacher is >= 0.6 sure of the group), scored on UTKFace's held-out people. The 2026-12-03
+# run without them: 0.768 bare / 0.671 masked.
 set -euo pipefail
 PY=.venv/bin/python
 $PY -m maskage train age experiments/shipped/age_1_faceres.yaml output_dir=runs/loso_lfw/age "datasets=[aaf]" epochs=4 \

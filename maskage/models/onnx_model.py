@@ -131,7 +131,7 @@ def run_models(jobs: Sequence[tuple["TaskPredictor", np.ndarray]], workers: int)
     (ONNX Runtime sessions, which may run at once) ``workers`` runs at a time on one thread each, the batches
     cut so that there are at least ``workers`` pieces; the same numbers as one after another. On 2 cores, four task
     models two at a time on a thread each ran 10-25% more crops/s than one after another on two threads each, which
-    wait on each other inside every layer (docs/measurements.md, eighth session)."""
+    wait on each other inside every layer (docs/measurements.md, 2026-12-02)."""
     if workers <= 1 or not jobs:
         return [m.predict_inputs(x) for m, x in jobs]
     parts = -(-workers // len(jobs))

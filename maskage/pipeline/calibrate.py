@@ -3,7 +3,7 @@
 On photos unlike its training data (another camera, light or people) a model can lean one way: many 31-year-olds
 called <30, old women called men. A per-class offset on the log-probabilities (``combine.apply_bias``) moves the
 decision boundary without retraining; whether it helps is for people it was not chosen on to say (on the shipped
-models' own held-out sources it did not: docs/measurements.md, seventh session). Pure numpy, no torch: the pipeline's
+models' own held-out sources it did not: docs/measurements.md, 2026-12-02). Pure numpy, no torch: the pipeline's
 probabilities come in, the offsets go out (``maskage calibrate`` saves them in pipeline.json).
 """
 from __future__ import annotations

@@ -45,7 +45,7 @@ class FaceTracks:
     A face is looked for where it was and where its last move (between the two frames before) takes it: people
     walking past a camera keep their pace, and a face of 40 px that moves 8 px a frame overlaps its last box by IoU
     0.6 but its expected box by about 1 (on a panning view of the real scenes, 0.90 of faces were matched at IoU
-    0.5 with the move, 0.81 without: docs/measurements.md, eleventh session).
+    0.5 with the move, 0.81 without: docs/measurements.md, 2026-12-03).
 
     Per frame: ``match`` the new boxes to the last frame's, then ``update`` with each box's reference (what the
     caller classified or carried: any object); ``resolve`` swaps references, e.g. pending ones for predictions.

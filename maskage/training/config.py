@@ -109,7 +109,7 @@ class TrainConfig:
     resume: bool = False  # continue output_dir's run from its last checkpoint (same settings required)
     save_dtype: str = "float32"  # float32 | float16 (half-size weight files; loaded back as float32)
     # also save every epoch's model in output_dir/epoch_N: the validation fold is people of the training sources, and
-    # across sources it has picked the wrong epoch (docs/measurements.md, fourth session); choose with another yardstick
+    # across sources it has picked the wrong epoch (docs/measurements.md, 2026-12-02); choose with another yardstick
     save_epochs: bool = False
 
     def __post_init__(self) -> None:

@@ -125,7 +125,7 @@ def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str
         bottom = rng.uniform(1.85, 2.05)  # below the chin
     elif kind == NOSE_EXPOSED:
         # as real masks slip: the top edge from the nostrils (just under the nose tip) to above the upper lip,
-        # the nostrils' band the likeliest (issue 16: drawn masks always well under the nose were not caught real)
+        # the nostrils' band the likeliest (drawn masks always well under the nose were not caught real)
         top = min(nose_t + rng.triangular(0.04, 0.08, 0.2), 0.85)
         bottom = rng.uniform(1.85, 2.05)
     elif kind == UNDER_CHIN:
@@ -153,7 +153,7 @@ def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str
 
 
 def _low_chin_outline(face: FaceGeometry, rng: np.random.Generator) -> np.ndarray:
-    # real masks pulled down (issue 16's scene grids) sit from just under the lip to the chin itself, as wide as the
+    # real masks pulled down (the scene grids) sit from just under the lip to the chin itself, as wide as the
     # jaw and flatter at the bottom than a worn mask, which has no chin inside it to round over
     top = rng.triangular(1.15, 1.35, 1.55)
     bottom = top + rng.uniform(0.85, 1.1)

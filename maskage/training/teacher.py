@@ -5,7 +5,7 @@ label every training crop once; the student then learns from ``(1 - w) x`` its l
 FaceRes calls ages young (by 3 years on the multi-source build's training rows), so its age distribution is shifted
 by the median gap between the true ages and its expected ages on the training rows (``teacher_age_shift=auto``)
 before it is summed into the fine bins. Its outputs depend only on the crops, so they are cached in the crop cache's
-folder. Measured (docs/measurements.md, fourth session): neither teacher beat training on the true labels alone
+folder. Measured (docs/measurements.md, 2026-12-02): neither teacher beat training on the true labels alone
 across sources; the option stays for others' data and teachers.
 
 A teacher can also be saved models of the student's own task (``teacher=DIR[,DIR...]``): their averaged

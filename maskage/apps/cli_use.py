@@ -26,6 +26,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError("give photos or folders of photos (or one video, or --camera N)")
     if args.format and not args.out:
         raise UsageError("--format sets the file type of --out; for JSON on stdout use --json")
+    if args.ray is not None:
+        return _predict_ray(args)
+    if args.actors is not None:
+        raise UsageError("--actors is for --ray")
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no images found in the given paths", file=sys.stderr)
@@ -45,6 +49,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         n_noface = sum(1 for p in firsts if not p.error and p.face_box is None)
         print(f"{len(firsts)} image(s) -> {args.out} ({n_err} error(s), {n_noface} without a detected face)",
               file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _predict_ray(args: argparse.Namespace) -> int:
+    from .cluster import predict_on_ray
+
+    if not args.out or args.json or args.annotate or len(args.pipeline or []) > 1:
+        raise UsageError("--ray writes rows into --out rows.parquet (or .csv), with one pipeline; no --json or --annotate")
+    report = predict_on_ray(args.inputs, args.out, (args.pipeline or [None])[0], address=args.ray or None,
+                            all_faces=args.all_faces, batch_size=args.batch_size, actors=args.actors,
+                            backend=args.backend)
+    print(report)
     return 0
 
 
@@ -143,6 +159,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        from .cluster import serve_on_ray
+
+        serve_on_ray(args.host, args.port, args.replicas, args.pipeline, args.backend,
+                     address=args.ray or None, max_batch=args.max_batch, max_queue=args.max_queue)
+        return 0
+    if args.replicas != 1:
+        raise UsageError("--replicas is for --ray (one process serves without it)")
     from .serve import serve
 
     serve(args.host, args.port, args.pipeline, args.backend, max_batch=args.max_batch, max_queue=args.max_queue)
@@ -181,6 +205,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="video: classify a face found again where it was (or where its last move takes it) only every "
                         "N-th processed frame, keeping its labels in between (default 5; 1: every face of every frame)")
     p.add_argument("--all-faces", action="store_true", help="a row per face (default: the largest face of a photo)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="predict on a Ray cluster (ADDRESS, e.g. "
+                   "auto or ray://head:10001; none: a local one for the job) into --out rows.parquet or rows.csv (a "
+                   "folder of parts; also list files and s3://... folders as inputs); needs pip install 'maskage[ray]'")
+    p.add_argument("--actors", type=int, metavar="N", help="--ray: actors in the pool (default: the cluster's CPUs "
+                   "less one, one CPU each)")
     add_batch_options(p)
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto", help=BACKEND_HELP)
     p.set_defaults(func=cmd_predict)
@@ -241,6 +270,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto")
     p.add_argument("--max-batch", type=int, default=16, help="images run together from concurrent requests")
     p.add_argument("--max-queue", type=int, default=32, help="requests waiting before 503 answers")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="serve on Ray Serve (a running cluster's "
+                   "ADDRESS, e.g. auto; none: a local one); needs pip install 'maskage[ray]'")
+    p.add_argument("--replicas", type=int, default=1, help="--ray: copies of the service behind Serve's proxy")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="predict a bundled photo and masked variants of it (--train: the training job "

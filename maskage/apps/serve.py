@@ -68,7 +68,8 @@ class Batcher:
                      tta: dict[str, tuple[str, ...]] | None = None) -> list[list[Any]]:
         """Every face of each image (a list per image; the largest face only unless ``all_faces``), with the
         pipeline's test-time augmentation or ``tta`` for this request."""
-        assert self._queue is not None, "Batcher.start() was not awaited"
+        if self._queue is None:  # a host that runs no lifespan events (Ray Serve's replicas): start on first use
+            await self.start()
         key = None if tta is None else tuple(sorted((k, tuple(v)) for k, v in tta.items()))
         job = _Job(images, all_faces, asyncio.get_running_loop().create_future(), tta=key)
         try:

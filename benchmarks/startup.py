@@ -3,12 +3,14 @@ a user runs it), and which heavy modules each loads.
 
     .venv/bin/python benchmarks/startup.py [--runs 5] [--photo PATH]
 
-the goal: ``maskage predict one.jpg`` under 1.5 s on 2 cores. The first ``predict`` after an install also
-exports the models to ONNX into the cache (a few seconds, once); this measures the runs after that one.
+The goal: ``maskage predict one.jpg`` under 1.5 s on 2 cores, the first run after an install included: it is
+timed with an empty cache (``MASKAGE_CACHE`` a new folder), where a model shipped without its ONNX file would be
+exported first, then the runs after it.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +37,8 @@ def main() -> int:
     ap.add_argument("--photo", help="default: the demo's bundled photo")
     args = ap.parse_args()
     py = sys.executable
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    print("CPU:", next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?"))
     loaded = subprocess.run([py, "-c", f"import sys, maskage; print(*[m for m in {HEAVY!r} if m in sys.modules])"],
                             check=True, capture_output=True, text=True, cwd=ROOT).stdout.split()
     print(f"import maskage: {wall([py, '-c', 'import maskage'], args.runs):.2f} s median of {args.runs}; "
@@ -45,10 +49,13 @@ def main() -> int:
         from maskage.apps.demo import sample_photo
 
         photo = str(sample_photo())
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [py, "-m", "maskage", "predict", photo, "--out", str(Path(tmp) / "p.csv")]
-        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)  # the once-only ONNX export, if not cached
-        print(f"maskage predict one photo: {wall(cmd, args.runs):.2f} s median of {args.runs} (goal < 1.5 s)")
+    cmd = [py, "-m", "maskage", "predict", photo]
+    with tempfile.TemporaryDirectory() as cache:
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env={**os.environ, "MASKAGE_CACHE": cache})
+        first = time.perf_counter() - t
+    print(f"maskage predict one photo, first run (empty cache): {first:.2f} s (goal < 1.5 s)")
+    print(f"maskage predict one photo: {wall(cmd, args.runs):.2f} s median of {args.runs} (goal < 1.5 s)")
     return 0
 
 

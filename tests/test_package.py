@@ -56,3 +56,14 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
         assert with_thp * 4 < without, (with_thp, without)
     else:  # "always" gives huge pages anyway, "never" never does: the setting must then change nothing much
         assert with_thp <= without * 1.5 + 100, (chosen, with_thp, without)
+
+
+def test_documents_name_dates_and_sections_not_how_the_work_was_organised():
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|[a-z]+teenth|"
+                         r"[0-9]+th)\s+session\b", re.I)
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    files = [root / f for f in tracked if f.endswith((".md", ".py", ".yaml", ".sh", ".cfg"))]
+    assert len(files) > 50
+    found = [f"{p.relative_to(root)}: {m.group(0)}" for p in files for m in pattern.finditer(p.read_text(errors="replace"))]
+    assert not found, found[:10]

@@ -29,9 +29,12 @@ def test_shipped_pipeline_loads_with_no_arguments(shipped):
 
 def test_model_card_names_the_training_data_and_its_licences():
     card = (PRETRAINED_DIR / "MODEL_CARD.md").read_text()
-    for needle in ("UTKFace", "MaskedFace-Net", "RMFD", "non-commercial", "CC BY-NC-SA 4.0", "macro F1",
-                   "benchmarks/real_accuracy.py"):
+    for needle in ("UTKFace", "MaskedFace-Net", "RMFD", "facemask_faces", "non-commercial", "CC BY-NC-SA 4.0",
+                   "macro F1", "benchmarks/real_masks.py", "benchmarks/cross_source.py"):
         assert needle in card, needle
+    lines = card.splitlines()
+    assert len(lines) <= 80 and max(map(len, lines)) <= 120  # a card, not a report: the report is measurements.md
+    assert "@@" not in card
 
 
 def test_shipped_pipeline_reads_the_mask_state_of_the_demo_photos(shipped, tmp_path):

@@ -7,7 +7,7 @@ start-up cost, and Ray Serve under load beside `maskage serve`.
 The photos are the bundled portrait at 384x512 with masks drawn on (as `benchmarks/speed.py`), written as JPEG files.
 The single process is `Pipeline.predict` on them. A Ray job's rate once started is its marginal rate: N photos
 over the difference between a job of 2N photos and one of N (each job pays the actors' start, loading the pipeline,
-and Ray Data's planning once). Ray's own start-up (`ray.init` of a local cluster) is timed apart. k actors take 1/k
+and Ray Data's planning once), after a small job that warms Ray's worker processes. Ray's own start-up (`ray.init` of a local cluster) is timed apart. k actors take 1/k
 CPU each of a 2-CPU cluster, so that one CPU stays for the read and write tasks. Serve: `--requests` requests from
 `--clients` concurrent clients on loopback against Ray Serve (1 replica) and `maskage serve` (one process).
 Targets: 2 actors >= 0.8x the single process's photos/s once started; 0 failed requests on both services.
@@ -43,6 +43,9 @@ def job_rate(files: list[str], out: Path, pipeline: str | None, actors: int) -> 
     """(photos/s once started, the job's fixed cost in s) from a job of N photos and one of 2N."""
     from maskage.apps.cluster import predict_on_ray
 
+    # a first job warms Ray's worker processes (their start and imports would otherwise fall on the first timed job)
+    predict_on_ray(files[:16], out / f"a{actors}_warm.parquet", pipeline, batch_size=16, actors=actors,
+                   cpus_per_actor=1.0 / actors)
     times = []
     for k, part in enumerate((files[: len(files) // 2], files)):
         t = time.perf_counter()
@@ -54,6 +57,8 @@ def job_rate(files: list[str], out: Path, pipeline: str | None, actors: int) -> 
         raise SystemExit(f"{actors} actor(s): the job of {len(files)} photos took no longer than the one of half as "
                          f"many ({times[1]:.1f} s, {times[0]:.1f} s); use more --photos")
     rate = n / (times[1] - times[0])
+    print(f"  {actors} actor(s): {len(files) // 2} photos in {times[0]:.1f} s, {len(files)} in {times[1]:.1f} s "
+          f"({len(files) / times[1]:.1f} photos/s overall)", flush=True)
     return rate, times[0] - (len(files) // 2) / rate
 
 

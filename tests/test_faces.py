@@ -268,3 +268,19 @@ def test_hints_frame_the_labelled_face_the_detector_finds_or_misses(tmp_path):
     stacked = again.stack([str(path), str(path)], progress=False, hints=[(40, 20, 60, 40), (0, 0, 20, 20)])
     assert again.detections_run == 0  # both hinted entries came from the cache
     np.testing.assert_array_equal(stacked.crops, out.crops[:2])
+
+
+def test_maskage_threads_sets_the_cores_maskage_uses(monkeypatch):
+    from maskage.detect.faces import _cores
+    from maskage.errors import UsageError
+
+    monkeypatch.setenv("MASKAGE_THREADS", "1")
+    assert _cores() == 1
+    monkeypatch.setenv("MASKAGE_THREADS", "3")
+    assert _cores() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("MASKAGE_THREADS", bad)
+        with pytest.raises(UsageError, match="MASKAGE_THREADS"):
+            _cores()
+    monkeypatch.delenv("MASKAGE_THREADS")
+    assert _cores() >= 1

@@ -105,8 +105,14 @@ class PhotoPredictor:
     """A Ray Data actor: loads the pipeline once, then predicts batches of photo paths into rows. A photo that
     cannot be read is a row with its error, never a failed task."""
 
-    def __init__(self, pipeline_dir: str | None = None, backend: str = "auto", all_faces: bool = False) -> None:
+    def __init__(self, pipeline_dir: str | None = None, backend: str = "auto", all_faces: bool = False,
+                 threads: int = 1) -> None:
+        import os
+
         from ..pipeline.core import Pipeline
+
+        # the actor's share of the node's cores: several actors on one node must not each take every core
+        os.environ["MASKAGE_THREADS"] = str(threads)
 
         self.pipe = Pipeline.from_pretrained(pipeline_dir, backend=backend)
         self.all_faces = all_faces
@@ -201,7 +207,8 @@ def predict_on_ray(inputs: Sequence[str], out: str | Path, pipeline_dir: str | P
                                                                                             n_actors * 8)))
         rows = ds.map_batches(
             PhotoPredictor, fn_constructor_kwargs={"pipeline_dir": None if pipeline_dir is None else str(pipeline_dir),
-                                                  "backend": backend, "all_faces": all_faces},
+                                                  "backend": backend, "all_faces": all_faces,
+                                                  "threads": max(1, int(cpus_per_actor))},
             batch_size=batch_size, batch_format="numpy", concurrency=n_actors, num_cpus=cpus_per_actor,
             max_restarts=-1, max_task_retries=-1)
         (rows.write_parquet if kind == ".parquet" else rows.write_csv)(str(out.resolve()))

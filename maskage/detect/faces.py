@@ -232,7 +232,13 @@ def _yunet_threads(n: int) -> None:
 
 
 def _cores() -> int:
-    """The cores this process may run on (all of them where the platform cannot say)."""
+    """The cores this process may use: ``MASKAGE_THREADS`` when set (a container's or a Ray actor's share of a
+    machine), else the cores it may run on (all of them where the platform cannot say)."""
+    limit = os.environ.get("MASKAGE_THREADS", "").strip()
+    if limit:
+        if not limit.isdigit() or int(limit) < 1:
+            raise UsageError(f"MASKAGE_THREADS must be a whole number >= 1, got {limit!r}")
+        return int(limit)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

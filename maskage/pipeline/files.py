@@ -200,12 +200,13 @@ def _onnx_key(task: str, digests: dict[str, str]) -> str:
 
 def _session_threads(use_onnx: bool, shared: bool) -> int | None:
     """ONNX Runtime threads per model session: 1 where the pipeline will run its models side by side
-    (``onnx_model.run_models``: several cores, no model serving several tasks), else the default."""
+    (``onnx_model.run_models``: several cores, no model serving several tasks), else the cores it may use."""
     if not use_onnx or shared:
         return None
+    from ..detect.faces import _cores
     from ..models.onnx_model import model_workers
 
-    return 1 if model_workers() > 1 else None
+    return 1 if model_workers() > 1 else _cores()
 
 
 def _cached_export(directory: Path, entry: dict, threads: int | None = None) -> Any:

@@ -24,7 +24,8 @@ def test_shipped_pipeline_loads_with_no_arguments(shipped):
     assert (settings.portrait, settings.portrait_face_px, settings.min_face_fraction, settings.scene) == (
         "yunet", 24, 0.2, "auto")
     size = sum(p.stat().st_size for p in PRETRAINED_DIR.rglob("*") if p.is_file())
-    assert size < 40 * 2**20  # small enough to live in the repository
+    # small enough to live in the repository: float16 weights, and ONNX files so that prediction exports nothing
+    assert size < 48 * 2**20
 
 
 def test_model_card_names_the_training_data_and_its_licences():
@@ -76,14 +77,17 @@ def test_predict_without_pipeline_uses_the_shipped_one(shipped, tmp_path):
 
 def test_shipped_pipeline_runs_on_onnx_runtime_by_default_with_pytorchs_results(shipped, tmp_path):
     from maskage.apps.demo import masked_variants, sample_photo
-    from maskage.models.onnx_model import int8_is_exact
+    from maskage.models.onnx_model import cached_onnx_path, int8_is_exact
+    from maskage.pipeline.files import _onnx_key
 
-    # the mask model exported once into the (test) cache; gender and age from the int8 model.onnx files shipped
-    # beside their weights
+    # every model from the model.onnx shipped beside its weights (mask float32, gender and age int8): the first run
+    # exports nothing into the cache
     assert shipped.backend == "onnx"
     meta = json.loads((PRETRAINED_DIR / "pipeline.json").read_text())
     assert [meta["models"][t].get("onnx", {}).get("precision") for t in ("mask", "gender", "age")] == [
-        None, "int8", "int8"]
+        "float32", "int8", "int8"]
+    assert all((PRETRAINED_DIR / t / "model.onnx").is_file() for t in ("mask", "gender", "age"))
+    assert not cached_onnx_path(_onnx_key("mask", meta["models"]["mask"]["sha256"])).exists()
     files = [str(f) for f in masked_variants(sample_photo(), tmp_path).values()]
     torch_pipe = Pipeline.from_pretrained(backend="torch")
     for a, b in zip(shipped.predict(files), torch_pipe.predict(files)):

@@ -100,9 +100,10 @@ def _actor_pids(name: str) -> list[int]:
     """Processes whose command line names ``name`` (Ray titles an actor's process after its class)."""
     out = []
     for d in Path("/proc").iterdir():
-        if d.name.isdigit():
+        if d.name.isdigit() and int(d.name) != os.getpid():
             try:
-                if name in (d / "cmdline").read_bytes().decode(errors="replace"):
+                alive = (d / "stat").read_text().split(") ")[-1][:1] not in ("Z", "X")
+                if alive and name in (d / "cmdline").read_bytes().decode(errors="replace"):
                     out.append(int(d.name))
             except OSError:
                 pass
@@ -118,12 +119,15 @@ def test_an_actor_killed_mid_job_loses_no_row_and_doubles_none(cluster, pipe_dir
     job.start()
     killed, deadline = None, time.time() + 120
     while killed is None and time.time() < deadline and job.is_alive():
-        pids = _actor_pids("PhotoPredictor")
-        if pids:
+        if _actor_pids("PhotoPredictor"):
             time.sleep(0.5)  # let it load the pipeline and take batches
-            if job.is_alive():
-                os.kill(pids[0], signal.SIGKILL)
-                killed = pids[0]
+            for pid in _actor_pids("PhotoPredictor") if job.is_alive() else []:
+                try:  # a process seen a moment ago may be gone already (a worker Ray replaced): try the next
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                killed = pid
+                break
         time.sleep(0.05)
     assert killed is not None, "the job ended before an actor could be killed"
     job.join(240)

@@ -264,7 +264,7 @@ def test_models_run_side_by_side_with_the_same_predictions(tmp_path, toy_root, m
     ms = [m for model in side.models.values() for m in members(model)]
     assert side.model_workers == 3 and len(ms) == 4
     assert all(m.session.get_session_options().intra_op_num_threads == 1 for m in ms)
-    monkeypatch.setattr(onnx_model, "model_workers", lambda: 1)  # one core: sessions on the default threads
+    monkeypatch.setattr(onnx_model, "model_workers", lambda: 1)  # one worker: sessions on the cores maskage uses
     one = Pipeline.from_pretrained(d)
     assert one.model_workers == 1 and all(m.threads != 1 for model in one.models.values() for m in members(model))
     ref = Pipeline.from_pretrained(d, backend="torch")

@@ -343,11 +343,11 @@ def test_synth_cli(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.data
 def test_real_textures_come_from_the_training_people_of_rmfd(monkeypatch):
-    from maskage.training import synth
+    from maskage.training import masks
     from maskage.training.data import in_holdout, source_person
 
     read = []
-    monkeypatch.setattr(synth, "load_image", lambda p: read.append(p) or load_image(p))
+    monkeypatch.setattr(masks, "load_image", lambda p: read.append(p) or load_image(p))
     folder = SHARED_DATA / "rmfd" / "with_mask"
     textures = real_textures(folder, limit=200, progress=False)
     assert len(read) == 200 and len(textures) >= 120 and all(t.shape == TEXTURE_SIZE + (3,) for t in textures)

@@ -168,8 +168,9 @@ def video_info(source: str | Path | int) -> tuple[int | None, float | None]:
     return (n if n > 0 else None), (fps if fps > 0 else None)
 
 
-def predict_video(pipe: Any, source: str | Path | int, every: int = 1, limit: int | None = None,
-              batch_size: int = 4, refresh: int | None = None, smooth: float = 0.0) -> Iterator[VideoFrame]:
+def predict_video(  # long: detection, tracking and classification of a batch of frames share their state
+        pipe: Any, source: str | Path | int, every: int = 1, limit: int | None = None,
+                  batch_size: int = 4, refresh: int | None = None, smooth: float = 0.0) -> Iterator[VideoFrame]:
     """Every face of every ``every``-th frame of a video file (or camera index), as ``VideoFrame``s in order:
     frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found). Faces
     are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);
@@ -181,8 +182,6 @@ def predict_video(pipe: Any, source: str | Path | int, every: int = 1, limit: in
     last ones, ``smooth`` of the old (0: each call stands alone)."""
     if not 0 <= smooth < 1:
         raise UsageError(f"smooth must be in [0, 1), got {smooth}")
-    from .video import DEFAULT_REFRESH, FaceTracks, VideoFrame, frames
-
     tracks = FaceTracks(DEFAULT_REFRESH if refresh is None else refresh)
     scene = pipe.detector_settings.uses_scene(True)
 
@@ -227,10 +226,11 @@ def predict_video(pipe: Any, source: str | Path | int, every: int = 1, limit: in
             batch = []
     yield from run(batch)
 
+
 def _smoothed(pipe: Any, new: Any, old: Any, weight: float, det: Any) -> Any:
     """``new``'s probabilities mixed with ``old``'s (``weight`` of old), labels from the mix."""
-    probs = {task: np.array([[(1 - weight) * getattr(new, f"{task}_probs")[k] + weight * v
-                              for k, v in getattr(old, f"{task}_probs").items()]]) for task in PIPELINE_TASKS}
     from .core import predictions_from
 
+    probs = {task: np.array([[(1 - weight) * getattr(new, f"{task}_probs")[k] + weight * v
+                              for k, v in getattr(old, f"{task}_probs").items()]]) for task in PIPELINE_TASKS}
     return predictions_from(probs, [det], [new.source], pipe.age_threshold)[0]

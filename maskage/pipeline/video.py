@@ -169,8 +169,8 @@ def video_info(source: str | Path | int) -> tuple[int | None, float | None]:
 
 
 def predict_video(  # long: detection, tracking and classification of a batch of frames share their state
-        pipe: Any, source: str | Path | int, every: int = 1, limit: int | None = None,
-                  batch_size: int = 4, refresh: int | None = None, smooth: float = 0.0) -> Iterator[VideoFrame]:
+        pipe: Any, source: str | Path | int, every: int = 1, limit: int | None = None, batch_size: int = 4,
+        refresh: int | None = None, smooth: float = 0.0) -> Iterator[VideoFrame]:
     """Every face of every ``every``-th frame of a video file (or camera index), as ``VideoFrame``s in order:
     frame index, time, the RGB frame and one ``Prediction`` per face found (none when no face was found). Faces
     are found as in ``predict_all_faces`` (the scene detector unless the detector's ``scene`` is off);

@@ -67,3 +67,60 @@ def test_documents_name_dates_and_sections_not_how_the_work_was_organised():
     assert len(files) > 50
     found = [f"{p.relative_to(root)}: {m.group(0)}" for p in files for m in pattern.finditer(p.read_text(errors="replace"))]
     assert not found, found[:10]
+
+
+def _imports(root: Path) -> dict[str, set[str]]:
+    """Every maskage module's imports of other maskage modules, function-level ones included."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if is_pkg else parts)
+        package = name if is_pkg else name.rpartition(".")[0]
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module or ""
+                if target.startswith("maskage"):
+                    out.add(target)
+                    out.update(f"{target}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                out.update(a.name for a in node.names if a.name.startswith("maskage"))
+        graph[name] = out
+    modules = set(graph)
+    return {m: {t for t in targets if t in modules and t != m} for m, targets in graph.items()}
+
+
+def test_imports_flow_one_way_between_the_subpackages_and_make_no_cycle():
+    root = Path(maskage.__file__).resolve().parent
+    graph = _imports(root)
+    # what each layer may import (subpackages; the shared top-level modules are below them all)
+    below = {"detect": set(), "models": {"detect"}, "pipeline": {"detect", "models"},
+             "training": {"detect", "models"}, "apps": {"detect", "models", "pipeline", "training"}}
+    for module, targets in graph.items():
+        layer = module.split(".")[1] if module.count(".") >= 1 else ""
+        for target in targets:
+            other = target.split(".")[1] if target.count(".") >= 1 else ""
+            if layer in below and other in below and other != layer:
+                assert other in below[layer], f"{module} imports {target}"
+            if layer not in below and module not in ("maskage", "maskage.__main__") and other in below:
+                # the shared basics import no subpackage (the package and `python -m maskage` are the entry points)
+                assert False, f"{module} imports {target}"
+
+    def visit(node: str, path: list[str], done: set[str]) -> None:
+        if node in path:
+            raise AssertionError(f"import cycle: {' -> '.join(path[path.index(node):] + [node])}")
+        if node in done:
+            return
+        for nxt in sorted(graph.get(node, ())):
+            if not nxt.endswith("__init__") and nxt.rpartition(".")[0] != node:
+                visit(nxt, path + [node], done)
+        done.add(node)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        visit(module, [], done)

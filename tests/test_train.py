@@ -358,7 +358,7 @@ def test_kfold_trains_every_fold_with_out_of_fold_predictions_for_every_person(t
     from maskage.apps.cli import main
     from maskage.models.ensemble import TaskEnsemble
     from maskage.pipeline.core import Pipeline
-    from maskage.training.train import score_probs
+    from maskage.training.results import score_probs
 
     from .conftest import tiny_model
 

@@ -275,6 +275,11 @@ class Pipeline:
         probs = self._tasks_probs(self.model_inputs(arrays, detections))
         probs["age"] = age_group_probs(probs["age"], self._age_groups)
         probs = {task: apply_bias(p, self.bias.get(task)) for task, p in probs.items()}
+        return self._predictions(probs, detections, sources)
+
+    def _predictions(self, probs: dict[str, np.ndarray], detections: Sequence[Detection],
+                     sources: Sequence[str]) -> list[Prediction]:
+        """``Prediction``s from each task's final probabilities (age: of its groups), through the combiner."""
         return predictions_from(probs, detections, sources, self.age_threshold)
 
 

@@ -229,8 +229,6 @@ def predict_video(  # long: detection, tracking and classification of a batch of
 
 def _smoothed(pipe: Any, new: Any, old: Any, weight: float, det: Any) -> Any:
     """``new``'s probabilities mixed with ``old``'s (``weight`` of old), labels from the mix."""
-    from .core import predictions_from
-
     probs = {task: np.array([[(1 - weight) * getattr(new, f"{task}_probs")[k] + weight * v
                               for k, v in getattr(old, f"{task}_probs").items()]]) for task in PIPELINE_TASKS}
-    return predictions_from(probs, [det], [new.source], pipe.age_threshold)[0]
+    return pipe._predictions(probs, [det], [new.source])[0]

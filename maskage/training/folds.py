@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from typing import Callable
 
 import numpy as np
 
@@ -11,15 +12,17 @@ from ..atomic import write_csv_atomic, write_json_atomic
 from ..models.spec import FOLDS_NAME
 from ..models.torch_model import TaskModel
 from .config import TrainConfig, save_config
-from .train import OOF_NAME, TrainResult, score_probs, train
+from .results import OOF_NAME, TrainResult, score_probs
 
 
-def train_folds(config: TrainConfig, progress: bool = True) -> TrainResult:
+def train_folds(config: TrainConfig, train: Callable[..., TrainResult], progress: bool = True) -> TrainResult:
     """K-fold training: one model per person-disjoint fold (``n_folds = folds``), each validated on the people
     the others train on, into ``output_dir/fold<k>``. Their validation predictions together are out-of-fold
     predictions for every training photo, written to ``oof_predictions.csv`` and scored in ``metrics.json``;
     ``folds.json`` lists the fold models, which ``Pipeline.from_runs`` loads as one soft-voted ensemble.
-    A killed run continues with ``resume=true``: finished folds are kept."""
+    A killed run continues with ``resume=true``: finished folds are kept. ``train``: the one-run trainer
+    (``training.train.train``, which calls this for ``folds=K`` and passes itself, so that this module needs no
+    import of it)."""
     out = config.resolved_output_dir()
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")

@@ -4,17 +4,14 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from ..atomic import write_csv_atomic
-from ..combine import age_group_probs, encode_many
 from ..detect.cache import CachedCrops, CropCache
 from ..detect.faces import CropSettings, DetectorSettings
 from ..errors import UsageError
@@ -28,16 +25,7 @@ from .data import (CropDataset, DatasetError, Sample, filter_datasets, filter_ra
                    source_samples, subset_people, task_samples, task_target)
 from .distributed import DistContext, ShardSampler, resolve_device, seed_everything
 from .losses import MultiHeadLoss, balanced_weights, build_loss
-
-
-@dataclass
-class TrainResult:
-    """Where the run went and how its best epoch scored on the validation people."""
-
-    output_dir: Path
-    best_epoch: int
-    best_f1: float
-    metrics: dict[str, Any]
+from .results import TrainResult, score_probs
 
 
 def balance_cells(samples: Sequence[Sample], balance: str, threshold: int) -> np.ndarray | None:
@@ -79,41 +67,6 @@ def evaluate(model: TaskModel, crops: np.ndarray, targets: np.ndarray, batch_siz
     task the age-group macro F1, since the groups are what the 18 classes use.
     """
     return score_probs(model.predict_proba(crops, batch_size), targets, model.spec)
-
-
-def score_probs(probs: np.ndarray, targets: np.ndarray, spec) -> dict[str, Any]:
-    """``evaluate``'s scores for given probabilities of a model with this ``ModelSpec``. The joint and
-    multi-head baselines are scored on the 18 classes (and each task), as the pipeline is."""
-    targets = np.asarray(targets)
-    if spec.task in ("joint", "multihead") and len(targets):
-        from ..models.joint import class_ids
-        from ..metrics import score
-
-        if spec.task == "joint":
-            true_ids = targets
-        else:
-            mask, gender, age_bin = unpack_heads(targets, spec.heads[2])
-            true_ids = encode_many(mask, gender, np.asarray(spec.age_groups)[age_bin])
-        out = {k: v for k, v in score(true_ids, class_ids(probs, spec)).items() if k != "confusion"}
-        return dict(out, selection_f1=out["macro_f1"], probs=probs)
-    age_groups = spec.age_groups if spec.task == "age" else None
-    pred = probs.argmax(1)
-    # macro F1 over the classes present in truth or prediction, as scikit-learn (and the competition) do
-    out: dict[str, Any] = {
-        "n": int(len(targets)),
-        "accuracy": float((pred == targets).mean()) if len(targets) else 0.0,
-        "macro_f1": float(f1_score(targets, pred, average="macro", zero_division=0)),
-    }
-    out["selection_f1"] = out["macro_f1"]
-    if age_groups is not None:
-        groups = np.asarray(age_groups)
-        gpred = age_group_probs(probs, groups).argmax(1)
-        gtrue = groups[targets]
-        out["group_accuracy"] = float((gpred == gtrue).mean()) if len(targets) else 0.0
-        out["group_macro_f1"] = float(f1_score(gtrue, gpred, average="macro", zero_division=0))
-        out["selection_f1"] = out["group_macro_f1"]
-    out["probs"] = probs
-    return out
 
 
 def _criterion(config: TrainConfig, spec, targets: np.ndarray) -> torch.nn.Module:
@@ -175,9 +128,6 @@ def _init_from(model: TaskModel, directory: str) -> None:
     model.net.load_state_dict(start.net.state_dict())
 
 
-OOF_NAME = "oof_predictions.csv"
-
-
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a straight-line epoch loop
     """Train one task model as the config says; the best epoch's model is saved in the output directory.
     With ``folds=K``, K models instead (``train_folds``). The steps: the photos (``_training_samples``), their
@@ -189,7 +139,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a
     if config.folds:
         from .folds import train_folds
 
-        return train_folds(config, progress)
+        return train_folds(config, train, progress)
     dist_ctx = DistContext.from_env(config.device)
     seed_everything(config.seed)
     device = dist_ctx.device if dist_ctx.world > 1 else resolve_device(config.device)

@@ -114,7 +114,7 @@ def cmd_fetch_faceres(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:  # long: a flat block of declarations per command, as --help
     """Add the training commands' parsers."""
     p = sub.add_parser("train", help="train one task model (or a baseline: joint = one 18-class model, "
                        "multihead = one backbone with three heads)")

@@ -183,7 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:  # long: a flat block of declarations per command, as --help
     """Add the prediction commands' parsers."""
     p = sub.add_parser("predict", help="predict photos or folders of photos (a table, or rows into --out), a video or "
                        "a camera")

@@ -235,3 +235,49 @@ def test_a_camera_that_is_not_there_is_a_clear_error(pipe, tmp_path, capsys):
     d = pipe.save(tmp_path / "pipe")
     assert main(["predict", "--camera", "97", "--pipeline", str(d), "--out", str(tmp_path / "c.csv")]) == 2
     assert "cannot open camera 97" in capsys.readouterr().err and not (tmp_path / "c.csv").exists()
+
+
+class _FakeCamera:
+    """A camera giving ``n`` frames, one every ``period`` seconds, each frame's pixels its own number."""
+
+    def __init__(self, n: int, period: float = 0.001) -> None:
+        self.n, self.period, self.i = n, period, 0
+
+    def read(self):
+        import time
+
+        if self.i >= self.n:
+            return False, None
+        time.sleep(self.period)
+        self.i += 1
+        return True, np.full((4, 4, 3), self.i - 1, np.uint8)
+
+
+def test_a_slow_reader_of_a_camera_gets_its_newest_frames_and_knows_how_many_it_skipped():
+    import time
+
+    from maskage.pipeline.video import LatestFrame
+
+    reader, got = LatestFrame(_FakeCamera(200).read), []
+    while (item := reader.next()) is not None:
+        index, frame = item
+        assert int(frame[0, 0, 0]) == index  # the frame handed out is the one its index names
+        got.append(index)
+        time.sleep(0.005)  # a pipeline five times slower than the camera
+    reader.close()
+    assert got == sorted(set(got)) and got[-1] == 199  # newest first, never twice, the last one included
+    assert reader.dropped > 0 and len(got) + reader.dropped == 200  # every frame taken or counted as skipped
+
+
+def test_camera_frames_keep_every_spacing_and_the_summary_says_what_was_skipped():
+    from collections import Counter
+
+    from maskage.pipeline.outputs import VideoSummary
+    from maskage.pipeline.video import _camera_frames, dropped_frames
+
+    taken = [index for index, _, _ in _camera_frames(_FakeCamera(60, period=0.0005), every=3, limit=None)]
+    assert taken and all(b - a >= 3 for a, b in zip(taken, taken[1:]))
+    assert list(_camera_frames(_FakeCamera(60), every=1, limit=4)).__len__() == 4
+    assert dropped_frames([0, 1, 5, 6]) == 3 and dropped_frames([0, 2, 7], every=2) == 3 and dropped_frames([4]) == 0
+    assert "12 camera frame(s) skipped to keep up" in str(VideoSummary(5, Counter(), Counter(), dropped=12))
+    assert "skipped" not in str(VideoSummary(5, Counter(), Counter()))

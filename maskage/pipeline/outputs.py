@@ -18,7 +18,7 @@ from ..errors import MaskageError, UsageError
 from ..images import IMAGE_EXTENSIONS
 from ..labels import MASK_LABELS
 from ..progress import bar
-from .video import VideoError, VideoFrame, video_info
+from .video import VideoError, VideoFrame, dropped_frames, video_info
 
 
 class SubmissionError(MaskageError):
@@ -201,13 +201,15 @@ class VideoSummary:
     frames: int
     faces: Counter
     tracks: Counter = field(default_factory=Counter)
+    dropped: int = 0  # a camera's frames skipped while the pipeline was busy (``video.dropped_frames``)
 
     def __str__(self) -> str:
         def parts(c: Counter) -> str:
             return ", ".join(f"{m} {c.get(m, 0)}" for m in MASK_LABELS)
 
         return (f"{self.frames} frame(s), {sum(self.faces.values())} face(s): {parts(self.faces)}; "
-                f"{sum(self.tracks.values())} face track(s): {parts(self.tracks)}")
+                f"{sum(self.tracks.values())} face track(s): {parts(self.tracks)}"
+                + (f"; {self.dropped} camera frame(s) skipped to keep up" if self.dropped else ""))
 
 
 def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, annotate: str | Path | None = None,
@@ -228,11 +230,12 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
     rows: list[dict[str, Any]] = []
     counts: Counter = Counter()
     by_track: dict[int, Counter] = {}
-    writer, n = None, 0
+    writer, n, indices = None, 0, []
     try:
         with atomic_path(annotate) if annotate else nullcontext() as tmp:
             for frame in _until_interrupted(pipe.predict_video(source, every=every, limit=limit, refresh=refresh)):
                 rows.extend(frame_rows(frame))
+                indices.append(frame.index)
                 counts.update(p.mask for p in frame.predictions)  # a frame's predictions are its found faces
                 for t, p in zip(frame.tracks, frame.predictions):
                     by_track.setdefault(t, Counter())[p.mask] += 1
@@ -254,7 +257,8 @@ def predict_video_to_csv(pipe: Any, source: str | Path | int, out: str | Path, a
     first = ["frame", "time", "face_index", "track"]
     fields = first + [k for k in _row_fields(rows) if k not in first]
     write_csv_atomic(out, fields, rows)
-    return VideoSummary(n, counts, Counter(c.most_common(1)[0][0] for c in by_track.values()))
+    dropped = dropped_frames(indices, every) if isinstance(source, int) else 0
+    return VideoSummary(n, counts, Counter(c.most_common(1)[0][0] for c in by_track.values()), dropped)
 
 
 def _until_interrupted(items: Iterator) -> Iterator:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+import threading
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -128,13 +129,92 @@ def open_video(source: str | Path | int) -> Any:
     return cap
 
 
+class LatestFrame:
+    """A live source read on a thread of its own that keeps only its newest frame: a reader slower than the camera
+    gets the frame of now, never one from a backlog that grows, and ``dropped`` counts the frames replaced before
+    anyone took them. ``read``: ``cv2.VideoCapture.read``, or anything that returns ``(ok, frame)``."""
+
+    def __init__(self, read: Callable[[], tuple[bool, Any]]) -> None:
+        self._read, self._cond = read, threading.Condition()
+        self._frame: Any = None
+        self._index, self._taken, self._ended, self._stop = -1, -1, False, False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            ok, frame = self._read()
+            with self._cond:
+                if not ok:
+                    self._ended = True
+                    self._cond.notify_all()
+                    return
+                if self._index > self._taken:  # the frame it replaces was never taken
+                    self.dropped += 1
+                self._index, self._frame = self._index + 1, frame
+                self._cond.notify_all()
+
+    def next(self) -> tuple[int, Any] | None:
+        """The newest frame not taken yet and its index (frames counted from 0), waiting for one; None once the
+        source has ended and every frame is taken."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._index > self._taken or self._ended)
+            if self._index <= self._taken:
+                return None
+            self._taken = self._index
+            return self._index, self._frame
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop reading (after the read in progress) before the source is released."""
+        self._stop = True
+        self._thread.join(timeout)
+
+
+def _camera_frames(cap: Any, every: int, limit: int | None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """A camera's newest frames (``LatestFrame``), at most one in ``every`` of its frames: a pipeline slower than
+    the camera skips frames instead of falling behind (the gaps in the indices say how many)."""
+    import time as clock
+
+    import cv2
+
+    reader, start, given, last = LatestFrame(cap.read), clock.monotonic(), 0, None
+    try:
+        while limit is None or given < limit:
+            got = reader.next()
+            if got is None:
+                break
+            index, frame = got
+            if last is not None and index < last + every:
+                continue
+            last = index
+            yield index, clock.monotonic() - start, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            given += 1
+    finally:
+        reader.close()
+
+
+def dropped_frames(indices: Sequence[int], every: int = 1) -> int:
+    """Frames a live source gave that were neither processed nor skipped by ``every``: the gaps between the indices
+    of processed frames beyond ``every``."""
+    return sum(max(0, b - a - every) for a, b in zip(indices, indices[1:]))
+
+
 def frames(source: str | Path | int, every: int = 1, limit: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
-    """``(index, time in s, RGB frame)`` for every ``every``-th frame (the first included), at most ``limit``."""
+    """``(index, time in s, RGB frame)`` for every ``every``-th frame (the first included), at most ``limit``. A
+    camera (an int) gives its newest frame whenever one is asked for (``_camera_frames``): time is then seconds
+    since the start, and frames it gave while the pipeline was busy are skipped."""
     import cv2
 
     if every < 1:
         raise UsageError(f"every must be >= 1, got {every}")
     cap = open_video(source)
+    if isinstance(source, int):
+        try:
+            yield from _camera_frames(cap, every, limit)
+        finally:
+            cap.release()
+        return
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     try:
         index, given = 0, 0

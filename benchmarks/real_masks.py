@@ -32,11 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from maskage.training.data import source_samples  # noqa: E402
-from maskage.detect.faces import box_iou, crop_face, pick_face  # noqa: E402
+from maskage.detect.faces import HINT_IOU, box_iou, crop_face, pick_face  # noqa: E402
 from maskage.images import load_image  # noqa: E402
 from maskage.labels import MASK_LABELS  # noqa: E402
+from maskage.metrics import interval, resamples  # noqa: E402
 from maskage.pipeline.core import Pipeline  # noqa: E402
 from maskage.pipeline.scenes import match, photo_split, read_boxes  # noqa: E402
+from maskage.tables import read_csv_rows  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SOURCES = ["maskedfacenet/correct=wear", "maskedfacenet/incorrect=incorrect",
@@ -67,13 +69,9 @@ def bootstrap(per_group: list[np.ndarray], rounds: int = 1000, seed: int = 0) ->
     """Summed confusions of ``rounds`` resamples of the groups, the same resamples for every pipeline:
     (pipelines, rounds, K, K)."""
     n = per_group[0].shape[0]
-    idx = np.random.default_rng(seed).integers(0, n, (rounds, n))
+    idx = resamples(n, rounds, seed)
     weights = np.stack([np.bincount(r, minlength=n) for r in idx]).astype(float)
     return np.stack([np.einsum("rg,gij->rij", weights, c) for c in per_group])
-
-
-def ci(x: np.ndarray) -> list[float]:
-    return [float(np.percentile(x, 2.5)), float(np.percentile(x, 97.5))]
 
 
 def report(name: str, names: list[str], groups: np.ndarray, truth: np.ndarray, preds: list[np.ndarray]) -> dict:
@@ -87,8 +85,8 @@ def report(name: str, names: list[str], groups: np.ndarray, truth: np.ndarray, p
     for j, pipe_name in enumerate(names):
         conf = per_group[j].sum(0)
         f1, rec = float(macro_f1(conf)), float(recall(conf, inc))
-        entry = {"mask_f1": f1, "mask_f1_ci": ci(macro_f1(boot[j])),
-                 "incorrect_recall": rec, "incorrect_recall_ci": ci(recall(boot[j], inc)),
+        entry = {"mask_f1": f1, "mask_f1_ci": interval(macro_f1(boot[j])),
+                 "incorrect_recall": rec, "incorrect_recall_ci": interval(recall(boot[j], inc)),
                  "recall": {m: float(recall(conf, k)) for k, m in enumerate(MASK_LABELS)},
                  "confusion": conf.astype(int).tolist()}
         line = (f"  {pipe_name:<12} F1 {f1:.3f} [{entry['mask_f1_ci'][0]:.3f}-{entry['mask_f1_ci'][1]:.3f}]  "
@@ -98,8 +96,8 @@ def report(name: str, names: list[str], groups: np.ndarray, truth: np.ndarray, p
                 f"  confusion {entry['confusion']}")
         if j:
             d_f1, d_rec = macro_f1(boot[j]) - macro_f1(boot[0]), recall(boot[j], inc) - recall(boot[0], inc)
-            entry.update(paired_f1=f1 - out[names[0]]["mask_f1"], paired_f1_ci=ci(d_f1),
-                         paired_recall=rec - out[names[0]]["incorrect_recall"], paired_recall_ci=ci(d_rec))
+            entry.update(paired_f1=f1 - out[names[0]]["mask_f1"], paired_f1_ci=interval(d_f1),
+                         paired_recall=rec - out[names[0]]["incorrect_recall"], paired_recall_ci=interval(d_rec))
             line += (f"\n  {'':<12} vs {names[0]}: F1 {entry['paired_f1']:+.3f} [{entry['paired_f1_ci'][0]:+.3f}, "
                      f"{entry['paired_f1_ci'][1]:+.3f}], incorrect recall {entry['paired_recall']:+.3f} "
                      f"[{entry['paired_recall_ci'][0]:+.3f}, {entry['paired_recall_ci'][1]:+.3f}]")
@@ -110,18 +108,15 @@ def report(name: str, names: list[str], groups: np.ndarray, truth: np.ndarray, p
 
 def face_set(pipes: dict[str, Pipeline], holdout: float):
     """The held-out ``facemask_faces``: per pipeline the predicted states, and each face's photo, size, crop."""
-    import csv
-
     folder = SHARED / "facemask_faces"
     samples = source_samples([f"{folder}=faces.csv"], "holdout", holdout)
-    with (folder / "faces.csv").open(newline="") as f:
-        face_px = {str(folder / r["file"]): float(r["face_px"]) for r in csv.DictReader(f)}
+    face_px = {str(folder / r["file"]): float(r["face_px"]) for r in read_csv_rows(folder / "faces.csv", ["face_px"])}
     arrays = [load_image(s.path) for s in samples]
     preds, detected = {}, None
     for name, pipe in pipes.items():
         found = pipe.detector.detect_all(arrays)  # the portrait detector, as `maskage predict` runs on these crops
         boxes = [pick_face(d, s.box) for d, s in zip(found, samples)]
-        detected = np.mean([box_iou(b, s.box) >= 0.3 and b != tuple(map(float, s.box))
+        detected = np.mean([box_iou(b, s.box) >= HINT_IOU and b != tuple(map(float, s.box))
                             for b, s in zip(boxes, samples)])
         got = pipe.predict_boxes(arrays, boxes)
         preds[name] = (np.array([MASK_LABELS.index(p.mask) for p in got]), np.array([p.mask_probs[p.mask] for p in got]))

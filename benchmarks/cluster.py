@@ -16,7 +16,6 @@ Run it on an idle machine.
 from __future__ import annotations
 
 import argparse
-import platform
 import socket
 import sys
 import tempfile
@@ -29,14 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from machine import cpu_line  # noqa: E402
 from serve import photos  # noqa: E402
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def job_rate(files: list[str], out: Path, pipeline: str | None, actors: int) -> tuple[float, float]:
@@ -127,7 +120,7 @@ def main() -> int:
 
     from maskage.pipeline.core import Pipeline
 
-    print(f"CPU: {cpu_name()}, {len(__import__('os').sched_getaffinity(0))} cores")
+    print(cpu_line())
     data = photos(32)
     tmp = Path(tempfile.mkdtemp())
     files = []

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from canvas import on_canvas, write_camera_video  # noqa: E402
+from machine import cpu_line  # noqa: E402
 from maskage.detect.faces import box_iou  # noqa: E402
 from maskage.pipeline.core import PRETRAINED_DIR, Pipeline  # noqa: E402
 from maskage.pipeline.files import running_precision  # noqa: E402
@@ -113,15 +114,6 @@ def scenes(pipeline: str, n: int, batch_size: int, refresh: int = 5) -> dict:
             "refresh_agreement": float(np.mean(same))}
 
 
-def cpu_line() -> str:
-    """The CPU's model name, core count and the flags the models' speed depends on."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "unknown")
-    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
-    have = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return f"CPU: {name}, {os.cpu_count()} cores; flags {' '.join(have) or 'none of avx2/avx512/vnni'}"
-
-
 @contextlib.contextmanager
 def int8_setting(value: str | None):
     """``MASKAGE_INT8`` set to ``value`` (None: as it is) while a pipeline loads."""
@@ -131,8 +123,10 @@ def int8_setting(value: str | None):
     try:
         yield
     finally:
-        if value is not None:
-            os.environ.pop("MASKAGE_INT8", None) if old is None else os.environ.__setitem__("MASKAGE_INT8", old)
+        if value is not None and old is None:
+            del os.environ["MASKAGE_INT8"]
+        elif value is not None:
+            os.environ["MASKAGE_INT8"] = old
 
 
 def main() -> int:

@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import cpu_line  # noqa: E402
 HEAVY = ("torch", "timm", "facenet_pytorch", "onnxruntime", "cv2", "sklearn")
 
 
@@ -37,8 +40,7 @@ def main() -> int:
     ap.add_argument("--photo", help="default: the demo's bundled photo")
     args = ap.parse_args()
     py = sys.executable
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    print("CPU:", next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?"))
+    print(cpu_line())
     loaded = subprocess.run([py, "-c", f"import sys, maskage; print(*[m for m in {HEAVY!r} if m in sys.modules])"],
                             check=True, capture_output=True, text=True, cwd=ROOT).stdout.split()
     print(f"import maskage: {wall([py, '-c', 'import maskage'], args.runs):.2f} s median of {args.runs}; "

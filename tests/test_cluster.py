@@ -183,3 +183,15 @@ def test_serve_on_ray_answers_as_maskage_serve(cluster, pipe_dir, photos):
             assert httpx.get(f"{url}/health", timeout=30).json()["version"] == local.get("/health").json()["version"]
     finally:
         serve.shutdown()
+
+
+def test_uris_are_read_by_the_actors_and_a_missing_one_is_an_error_row(cluster, pipe_dir, photos, tmp_path):
+    good, _ = photos
+    uris = [f"file://{p}" for p in good[:3]] + [f"file://{tmp_path / 'gone.jpg'}"]
+    predict_on_ray(uris, tmp_path / "rows.parquet", pipe_dir, batch_size=2)
+    rows = _by_path(read_rows(tmp_path / "rows.parquet"))
+    assert sorted(rows) == sorted(uris)
+    for uri, p in zip(uris, Pipeline.from_pretrained(pipe_dir).predict(good[:3])):
+        assert rows[uri]["class"] == p.class_id and rows[uri]["p_mask_wear"] == pytest.approx(p.mask_probs["wear"], abs=1e-5)
+    gone = rows[uris[3]]
+    assert gone["class"] is None and gone["p_mask_wear"] is None and "gone.jpg" in gone["error"]

@@ -6,6 +6,7 @@ the HTTP service on Ray Serve (the same app as ``maskage serve``, N replicas). N
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..labels import GENDER_LABELS, MASK_LABELS, age_group_labels
 
 RAY_EXTRA = "pip install 'maskage[ray]'"
 LIST_SUFFIXES = (".txt", ".lst")  # a list file: one photo path or URI a line
+PROB_COLUMNS = (("p_mask_", "mask_probs"), ("p_gender_", "gender_probs"), ("p_age_", "age_probs"))  # as to_row's
 
 
 def _ray() -> Any:
@@ -72,8 +74,7 @@ def row_schema(age_threshold: int, all_faces: bool) -> Any:
     fields = [("path", pa.string())] + ([("face_index", pa.int64())] if all_faces else [])
     fields += [("class", pa.int64()), ("mask", pa.string()), ("gender", pa.string()), ("age", pa.string()),
                ("face_box", pa.string()), ("face_prob", pa.float64())]
-    for prefix, labels in (("p_mask_", MASK_LABELS), ("p_gender_", GENDER_LABELS),
-                           ("p_age_", age_group_labels(age_threshold))):
+    for (prefix, _), labels in zip(PROB_COLUMNS, (MASK_LABELS, GENDER_LABELS, age_group_labels(age_threshold))):
         fields += [(prefix + label, pa.float64()) for label in labels]
     return pa.schema(fields + [("error", pa.string())])
 
@@ -83,6 +84,8 @@ def prediction_rows(paths: Sequence[str], per_path: Sequence, schema: Any) -> An
     import pyarrow as pa
 
     cols: dict[str, list] = {name: [] for name in schema.names}
+    probs = [(name, attr, name[len(prefix):]) for prefix, attr in PROB_COLUMNS for name in schema.names
+             if name.startswith(prefix)]
     for path, got in zip(paths, per_path):
         faces = got if isinstance(got, list) else [got]
         for k, p in enumerate(faces):
@@ -94,10 +97,8 @@ def prediction_rows(paths: Sequence[str], per_path: Sequence, schema: Any) -> An
                 cols[name].append(getattr(p, name))
             cols["face_box"].append(None if p.face_box is None else " ".join(f"{v:.1f}" for v in p.face_box))
             cols["face_prob"].append(p.face_prob)
-            for prefix, probs in (("p_mask_", p.mask_probs), ("p_gender_", p.gender_probs), ("p_age_", p.age_probs)):
-                for name in schema.names:
-                    if name.startswith(prefix):
-                        cols[name].append(probs.get(name[len(prefix):]) if probs else None)
+            for name, attr, label in probs:  # an unread photo's probabilities are empty: null
+                cols[name].append(getattr(p, attr).get(label))
     return pa.table(cols, schema=schema)
 
 
@@ -107,30 +108,26 @@ class PhotoPredictor:
 
     def __init__(self, pipeline_dir: str | None = None, backend: str = "auto", all_faces: bool = False,
                  threads: int = 1) -> None:
-        import os
-
         from ..pipeline.core import Pipeline
 
         # the actor's share of the node's cores: several actors on one node must not each take every core
         os.environ["MASKAGE_THREADS"] = str(threads)
-
         self.pipe = Pipeline.from_pretrained(pipeline_dir, backend=backend)
         self.all_faces = all_faces
         self.schema = row_schema(self.pipe.age_threshold, all_faces)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+        from ..pipeline.core import Prediction
+
         paths = [str(p) for p in batch["path"]]
         inputs: list[Any] = [_read_remote(p) if _is_uri(p) else p for p in paths]
-        readable = [i for i, x in enumerate(inputs) if not isinstance(x, ImageError)]
-        got = (self.pipe.predict_all_faces if self.all_faces else self.pipe.predict)([inputs[i] for i in readable])
-        per_path: list[Any] = [None] * len(paths)
-        for i, g in zip(readable, got):
-            per_path[i] = g
-        for i, x in enumerate(inputs):
-            if isinstance(x, ImageError):
-                from ..pipeline.core import Prediction
+        predict = self.pipe.predict_all_faces if self.all_faces else self.pipe.predict
+        got = iter(predict([x for x in inputs if not isinstance(x, ImageError)]))  # local files: the pipeline's errors
 
-                per_path[i] = [Prediction(paths[i], error=str(x))] if self.all_faces else Prediction(paths[i], error=str(x))
+        def failed(path: str, exc: ImageError) -> Any:
+            return [Prediction(path, error=str(exc))] if self.all_faces else Prediction(path, error=str(exc))
+
+        per_path = [failed(path, x) if isinstance(x, ImageError) else next(got) for path, x in zip(paths, inputs)]
         return prediction_rows(paths, per_path, self.schema)
 
 

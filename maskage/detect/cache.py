@@ -17,7 +17,6 @@ from ..progress import bar
 from .faces import Box, CropSettings, DetectorSettings, FaceDetector, crop_face, pick_face
 
 
-
 def _hinted(digest: str | None, hint: Box | None) -> str | None:
     """A photo's cache key with its labelled box (one photo, two labelled faces: two crops)."""
     if digest is None or hint is None:

@@ -302,7 +302,6 @@ def predictions_from(probs: dict[str, np.ndarray], detections: Sequence[Detectio
     return preds
 
 
-
 def age_groups_at(spec: Any, value: int | None) -> tuple[int, tuple]:
     """The age threshold and the fine bins' groups of an age model's ``spec`` at ``value`` (None: its own)."""
     if value is None or value == spec.age_threshold:

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 
-
 class TrainAugment:
     """Random scale/shift crop, horizontal flip, brightness/contrast jitter and CLAHE on a uint8 crop."""
 

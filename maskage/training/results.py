@@ -12,7 +12,6 @@ from ..combine import age_group_probs, encode_many
 from ..labels import unpack_heads
 
 
-
 @dataclass
 class TrainResult:
     """Where the run went and how its best epoch scored on the validation people."""

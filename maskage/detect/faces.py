@@ -321,7 +321,7 @@ def _framed(image: np.ndarray, box: Box, frame: float, shift: float) -> tuple[np
     return image[top:bottom, left:right], (x1 - left, y1 - top, x2 - left, y2 - top)
 
 
-HINT_IOU = 0.3  # a detection this close to a labelled box is taken as that face (scene benchmarks match likewise)
+HINT_IOU = 0.3  # a detection this close to a labelled box is that face (training crops, scene scores alike)
 
 
 def pick_face(dets: Sequence[Detection], hint: Box | None) -> Box | None:

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from ..errors import UsageError
-from ..detect.faces import Box, box_iou
+from ..detect.faces import HINT_IOU, Box, box_iou
 from ..labels import MASK_LABELS
 from ..metrics import bootstrap_f1, interval, resamples
 
@@ -49,7 +49,7 @@ def photo_split(image: str, fraction: float) -> bool:
     return int(hashlib.sha1(image.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
-def match(truth: Sequence[Box], found: Sequence[Box], min_iou: float = 0.3) -> list[tuple[int, int]]:
+def match(truth: Sequence[Box], found: Sequence[Box], min_iou: float = HINT_IOU) -> list[tuple[int, int]]:
     """One-to-one pairs (truth index, found index), best overlap first, each with IoU >= ``min_iou``."""
     pairs = sorted(((box_iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
     used_t, used_f, out = set(), set(), []
@@ -75,7 +75,7 @@ class SceneScore:
     pred_mask: list[str] = field(default_factory=list)
 
     def add(self, truth: Sequence[LabelledFace], found: Sequence[Box], masks: Sequence[str],
-            min_iou: float = 0.3) -> list[tuple[int, int]]:
+            min_iou: float = HINT_IOU) -> list[tuple[int, int]]:
         """Add one photo: its labelled faces, the detected boxes and the mask state predicted for each; returns
         the matched pairs."""
         pairs = match([t.box for t in truth], found, min_iou)

@@ -77,6 +77,49 @@ def test_int8_quantisation_quantises_the_convolutions_and_stays_close(tmp_path):
     assert not np.allclose(p8, p32, atol=1e-6)  # it really is another network
     with pytest.raises(ValueError, match="calibration"):
         quantize_int8(tmp_path / "age" / "fp32.onnx", tmp_path / "x.onnx", x[:0])
+    with pytest.raises(ValueError, match="7 or 8 bits"):
+        quantize_int8(tmp_path / "age" / "fp32.onnx", tmp_path / "x.onnx", x, weight_bits=6)
+
+
+def _int8_weights(path) -> dict[str, np.ndarray]:
+    """The int8 weights of a QDQ model, by what they feed: "depthwise" convolutions or "other" (matrix products)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found: dict[str, list] = {"depthwise": [], "other": []}
+    for node in model.graph.node:
+        feed = producer.get(node.input[1]) if len(node.input) > 1 else None
+        weights = arrays.get(feed.input[0]) if feed is not None and feed.op_type == "DequantizeLinear" else None
+        if weights is not None and weights.dtype == np.int8:
+            depthwise = any(a.name == "group" and a.i > 1 for a in node.attribute)
+            found["depthwise" if depthwise else "other"].append(weights.ravel().astype(np.int32))
+    return {kind: np.concatenate(w) for kind, w in found.items() if w}
+
+
+def test_int8_weights_are_7_bit_where_avx2_pair_sums_could_overflow(tmp_path):
+    from maskage.models.transforms import preprocess
+    from maskage.models.onnx_model import quantize_int8
+
+    model = tiny_model("gender", seed=4)
+    export_onnx(model, tmp_path / "fp32.onnx")
+    crops = np.random.default_rng(3).integers(0, 255, (16, 40, 40, 3), dtype=np.uint8)
+    x = preprocess(crops, 32, model.spec.mean, model.spec.std)
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "w7.onnx", x)  # 7 bits: the default
+    quantize_int8(tmp_path / "fp32.onnx", tmp_path / "w8.onnx", x, weight_bits=8)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+    w7, w8 = _int8_weights(tmp_path / "w7.onnx"), _int8_weights(tmp_path / "w8.onnx")
+    assert set(w7) == set(w8) == {"depthwise", "other"}
+    # matrix products: AVX2 without VNNI adds two uint8 x int8 products into an int16; 8-bit weights overflow it
+    limit = np.iinfo(np.int16).max
+    assert 2 * 255 * np.abs(w7["other"]).max() <= limit < 2 * 255 * np.abs(w8["other"]).max()
+    # depthwise convolutions widen to 16 bits first: they keep 8 bits, the same numbers as the 8-bit file's
+    np.testing.assert_array_equal(w7["depthwise"], w8["depthwise"])
+    assert np.abs(w7["depthwise"]).max() > 64
+    p7 = OnnxTaskModel(model.spec, tmp_path / "w7.onnx").predict_proba(crops)
+    assert np.abs(p7 - model.predict_proba(crops)).max() < 0.1
 
 
 def test_int8_export_from_the_cli(tmp_path, toy_root, capsys):
@@ -88,10 +131,18 @@ def test_int8_export_from_the_cli(tmp_path, toy_root, capsys):
     assert "needs calibration photos" in capsys.readouterr().err
     images = toy_root / "eval" / "images"
     assert main(["export", str(d), "--int8", "--calibration", str(images), "--calibration-limit", "12"]) == 0
-    assert "int8 (calibrated on 12 photos)" in capsys.readouterr().out
+    assert "int8 (7-bit weights, calibrated on 12 photos)" in capsys.readouterr().out
     meta = json.loads((d / "pipeline.json").read_text())
     assert meta["models"]["mask"]["onnx"]["precision"] == "int8"
     assert meta["models"]["mask"]["onnx"]["calibration_photos"] == 12
+    assert meta["models"]["mask"]["onnx"]["weight_bits"] == 7
+    assert np.abs(_int8_weights(d / "mask" / "model.onnx")["other"]).max() <= 64
+    assert main(["export", str(d), "--tasks", "age", "--int8", "age", "--weight-bits", "8", "--calibration",
+                 str(images), "--calibration-limit", "12"]) == 0
+    assert "int8 for age (8-bit weights" in capsys.readouterr().out
+    meta = json.loads((d / "pipeline.json").read_text())
+    assert [meta["models"][t]["onnx"]["weight_bits"] for t in ("mask", "age")] == [7, 8]
+    assert np.abs(_int8_weights(d / "age" / "model.onnx")["other"]).max() > 64
     assert "QuantizeLinear" in _op_types(d / "gender" / "model.onnx")
     onnx_pipe, torch_pipe = Pipeline.from_pretrained(d), Pipeline.from_pretrained(d, backend="torch")
     assert onnx_pipe.backend == "onnx"
@@ -248,8 +299,24 @@ def test_int8_runs_where_the_cpu_has_vnni_or_is_not_x86(tmp_path, monkeypatch):
     assert not int8_is_exact(tmp_path / "missing")  # cannot tell: float32
     monkeypatch.setattr("platform.machine", lambda: "aarch64")
     assert int8_is_exact(tmp_path / "missing")
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx2 fma\n")
+    assert not int8_is_exact(cpuinfo) and int8_is_exact(cpuinfo, weight_bits=7)  # 7-bit weights: every CPU
     monkeypatch.setenv("MASKAGE_INT8", "0")
-    assert not int8_is_exact(cpuinfo)
+    assert not int8_is_exact(cpuinfo) and not int8_is_exact(cpuinfo, weight_bits=7)
+
+
+def test_int8_files_with_7_bit_weights_run_on_every_cpu(monkeypatch):
+    from maskage.models.onnx_model import int8_is_exact
+    from maskage.pipeline.files import running_precision
+
+    monkeypatch.delenv("MASKAGE_INT8", raising=False)
+    new = {"onnx": {"precision": "int8", "calibration_photos": 300, "weight_bits": 7}}
+    old = {"onnx": {"precision": "int8", "calibration_photos": 300}}  # 8-bit weights, as before 1.1.0
+    assert running_precision(new) == "int8"
+    assert running_precision(old) == ("int8" if int8_is_exact() else "float32")
+    monkeypatch.setattr("maskage.models.onnx_model.int8_is_exact", lambda cpuinfo="", weight_bits=8: weight_bits <= 7)
+    assert running_precision({"members": [new, old]}) == "float32/int8"
 
 
 def test_models_run_side_by_side_with_the_same_predictions(tmp_path, toy_root, monkeypatch):

@@ -121,9 +121,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             calibration = [calibration[int(i * step)] for i in range(args.calibration_limit)]
     tasks = args.tasks or ["mask", "gender", "age"]
     d = Pipeline.from_pretrained(args.pipeline_dir, backend="torch").export_onnx(
-        args.pipeline_dir, int8=int8, calibration=calibration, tasks=tasks)
+        args.pipeline_dir, int8=int8, calibration=calibration, tasks=tasks, weight_bits=args.weight_bits)
     which = "" if int8 is True else f" for {', '.join(int8)}" if int8 else ""
-    kind = f"int8{which} (calibrated on {len(calibration)} photos)" if int8 else "float32"
+    kind = f"int8{which} ({args.weight_bits}-bit weights, calibrated on {len(calibration)} photos)" if int8 else "float32"
     print(f"{kind} ONNX models written into {d} ({', '.join(f'{t}/' for t in tasks)} model.onnx); "
           "predict and submit now use ONNX Runtime")
     return 0
@@ -233,8 +233,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # long: a flat block of 
     p = sub.add_parser("export", help="export a pipeline's three models to ONNX (run by ONNX Runtime afterwards)")
     p.add_argument("pipeline_dir")
     p.add_argument("--int8", nargs="*", choices=("mask", "gender", "age"), metavar="TASK",
-                   help="quantise to int8, every model or the TASKs named (mask, gender, age): faster on a CPU with "
-                        "VNNI, at an accuracy cost measured in the model card")
+                   help="quantise to int8, every model or the TASKs named (mask, gender, age): faster, at an "
+                        "accuracy cost to measure (benchmarks/cross_source.py)")
+    p.add_argument("--weight-bits", type=int, choices=(7, 8), default=7,
+                   help="int8 weights: 7 (8 in depthwise convolutions) give the same numbers on every CPU; 8 run as "
+                        "int8 only on CPUs with VNNI or ARM, elsewhere as float32 (default: 7)")
     p.add_argument("--calibration", nargs="+", metavar="PATH", help="photos or folders that set the int8 ranges")
     p.add_argument("--calibration-limit", type=int, default=300, help="use at most N calibration photos (0 = all)")
     p.add_argument("--tasks", nargs="+", choices=("mask", "gender", "age"), metavar="TASK",

@@ -91,14 +91,26 @@ class OnnxTaskModel:
         return np.concatenate(out)
 
 
-def int8_is_exact(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether this CPU runs the int8 models (uint8 activations x int8 weights) as they were measured: x86 CPUs
-    without VNNI may overflow in those products and lose accuracy (ONNX Runtime's quantisation notes), so there a
-    pipeline's int8 files are passed over for float32 exports of the same weights. ``MASKAGE_INT8=1`` / ``0``
-    decides instead."""
+# int8 weights kept to 7 bits (-64..64) where ONNX Runtime multiplies them in matrix products (convolutions but
+# depthwise ones, Gemm): AVX2's u8 x s8 multiply adds two products into an int16, which 255 x 127 x 2 overflows and
+# 255 x 64 x 2 does not, so such a model gives the same numbers with or without VNNI (ONNX Runtime's quantisation
+# notes: reduce_range). Depthwise convolutions keep 8 bits: their int8 kernel widens to 16 bits before it multiplies,
+# and 7 bits there cost the age model 6 points of its top-class agreement with float32 (benchmarks/int8_paths.py checks both
+# on an AVX2 code path; docs/measurements.md, "int8 on every CPU"). Files of 8-bit weights everywhere are exact only
+# where VNNI or ARM's dot products run them.
+INT8_WEIGHT_BITS = 7
+
+
+def int8_is_exact(cpuinfo: str | Path = "/proc/cpuinfo", weight_bits: int = 8) -> bool:
+    """Whether this CPU runs an int8 model (uint8 activations x int8 weights of ``weight_bits`` bits) as it was
+    measured: files of 7-bit weights (``INT8_WEIGHT_BITS``) everywhere; 8-bit ones where the CPU has VNNI or is not
+    x86 (x86 CPUs without VNNI may overflow in those products), so there a pipeline's 8-bit int8 files are passed
+    over for float32 exports of the same weights. ``MASKAGE_INT8=1`` / ``0`` decides instead."""
     forced = os.environ.get("MASKAGE_INT8", "").strip()
     if forced in ("0", "1"):
         return forced == "1"
+    if weight_bits <= INT8_WEIGHT_BITS:
+        return True
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return True  # ARM's int8 dot products do not have that overflow
     try:
@@ -166,9 +178,12 @@ def cached_onnx(model: "TaskModel", key: str, cache_dir: str | Path | None = Non
     return OnnxTaskModel(model.spec, path, threads, source=model)
 
 
-def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, batch_size: int = 16) -> Path:
-    """Write an int8 copy of the ONNX model ``src`` (static quantisation, QDQ, per-channel int8 weights, uint8
-    activations whose ranges are read from ``calibration``: N x 3 x S x S normalised inputs, as the model sees).
+def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, batch_size: int = 16,
+                  weight_bits: int = INT8_WEIGHT_BITS) -> Path:
+    """Write an int8 copy of the ONNX model ``src`` (static quantisation, QDQ, per-channel int8 weights of
+    ``weight_bits`` bits, 7 or 8, uint8 activations whose ranges are read from ``calibration``: N x 3 x S x S
+    normalised inputs, as the model sees). 7 (the default: 8 in depthwise convolutions, ``INT8_WEIGHT_BITS``) runs
+    exactly on every CPU; 8 only where VNNI or ARM runs it.
 
     On this project's CPU (VNNI) an int8 EfficientNet-Lite0 ran 1.7x faster than float32, but the shipped models
     lost 0.07 of 18-class macro F1 with it (about 10% of age-group decisions changed): measure the cost with
@@ -179,6 +194,8 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, bat
 
     if len(calibration) == 0:
         raise UsageError("int8 quantisation needs at least one calibration input")
+    if weight_bits not in (7, 8):
+        raise UsageError(f"int8 weights are 7 or 8 bits, got {weight_bits}")
     calibration = np.ascontiguousarray(calibration, dtype=np.float32)
 
     class Reader(CalibrationDataReader):
@@ -190,13 +207,44 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, bat
             return None if start is None else {"input": calibration[start : start + batch_size]}
 
     src, dst = Path(src), Path(dst)
-    pre = dst.with_name(f".{dst.name}.{os.getpid()}.pre")
+    pre, full = (dst.with_name(f".{dst.name}.{os.getpid()}.{kind}") for kind in ("pre", "w8"))
+
+    def quantize(path: Path, reduce_range: bool) -> None:
+        quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
+
     try:
         with atomic_path(dst) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(src), str(pre))  # shape inference and graph folding, as ORT recommends first
-            quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            quantize(tmp, reduce_range=weight_bits == 7)
+            if weight_bits == 7:
+                quantize(full, reduce_range=False)
+                _depthwise_weights_from(tmp, full)
     finally:
         pre.unlink(missing_ok=True)
+        full.unlink(missing_ok=True)
     return dst
+
+
+def _depthwise_weights_from(path: Path, other: Path) -> int:
+    """Give the depthwise convolutions of the QDQ model ``path`` the quantised weights and biases (values, scales,
+    zero points) of the same graph quantised otherwise, ``other`` (both from one calibration: the activations'
+    ranges agree); returns how many convolutions changed."""
+    import onnx
+
+    model, donor = onnx.load(str(path)), onnx.load(str(other))
+    theirs = {t.name: t for t in donor.graph.initializer}
+    ours = {t.name: t for t in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute):
+            for name in node.input[1:]:  # weight and bias, each through its DequantizeLinear
+                feed = producer.get(name)
+                for init in (feed.input if feed is not None and feed.op_type == "DequantizeLinear" else []):
+                    if init in ours and init in theirs:
+                        ours[init].CopyFrom(theirs[init])
+            changed += 1
+    onnx.save(model, str(path))
+    return changed

@@ -163,17 +163,20 @@ class Pipeline:
         return load_pipeline(cls, directory, backend)
 
     def export_onnx(self, directory: str | Path, int8: bool | Sequence[str] = False,
-                    calibration: Sequence[ImageInput] | None = None, tasks: Sequence[str] | None = None) -> Path:
+                    calibration: Sequence[ImageInput] | None = None, tasks: Sequence[str] | None = None,
+                    weight_bits: int = 7) -> Path:
         """Add ``model.onnx`` to each task of the pipeline saved in ``directory`` (or to ``tasks`` only) and their
         hashes to pipeline.json; ``Pipeline.from_pretrained`` then runs them with ONNX Runtime (a model without its
         own ``model.onnx`` from an export made into the cache on first use).
 
-        ``int8=True`` writes int8 models instead (faster on a CPU with VNNI, at an accuracy cost to measure: see
+        ``int8=True`` writes int8 models instead (faster, at an accuracy cost to measure: see
         ``onnx_model.quantize_int8``), their activation ranges read from the faces in ``calibration`` photos: use a
         few hundred photos like the ones it will see. ``int8=["gender", "age"]`` quantises those tasks only.
-        With ``backend="torch"`` the PyTorch weights run, so an int8 model's outputs differ slightly from them.
+        ``weight_bits`` 7 (8 in depthwise convolutions) gives the same numbers on every CPU; 8 runs int8 only where
+        the CPU has VNNI or is ARM (elsewhere float32 exports of the weights run). With ``backend="torch"`` the
+        PyTorch weights run, so an int8 model's outputs differ slightly from them.
         """
-        return export_pipeline_onnx(self, directory, int8, calibration, tasks)
+        return export_pipeline_onnx(self, directory, int8, calibration, tasks, weight_bits)
 
     def save(self, directory: str | Path, dtype: str = "float32") -> Path:
         """Write the three models and pipeline.json (with their files' hashes) into ``directory``.

@@ -107,7 +107,7 @@ def save_pipeline(pipe: Any, directory: str | Path, dtype: str = "float32") -> P
 
 def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool | Sequence[str] = False,
                          calibration: Sequence[ImageInput] | None = None,
-                         tasks: Sequence[str] | None = None) -> Path:
+                         tasks: Sequence[str] | None = None, weight_bits: int = 7) -> Path:
     """``Pipeline.export_onnx``: see there."""
     from ..models.onnx_model import export_onnx, quantize_int8
 
@@ -136,9 +136,11 @@ def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool | Sequence
                 export_onnx(model, sub / ONNX_NAME)
                 n = 0
                 if task in quantised:
-                    quantize_int8(sub / ONNX_NAME, sub / ONNX_NAME, inputs[task][i])
+                    quantize_int8(sub / ONNX_NAME, sub / ONNX_NAME, inputs[task][i], weight_bits=weight_bits)
                     n = len(inputs[task][i])
                 exported[entry["dir"]] = {"precision": "int8" if n else "float32", "calibration_photos": n}
+                if n:
+                    exported[entry["dir"]]["weight_bits"] = weight_bits
             entry["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
             entry["onnx"] = dict(exported[entry["dir"]])
     write_json_atomic(path, meta)
@@ -154,13 +156,15 @@ def running_precision(task_entry: dict) -> str:
 
 
 def _runs_as_measured(entry: dict) -> bool:
-    """Whether a model's own ONNX file is used here: always for float32, for int8 where this CPU runs int8 without
-    overflow (``onnx_model.int8_is_exact``; elsewhere a float32 export of its weights runs)."""
-    if entry.get("onnx", {}).get("precision") != "int8":
+    """Whether a model's own ONNX file is used here: always for float32, for int8 where this CPU runs it without
+    overflow (``onnx_model.int8_is_exact``: 7-bit weights everywhere, 8-bit ones, as files written before 1.1.0
+    hold, with VNNI; elsewhere a float32 export of its weights runs)."""
+    onnx = entry.get("onnx", {})
+    if onnx.get("precision") != "int8":
         return True
     from ..models.onnx_model import int8_is_exact
 
-    return int8_is_exact()
+    return int8_is_exact(weight_bits=onnx.get("weight_bits", 8))
 
 
 def _calibration_inputs(pipe: Any, images: Sequence[ImageInput]) -> dict[str, list[np.ndarray]]:

@@ -5,7 +5,8 @@ them and on its AVX2 kernels elsewhere, whose int16 sums of two products overflo
 pipeline's gender and age models on the faces of ``--photos`` here and under QEMU posing as a CPU with AVX2 and FMA
 and nothing newer (``qemu-x86_64 -cpu Haswell``: ONNX Runtime then picks its AVX2 kernels), each as a float32 export,
 as shipped, and re-quantised with 8-bit and with 7-bit weights (``--calibration`` photos set the ranges), and prints
-for each the largest probability difference from float32 on this CPU and the share of top classes that agree.
+for each the largest probability difference from float32 on this CPU, the share of top classes that agree, and
+whether the two code paths gave identical outputs.
 
     apt-get install qemu-user   # the emulator, not a maskage dependency
     .venv/bin/python benchmarks/int8_paths.py [--pipeline DIR] --photos data/multi/eval/images \\
@@ -115,11 +116,16 @@ def main() -> int:
             ref = softmax(np.load(here / f"{task}-float32.out.npy"), specs[task].heads)
             for out in sorted(here.glob(f"{task}-*.out.npy")):
                 name = out.name.removesuffix(".out.npy")
-                for where, folder in (("this CPU", here), (f"QEMU {args.cpu}", there)):
-                    prob = softmax(np.load(folder / out.name), specs[task].heads)
+                here_p = softmax(np.load(here / out.name), specs[task].heads)
+                there_p = softmax(np.load(there / out.name), specs[task].heads)
+                for where, prob in (("this CPU", here_p), (f"QEMU {args.cpu}", there_p)):
                     agree = float((prob.argmax(1) == ref.argmax(1)).mean())
-                    print(f"  {name:<16} {where:<14} max |p - p_float32| {np.abs(prob - ref).max():.4f}  "
-                          f"top class agrees {agree:.3f}")
+                    line = (f"  {name:<16} {where:<14} max |p - p_float32| {np.abs(prob - ref).max():.4f}  "
+                            f"top class agrees {agree:.3f}")
+                    if prob is there_p:  # the two code paths on the same inputs
+                        same = np.array_equal(np.load(here / out.name), np.load(there / out.name))
+                        line += f"  vs this CPU: {'identical' if same else f'max |dp| {np.abs(prob - here_p).max():.4f}'}"
+                    print(line)
     return 0
 
 

@@ -24,6 +24,10 @@ fi
 [ -d data/scene_faces/train ] || $PY -m maskage scene-faces ../shared/data/facemask_scenes --out data/scene_faces/train
 [ -f data/multi/train/train.csv ] || $PY -m maskage synth utkface=../shared/data/utkface aaf=../shared/data/aaf \
     lfw=../shared/data/lfw --out data/multi --photos normal,mask1,incorrect_mask --eval-fraction 0.2 --seed 0 --quiet
+# the int8 calibration photos: training people of the first 1,500 faces (none of data/multi's held-out people)
+[ -f data/calib/train/train.csv ] || $PY -m maskage synth utkface=../shared/data/utkface aaf=../shared/data/aaf \
+    lfw=../shared/data/lfw --out data/calib --photos normal,mask1,incorrect_mask --eval-fraction 0.2 --seed 0 \
+    --limit 1500 --quiet
 
 # --- mask: from the model trained on UTKFace's drawn masks, MaskedFace-Net and RMFD (experiments/studies/
 # real_mask.yaml; taken from git at 02582bb), through the scenes, masks pulled down, and the real faces
@@ -48,9 +52,10 @@ train age $R/age_2_224.yaml runs/shipped/age_2_s7 init_from=runs/shipped/age_1_s
 train age $R/age_2_224.yaml runs/shipped/age init_from=runs/shipped/age_2_s7 \
     teacher=runs/shipped/age_2,runs/shipped/age_2_s7 teacher_weight=0.7 lr=0.00001 epochs=2 seed=7 "$@"
 
-# --- the pipeline: float16 weights, YuNet for one-face photos, gender and age as int8 ONNX calibrated on 300 photos
+# --- the pipeline: float16 weights, YuNet for one-face photos, the mask model as float32 ONNX, gender and age as
+# int8 ONNX (7-bit weights, 8-bit in depthwise convolutions) calibrated on 300 photos
 $PY -m maskage pipeline runs/shipped/mask runs/shipped/gender runs/shipped/age --out runs/shipped/pipeline \
     --dtype float16 --min-face-fraction 0.2 --portrait yunet
-$PY -m maskage export runs/shipped/pipeline --tasks gender age --int8 --calibration data/multi/train/images \
+$PY -m maskage export runs/shipped/pipeline --int8 gender age --calibration data/calib/train/images \
     --calibration-limit 300
 echo "pipeline in runs/shipped/pipeline"

@@ -232,7 +232,7 @@ def test_int8_for_named_tasks_only(tmp_path, toy_root, capsys):
     images = toy_root / "eval" / "images"
     assert main(["export", str(d), "--int8", "gender", "age", "--calibration", str(images),
                  "--calibration-limit", "6"]) == 0
-    assert "int8 for gender, age (calibrated on 6 photos)" in capsys.readouterr().out
+    assert "int8 for gender, age (7-bit weights, calibrated on 6 photos)" in capsys.readouterr().out
     meta = json.loads((d / "pipeline.json").read_text())
     assert [meta["models"][t]["onnx"]["precision"] for t in ("mask", "gender", "age")] == ["float32", "int8", "int8"]
     assert meta["models"]["mask"]["onnx"]["calibration_photos"] == 0

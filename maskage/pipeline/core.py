@@ -15,7 +15,7 @@ from ..labels import GENDER_LABELS, MASK_LABELS, PIPELINE_TASKS, AgeBins, age_gr
 from ..models import onnx_model
 from ..models.batch import face_inputs, tasks_probs
 from ..models.ensemble import members
-from ..models.onnx_model import OnnxTaskModel
+from ..models.onnx_model import INT8_WEIGHT_BITS, OnnxTaskModel
 from ..models.spec import ModelFileError
 from ..models.tasks import TaskPredictor
 from ..models.transforms import check_tta, preprocess
@@ -164,7 +164,7 @@ class Pipeline:
 
     def export_onnx(self, directory: str | Path, int8: bool | Sequence[str] = False,
                     calibration: Sequence[ImageInput] | None = None, tasks: Sequence[str] | None = None,
-                    weight_bits: int = 7) -> Path:
+                    weight_bits: int = INT8_WEIGHT_BITS) -> Path:
         """Add ``model.onnx`` to each task of the pipeline saved in ``directory`` (or to ``tasks`` only) and their
         hashes to pipeline.json; ``Pipeline.from_pretrained`` then runs them with ONNX Runtime (a model without its
         own ``model.onnx`` from an export made into the cache on first use).

@@ -35,13 +35,11 @@ TASKS = ("gender", "age")
 
 def run_all(folder: Path) -> None:
     """Each ``*.onnx`` in ``folder`` on its task's inputs (``<task>.npy``), logits into ``<name>.out.npy``."""
-    import onnxruntime as ort
+    from maskage.onnx_files import cpu_session
 
     for path in sorted(folder.glob("*.onnx")):
         x = np.load(folder / f"{path.name.split('-')[0]}.npy")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session = cpu_session(path, 2)
         np.save(folder / f"{path.stem}.out.npy", session.run(None, {"input": x})[0])
 
 
@@ -56,7 +54,7 @@ def prepare(args: argparse.Namespace, folder: Path):
     from maskage import Pipeline
     from maskage.images import load_image
     from maskage.models.onnx_model import export_onnx, quantize_int8
-    from maskage.pipeline.outputs import expand_inputs
+    from maskage.pipeline.outputs import evenly, expand_inputs
 
     pipe = Pipeline.from_pretrained(args.pipeline, backend="torch")
     source = Path(args.pipeline) if args.pipeline else Path(sys.modules["maskage"].__file__).parent / "pretrained"
@@ -66,11 +64,8 @@ def prepare(args: argparse.Namespace, folder: Path):
         got = pipe.model_inputs(arrays, pipe.detector.detect(arrays))
         return {t: np.ascontiguousarray(np.asarray(got[t][0], dtype=np.float32)) for t in TASKS}
 
-    def spread(paths: list[str], n: int) -> list[str]:
-        return [paths[int(i * len(paths) / n)] for i in range(min(n, len(paths)))]
-
-    x = inputs(spread(expand_inputs([args.photos]), args.n))
-    calib = inputs(spread(expand_inputs([args.calibration]), args.calibration_limit)) if args.calibration else {}
+    x = inputs(evenly(expand_inputs([args.photos]), args.n))  # as `maskage export` picks its calibration photos
+    calib = inputs(evenly(expand_inputs([args.calibration]), args.calibration_limit)) if args.calibration else {}
     for task in TASKS:
         np.save(folder / f"{task}.npy", x[task])
         export_onnx(pipe.models[task], folder / f"{task}-float32.onnx")

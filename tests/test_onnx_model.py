@@ -371,3 +371,13 @@ def test_run_models_cuts_batches_into_pieces_and_keeps_their_order():
     seq = Recorder(1)
     assert [o.shape for o in run_models([(seq, x), (seq, x[:0])], workers=1)] == [(11, 1), (0, 1)]
     assert seq.sizes == [11, 0] and seq.threads == {threading.get_ident()}  # workers=1: in the caller's thread
+
+
+def test_calibration_photos_spread_evenly_over_the_listing():
+    from maskage.pipeline.outputs import evenly
+
+    items = [f"{d}/{k}.jpg" for d in "abcd" for k in range(5)]  # four folders of five photos, sorted
+    picked = evenly(items, 4)
+    assert picked == ["a/0.jpg", "b/0.jpg", "c/0.jpg", "d/0.jpg"]  # one from each folder, not the first four
+    assert evenly(items, 0) == items and evenly(items, 50) == items  # 0 = all; a limit over the list: all, once
+    assert len(evenly(items, 7)) == 7 and len(set(evenly(items, 7))) == 7

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
-from ..pipeline.outputs import expand_inputs
+from ..pipeline.outputs import evenly, expand_inputs
 from .cli_options import BACKEND_HELP, add_batch_options, add_pipelines_args, predictor
 
 
@@ -114,11 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not args.calibration:
             print("error: --int8 needs --calibration photos (a few hundred like the ones it will predict)", file=sys.stderr)
             return 2
-        calibration = expand_inputs(args.calibration)
-        if args.calibration_limit and len(calibration) > args.calibration_limit:
-            # an even spread over the sorted list, so one folder does not fill the sample
-            step = len(calibration) / args.calibration_limit
-            calibration = [calibration[int(i * step)] for i in range(args.calibration_limit)]
+        calibration = evenly(expand_inputs(args.calibration), args.calibration_limit)
     tasks = args.tasks or ["mask", "gender", "age"]
     d = Pipeline.from_pretrained(args.pipeline_dir, backend="torch").export_onnx(
         args.pipeline_dir, int8=int8, calibration=calibration, tasks=tasks, weight_bits=args.weight_bits)

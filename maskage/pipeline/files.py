@@ -13,6 +13,7 @@ import numpy as np
 
 from ..atomic import file_sha256, write_json_atomic
 from ..models.ensemble import TaskEnsemble, members
+from ..models.onnx_model import INT8_WEIGHT_BITS
 from ..errors import UsageError
 from ..detect.faces import DetectorSettings
 from ..images import ImageError, ImageInput, load_image
@@ -107,11 +108,10 @@ def save_pipeline(pipe: Any, directory: str | Path, dtype: str = "float32") -> P
 
 def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool | Sequence[str] = False,
                          calibration: Sequence[ImageInput] | None = None,
-                         tasks: Sequence[str] | None = None, weight_bits: int | None = None) -> Path:
+                         tasks: Sequence[str] | None = None, weight_bits: int = INT8_WEIGHT_BITS) -> Path:
     """``Pipeline.export_onnx``: see there."""
-    from ..models.onnx_model import INT8_WEIGHT_BITS, export_onnx, quantize_int8
+    from ..models.onnx_model import export_onnx, quantize_int8
 
-    weight_bits = weight_bits or INT8_WEIGHT_BITS
     chosen = set(pipe.models) if tasks is None else set(tasks)
     quantised = set(chosen) if int8 is True else set(int8 or ())
     for what, names in (("int8", quantised), ("tasks", chosen)):

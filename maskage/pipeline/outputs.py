@@ -42,6 +42,15 @@ def expand_inputs(items: Sequence[str]) -> list[str]:
     return out
 
 
+def evenly(items: Sequence[str], n: int) -> list[str]:
+    """At most ``n`` of ``items`` spread evenly over the list (all of them when ``n`` is 0 or covers the list), so
+    that one folder of a sorted listing does not fill the sample."""
+    if n <= 0 or len(items) <= n:
+        return list(items)
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
 OUTPUT_FORMATS = ("csv", "json")
 
 

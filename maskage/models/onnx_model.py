@@ -207,44 +207,27 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, bat
             return None if start is None else {"input": calibration[start : start + batch_size]}
 
     src, dst = Path(src), Path(dst)
-    pre, full = (dst.with_name(f".{dst.name}.{os.getpid()}.{kind}") for kind in ("pre", "w8"))
-
-    def quantize(path: Path, reduce_range: bool) -> None:
-        quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
-
+    pre = dst.with_name(f".{dst.name}.{os.getpid()}.pre")
     try:
         with atomic_path(dst) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(src), str(pre))  # shape inference and graph folding, as ORT recommends first
-            quantize(tmp, reduce_range=weight_bits == 7)
-            if weight_bits == 7:
-                quantize(full, reduce_range=False)
-                _depthwise_weights_from(tmp, full)
+            # depthwise convolutions keep 8 bits: their int8 kernel widens to 16 bits before it multiplies
+            full = {name: [{"axis": 0, "reduce_range": False}] for name in _depthwise_weights(pre)}
+            quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            reduce_range=weight_bits == 7, extra_options={"TensorQuantOverrides": full})
     finally:
         pre.unlink(missing_ok=True)
-        full.unlink(missing_ok=True)
     return dst
 
 
-def _depthwise_weights_from(path: Path, other: Path) -> int:
-    """Give the depthwise convolutions of the QDQ model ``path`` the quantised weights and biases (values, scales,
-    zero points) of the same graph quantised otherwise, ``other`` (both from one calibration: the activations'
-    ranges agree); returns how many convolutions changed."""
+def _depthwise_weights(path: Path) -> list[str]:
+    """The weight initializers of the ONNX model's depthwise (grouped) convolutions."""
     import onnx
 
-    model, donor = onnx.load(str(path)), onnx.load(str(other))
-    theirs = {t.name: t for t in donor.graph.initializer}
-    ours = {t.name: t for t in model.graph.initializer}
-    producer = {out: node for node in model.graph.node for out in node.output}
-    changed = 0
-    for node in model.graph.node:
-        if node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute):
-            for name in node.input[1:]:  # weight and bias, each through its DequantizeLinear
-                feed = producer.get(name)
-                for init in (feed.input if feed is not None and feed.op_type == "DequantizeLinear" else []):
-                    if init in ours and init in theirs:
-                        ours[init].CopyFrom(theirs[init])
-            changed += 1
-    onnx.save(model, str(path))
-    return changed
+    graph = onnx.load(str(path)).graph
+    weights = {t.name for t in graph.initializer}
+    return [node.input[1] for node in graph.node
+            if node.op_type == "Conv" and node.input[1] in weights
+            and any(a.name == "group" and a.i > 1 for a in node.attribute)]

@@ -200,3 +200,27 @@ def test_cross_source_faceres_heads_read_the_weights_named(tmp_path, monkeypatch
     assert found == {"faceres": 1.0, "faceres-deep": 1.0}
     assert all(g.shape == (1,) and g[0] in (0, 1) for g in genders.values())
     assert all(a.shape == (1,) and a[0] in (0, 1, 2) for a in groups.values())
+
+
+def test_stage_time_times_each_pipelines_stage_once_a_round_on_its_own_inputs(tmp_path):
+    from stage_time import stage_rates
+
+    from maskage.pipeline.core import Pipeline
+
+    from .conftest import tiny_model
+
+    pipes = {"a": Pipeline(tiny_model("mask", 1), tiny_model("gender", 2), tiny_model("age", 3)),
+             "b": Pipeline(tiny_model("mask", 4), tiny_model("gender", 5), tiny_model("age", 6))}
+    calls = {name: 0 for name in pipes}
+    for name, pipe in pipes.items():
+        run = pipe.task_probs_inputs
+
+        def counted(task, inputs, name=name, run=run):
+            assert task == "mask" and len(inputs[0]) == 3  # one input per mask model, one row per photo
+            calls[name] += 1
+            return run(task, inputs)
+        pipe.task_probs_inputs = counted
+    images = [np.random.default_rng(i).integers(0, 255, (96, 80, 3), dtype=np.uint8) for i in range(3)]
+    rates = stage_rates(pipes, images, "mask", rounds=4)
+    assert list(rates) == ["a", "b"] and all(len(r) == 4 and min(r) > 0 for r in rates.values())
+    assert calls == {"a": 5, "b": 5}  # a warm-up, then once a round

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the pipeline maskage ships, in order, on a 2-core CPU (about 5 hours in all; each step is skipped when its
+# Train the pipeline maskage ships, in order, on a 2-core CPU (about 4 hours in all; each step is skipped when its
 # output exists, so a stopped run continues). Run from the project root with ../shared/data beside it; extra
 # arguments are key=value overrides for every training (e.g. device=cuda). The result is runs/shipped/pipeline;
 # `benchmarks/real_masks.py`, `benchmarks/cross_source.py` and `benchmarks/scenes.py` score it against the shipped one.
@@ -11,10 +11,9 @@ train() {  # TASK RECIPE OUTPUT [key=value ...]: train unless OUTPUT holds a mod
   [ -f "$out/model.json" ] || $PY -m maskage train "$task" "$recipe" output_dir="$out" "$@"
 }
 
-# --- data: drawn masks on All-Age-Faces (all photos; every third with masks pulled down), the scenes' train half,
-# the multi-source build for gender and age (UTKFace + All-Age-Faces + LFW, a fifth of each source's people held out)
-[ -f data/aafmask/train/train.csv ] || $PY -m maskage synth aaf=../shared/data/aaf --out data/aafmask \
-    --photos normal,mask1,incorrect_mask --eval-fraction 0.2 --seed 0 --quiet
+# --- data: drawn masks on every third All-Age-Faces photo (half the incorrect ones pulled down), the scenes' train
+# half, the multi-source build for gender and age (UTKFace + All-Age-Faces + LFW, a fifth of each source's people
+# held out)
 if [ ! -f data/aafmask_lc/train/train.csv ]; then
   third=data/aaf_third && mkdir -p $third && aaf=$(cd ../shared/data/aaf && pwd)
   LC_ALL=C ls "$aaf" | LC_ALL=C sort | awk 'NR % 3 == 0' | while read -r f; do ln -sfn "$aaf/$f" "$third/$f"; done
@@ -29,14 +28,8 @@ fi
     lfw=../shared/data/lfw --out data/calib --photos normal,mask1,incorrect_mask --eval-fraction 0.2 --seed 0 \
     --limit 1500 --quiet
 
-# --- mask: from the model trained on UTKFace's drawn masks, MaskedFace-Net and RMFD (experiments/studies/
-# real_mask.yaml; taken from git at 02582bb), through the scenes, masks pulled down, and the real faces
-[ -d runs/shipped/mask_0 ] || { mkdir -p runs/shipped && git archive 02582bb maskage/pretrained/mask \
-    | tar -x -C runs/shipped && mv runs/shipped/maskage/pretrained/mask runs/shipped/mask_0 && rm -r runs/shipped/maskage; }
-train mask $R/mask_1_scene.yaml runs/shipped/mask_1 init_from=runs/shipped/mask_0 "$@"
-train mask $R/mask_2_scene.yaml runs/shipped/mask_2 init_from=runs/shipped/mask_1 "$@"
-train mask $R/mask_3_shift.yaml runs/shipped/mask_3 init_from=runs/shipped/mask_2 "$@"
-train mask $R/mask_4_real_faces.yaml runs/shipped/mask init_from=runs/shipped/mask_3 "$@"
+# --- mask: EfficientNet-Lite2 from ImageNet, one run on the drawn and real masks
+train mask $R/mask_lite2.yaml runs/shipped/mask "$@"
 
 # --- gender: FaceRes fine-tuned, then twice 3 epochs more on YuNet's crops
 $PY -m maskage fetch-faceres

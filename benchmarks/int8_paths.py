@@ -111,15 +111,16 @@ def main() -> int:
             ref = softmax(np.load(here / f"{task}-float32.out.npy"), specs[task].heads)
             for out in sorted(here.glob(f"{task}-*.out.npy")):
                 name = out.name.removesuffix(".out.npy")
-                here_p = softmax(np.load(here / out.name), specs[task].heads)
-                there_p = softmax(np.load(there / out.name), specs[task].heads)
-                for where, prob in (("this CPU", here_p), (f"QEMU {args.cpu}", there_p)):
+                logits = {where: np.load(folder / out.name) for where, folder in (("this CPU", here), ("QEMU", there))}
+                probs = {where: softmax(x, specs[task].heads) for where, x in logits.items()}
+                for where, prob in probs.items():
                     agree = float((prob.argmax(1) == ref.argmax(1)).mean())
-                    line = (f"  {name:<16} {where:<14} max |p - p_float32| {np.abs(prob - ref).max():.4f}  "
-                            f"top class agrees {agree:.3f}")
-                    if prob is there_p:  # the two code paths on the same inputs
-                        same = np.array_equal(np.load(here / out.name), np.load(there / out.name))
-                        line += f"  vs this CPU: {'identical' if same else f'max |dp| {np.abs(prob - here_p).max():.4f}'}"
+                    line = (f"  {name:<16} {where if where != 'QEMU' else f'QEMU {args.cpu}':<14} "
+                            f"max |p - p_float32| {np.abs(prob - ref).max():.4f}  top class agrees {agree:.3f}")
+                    if where == "QEMU":  # the two code paths on the same inputs
+                        same = np.array_equal(logits["this CPU"], logits["QEMU"])
+                        gap = np.abs(prob - probs["this CPU"]).max()
+                        line += f"  vs this CPU: {'identical' if same else f'max |dp| {gap:.4f}'}"
                     print(line)
     return 0
 

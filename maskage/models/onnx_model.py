@@ -213,10 +213,10 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, bat
             warnings.simplefilter("ignore")
             quant_pre_process(str(src), str(pre))  # shape inference and graph folding, as ORT recommends first
             # depthwise convolutions keep 8 bits: their int8 kernel widens to 16 bits before it multiplies
-            full = {name: [{"axis": 0, "reduce_range": False}] for name in _depthwise_weights(pre)}
+            depthwise_8_bit = {name: [{"axis": 0, "reduce_range": False}] for name in _depthwise_weights(pre)}
             quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            reduce_range=weight_bits == 7, extra_options={"TensorQuantOverrides": full})
+                            reduce_range=weight_bits == 7, extra_options={"TensorQuantOverrides": depthwise_8_bit})
     finally:
         pre.unlink(missing_ok=True)
     return dst

@@ -149,3 +149,27 @@ def test_saving_twice_gives_identical_files(tmp_path):
     model.save(tmp_path / "b", dtype="float16")
     for name in ("weights.pt", "model.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_average_weights_is_the_mean_of_each_tensor_and_the_cli_saves_it(tmp_path, capsys):
+    from maskage.apps.cli import main
+    from maskage.errors import UsageError
+    from maskage.models.torch_model import average_weights
+
+    a, b = tiny_model("mask", 1), tiny_model("mask", 2)
+    mean = average_weights([a, b], [3, 1])
+    sa, sb, sm = a.net.state_dict(), b.net.state_dict(), mean.net.state_dict()
+    key = next(k for k, v in sa.items() if v.is_floating_point() and not torch.equal(v, sb[k]))
+    assert torch.allclose(sm[key], 0.75 * sa[key] + 0.25 * sb[key], atol=1e-6)
+    assert all(torch.equal(sm[k], sa[k]) for k, v in sa.items() if not v.is_floating_point())
+    crops = np.random.default_rng(0).integers(0, 255, (3, 40, 40, 3), dtype=np.uint8)
+    assert np.allclose(average_weights([a, a]).predict_proba(crops), a.predict_proba(crops), atol=1e-6)
+    with pytest.raises(ModelFileError, match="differs from model 0 in task, labels"):
+        average_weights([a, tiny_model("gender")])
+    with pytest.raises(UsageError, match="weights must be 2"):
+        average_weights([a, b], [1])
+    runs = [str(m.save(tmp_path / n)) for m, n in ((a, "a"), (b, "b"))]
+    assert main(["average", *runs, "--weights", "3,1", "--out", str(tmp_path / "soup")]) == 0
+    assert "the mean of 2 models' weights" in capsys.readouterr().out
+    saved = TaskModel.load(tmp_path / "soup", "mask")
+    assert np.allclose(saved.predict_proba(crops), mean.predict_proba(crops), atol=1e-6)

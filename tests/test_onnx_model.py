@@ -8,7 +8,7 @@ from maskage.apps.cli import main
 from maskage.errors import UsageError
 from maskage.models.torch_model import ModelFileError
 from maskage.models.onnx_model import OnnxTaskModel, export_onnx
-from maskage.pipeline.files import running_precision
+from maskage.pipeline.files import running_precision, swap_models
 
 from .conftest import tiny_model
 
@@ -308,7 +308,7 @@ def test_int8_runs_where_the_cpu_has_vnni_or_is_not_x86(tmp_path, monkeypatch):
 
 def test_int8_files_with_7_bit_weights_run_on_every_cpu(monkeypatch):
     from maskage.models.onnx_model import int8_is_exact
-    from maskage.pipeline.files import running_precision
+    from maskage.pipeline.files import running_precision, swap_models
 
     monkeypatch.delenv("MASKAGE_INT8", raising=False)
     new = {"onnx": {"precision": "int8", "calibration_photos": 300, "weight_bits": 7}}
@@ -381,3 +381,36 @@ def test_calibration_photos_spread_evenly_over_the_listing():
     assert picked == ["a/0.jpg", "b/0.jpg", "c/0.jpg", "d/0.jpg"]  # one from each folder, not the first four
     assert evenly(items, 0) == items and evenly(items, 50) == items  # 0 = all; a limit over the list: all, once
     assert len(evenly(items, 7)) == 7 and len(set(evenly(items, 7))) == 7
+
+
+def test_swap_replaces_one_model_and_keeps_every_other_file(tmp_path, toy_root, capsys, monkeypatch):
+    monkeypatch.setenv("MASKAGE_INT8", "1")
+    base = Pipeline(tiny_model("mask", 51), tiny_model("gender", 52), tiny_model("age", 53)).save(tmp_path / "base")
+    images = toy_root / "eval" / "images"
+    assert main(["export", str(base), "--int8", "age", "--calibration", str(images), "--calibration-limit", "6"]) == 0
+    new_mask = tiny_model("mask", 54).save(tmp_path / "run")
+    out = tmp_path / "cand"
+    assert main(["swap", f"mask={new_mask}", "--base", str(base), "--out", str(out)]) == 0
+    assert f"mask from {new_mask} (float32)" in capsys.readouterr().out
+    before, after = (json.loads((d / "pipeline.json").read_text())["models"] for d in (base, out))
+    assert after["gender"] == before["gender"] and after["age"] == before["age"]  # int8 age file and hashes kept
+    assert (out / "age" / "model.onnx").read_bytes() == (base / "age" / "model.onnx").read_bytes()
+    assert after["mask"]["sha256"]["weights.pt"] != before["mask"]["sha256"]["weights.pt"]
+    assert after["mask"]["onnx"]["precision"] == "float32"
+    photos = sorted(str(p) for p in images.glob("*.jpg"))[:6]
+    swapped, old = Pipeline.from_pretrained(out), Pipeline.from_pretrained(base)
+    reference = Pipeline(tiny_model("mask", 54), tiny_model("gender", 52), tiny_model("age", 53))
+    for s, o, r in zip(swapped.predict(photos), old.predict(photos), reference.predict(photos)):
+        assert s.mask_probs == pytest.approx(r.mask_probs, abs=1e-5)  # the new mask model, from its ONNX file
+        assert s.gender_probs == o.gender_probs and s.age_probs == o.age_probs  # the rest as the base runs them
+    # refused before anything is written: a run of another task, an occupied folder, an unknown task
+    with pytest.raises(ModelFileError, match="expected a gender model|gender"):
+        swap_models(base, tmp_path / "c2", {"gender": new_mask})
+    assert not (tmp_path / "c2").exists()
+    with pytest.raises(UsageError, match="not empty"):
+        swap_models(base, out, {"mask": new_mask})
+    with pytest.raises(UsageError, match="name one model"):
+        swap_models(base, tmp_path / "c3", {"nose": new_mask})
+    # without export the new model has no ONNX file of its own (the cache serves it)
+    d = swap_models(base, tmp_path / "c4", {"mask": new_mask}, dtype="float16", export=False)
+    assert not (d / "mask" / "model.onnx").exists() and "onnx" not in json.loads((d / "pipeline.json").read_text())["models"]["mask"]

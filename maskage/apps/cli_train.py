@@ -1,4 +1,4 @@
-"""The ``maskage`` commands that make models and data: train, pipeline, synth, scene-faces, fetch-faceres."""
+"""The ``maskage`` commands that make models and data: train, pipeline, swap, average, synth, scene-faces, fetch-faceres."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +53,28 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         set_frame(pipe, task, float(frame), float(shift or 0.0))
     out = pipe.save(args.out, dtype=args.dtype)
     print(f"pipeline saved in {out}")
+    return 0
+
+
+def cmd_swap(args: argparse.Namespace) -> int:
+    import json
+
+    from ..pipeline.files import PIPELINE_NAME, running_precision, swap_models
+
+    runs = task_values(args.models, "swap")
+    out = swap_models(args.base, args.out, runs, dtype=args.dtype, export=not args.no_export)
+    models = json.loads((out / PIPELINE_NAME).read_text())["models"]
+    done = ", ".join(f"{task} from {run} ({running_precision(models[task])})" for task, run in runs.items())
+    print(f"pipeline saved in {out}: {done}; the other models as in {args.base or 'the shipped pipeline'}")
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from ..models.torch_model import TaskModel, average_weights
+
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    out = average_weights([TaskModel.load(r) for r in args.runs], weights).save(args.out, dtype=args.dtype)
+    print(f"the mean of {len(args.runs)} models' weights saved in {out}")
     return 0
 
 
@@ -147,6 +169,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # long: a flat block of 
     p.add_argument("--frame", action="append", metavar="TASK=FRAME[:SHIFT]",
                    help="crop that task's faces with UTKFace framing (see README), e.g. --frame gender=0.79:0.12")
     p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("swap", help="copy a pipeline with one or more of its models replaced by trained runs",
+                       description="A candidate in a pipeline's place, the rest unchanged (int8 files included): e.g. "
+                       "`maskage swap mask=runs/mask --out runs/cand` puts a new mask model into the shipped pipeline.")
+    p.add_argument("models", nargs="+", metavar="TASK=RUN", help="a task (mask, gender, age) and the run whose model "
+                   "takes its place")
+    p.add_argument("--base", metavar="PIPELINE_DIR", help="the pipeline to copy (default: the shipped one)")
+    p.add_argument("--out", required=True, help="a new folder")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="the new models' weight files (float16: half the size, as the shipped pipeline)")
+    p.add_argument("--no-export", action="store_true", help="do not write the new models' ONNX files (where the "
+                   "base's ran from ONNX, they are exported into the cache on first use instead)")
+    p.set_defaults(func=cmd_swap)
+
+    p = sub.add_parser("average", help="one model whose weights are the mean of several runs' of one recipe "
+                       "(epochs or seeds from the same start; measure it against them)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="model folders (model.json + weights.pt) of one spec")
+    p.add_argument("--out", required=True)
+    p.add_argument("--weights", metavar="W1,W2,...", help="one weight a run (default: equal)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("synth", help="draw masks on unmasked faces and write a competition-style dataset")
     p.add_argument("faces_dir", nargs="+", metavar="FACES_DIR",

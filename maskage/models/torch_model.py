@@ -210,3 +210,31 @@ class TaskModel(nn.Module):
         except RuntimeError as exc:
             raise ModelFileError(f"{weights}: weights do not fit backbone {spec.backbone!r}: {exc}") from None
         return model.eval()
+
+
+def average_weights(models: list["TaskModel"], weights: list[float] | None = None) -> "TaskModel":
+    """One model whose tensors are the (weighted) mean of ``models``' ("a model soup": runs fine-tuned from the same
+    start, e.g. seeds or epochs of one recipe). Unlike an ensemble it costs one model's time; it is only meaningful
+    where the runs share a start, and must be measured against its members. The specs must be equal."""
+    if not models:
+        raise UsageError("averaging needs at least one model")
+    first = models[0].spec
+    for i, m in enumerate(models[1:], 1):
+        if m.spec != first:
+            diff = [k for k in asdict(first) if getattr(m.spec, k) != getattr(first, k)]
+            raise ModelFileError(f"model {i} differs from model 0 in {', '.join(diff)}: only models of one recipe "
+                                 "average")
+    w = np.asarray(weights if weights is not None else [1.0] * len(models), dtype=np.float64)
+    if len(w) != len(models) or (w < 0).any() or w.sum() <= 0:
+        raise UsageError(f"weights must be {len(models)} non-negative numbers with a positive sum, got {weights}")
+    w = w / w.sum()
+    states = [m.net.state_dict() for m in models]
+    mean = {}
+    for key, ref in states[0].items():
+        if ref.is_floating_point():
+            mean[key] = sum(float(wi) * s[key].double() for wi, s in zip(w, states)).to(ref.dtype)
+        else:  # counters (BatchNorm's num_batches_tracked): the first model's
+            mean[key] = ref.clone()
+    out = TaskModel(first)
+    out.net.load_state_dict(mean)
+    return out.eval()

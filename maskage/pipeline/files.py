@@ -148,6 +148,46 @@ def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool | Sequence
     return d
 
 
+def swap_models(base: str | Path | None, out: str | Path, runs: dict[str, str | Path], dtype: str = "float32",
+                export: bool = True) -> Path:
+    """A copy of the pipeline saved in ``base`` (None: the shipped one) in ``out``, with the model of each task in
+    ``runs`` replaced by that run's model (``{"mask": "runs/mask"}``); every other file, int8 ones included, is
+    copied unchanged, so the result differs from ``base`` in those tasks alone. Where ``base`` ran a replaced task
+    from its own ONNX file, the new model is exported to float32 ONNX (``export=False``: left to the cache). The
+    base's MODEL_CARD.md is not copied: it describes other models."""
+    import shutil
+
+    from ..models.onnx_model import export_onnx
+
+    src, d = Path(base) if base is not None else PRETRAINED_DIR, Path(out)
+    meta = read_format_json(src / PIPELINE_NAME, PIPELINE_FORMAT, "pipeline",
+                            "is this a pipeline directory (see `maskage pipeline`)?")
+    if not runs or set(runs) - set(TASKS):
+        raise UsageError(f"name one model for any of the tasks {', '.join(TASKS)}, got {sorted(runs) or 'none'}")
+    for task in runs:
+        entry = meta["models"][task]
+        if "members" in entry or entry["dir"] != task:
+            raise UsageError(f"{src}: its {task} model is an ensemble or a joint model; swap replaces one model "
+                             "(assemble ensembles with `maskage pipeline`)")
+    if d.exists() and any(d.iterdir()):
+        raise UsageError(f"{d} exists and is not empty: name a new folder")
+    models = {task: load_torch_model(run, task) for task, run in runs.items()}  # each checked before writing
+    shutil.copytree(src, d, ignore=shutil.ignore_patterns("MODEL_CARD.md"), dirs_exist_ok=True)
+    for task, model in models.items():
+        entry = meta["models"][task]
+        shutil.rmtree(d / task)
+        sub = model.save(d / task, dtype=dtype)
+        had_onnx = ONNX_NAME in entry.get("sha256", {})
+        entry.pop("onnx", None)
+        entry["sha256"] = {n: file_sha256(sub / n) for n in (CONFIG_NAME, WEIGHTS_NAME)}
+        if had_onnx and export:
+            export_onnx(model, sub / ONNX_NAME)
+            entry["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
+            entry["onnx"] = {"precision": "float32", "calibration_photos": 0}
+    write_json_atomic(d / PIPELINE_NAME, meta)
+    return d
+
+
 def running_precision(task_entry: dict) -> str:
     """The precision a task's model runs at on ONNX Runtime here (pipeline.json's entry for the task): int8 where
     its own file is int8 and this CPU runs it (``_runs_as_measured``), else float32; an ensemble's kinds joined

@@ -411,6 +411,16 @@ def test_swap_replaces_one_model_and_keeps_every_other_file(tmp_path, toy_root, 
         swap_models(base, out, {"mask": new_mask})
     with pytest.raises(UsageError, match="name one model"):
         swap_models(base, tmp_path / "c3", {"nose": new_mask})
+    # several runs: their soft-voted ensemble, each member with its own ONNX file
+    other = tiny_model("mask", 55).save(tmp_path / "run2")
+    assert main(["swap", f"mask={new_mask},{other}", "--base", str(base), "--out", str(tmp_path / "ens")]) == 0
+    entry = json.loads((tmp_path / "ens" / "pipeline.json").read_text())["models"]["mask"]
+    assert [m["dir"] for m in entry["members"]] == ["mask/0", "mask/1"] and entry["weights"] == [1.0, 1.0]
+    ens = Pipeline.from_pretrained(tmp_path / "ens")
+    pair = Pipeline(reference.models["mask"], tiny_model("gender", 52), tiny_model("age", 53))
+    pair2 = Pipeline(tiny_model("mask", 55), tiny_model("gender", 52), tiny_model("age", 53))
+    for e, a, b in zip(ens.predict(photos), pair.predict(photos), pair2.predict(photos)):
+        assert e.mask_probs == pytest.approx({k: (a.mask_probs[k] + b.mask_probs[k]) / 2 for k in a.mask_probs}, abs=1e-5)
     # without export the new model has no ONNX file of its own (the cache serves it)
     d = swap_models(base, tmp_path / "c4", {"mask": new_mask}, dtype="float16", export=False)
     assert not (d / "mask" / "model.onnx").exists() and "onnx" not in json.loads((d / "pipeline.json").read_text())["models"]["mask"]

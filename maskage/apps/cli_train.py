@@ -61,10 +61,10 @@ def cmd_swap(args: argparse.Namespace) -> int:
 
     from ..pipeline.files import PIPELINE_NAME, running_precision, swap_models
 
-    runs = task_values(args.models, "swap")
+    runs = {task: run.split(",") for task, run in task_values(args.models, "swap").items()}
     out = swap_models(args.base, args.out, runs, dtype=args.dtype, export=not args.no_export)
     models = json.loads((out / PIPELINE_NAME).read_text())["models"]
-    done = ", ".join(f"{task} from {run} ({running_precision(models[task])})" for task, run in runs.items())
+    done = ", ".join(f"{task} from {' + '.join(run)} ({running_precision(models[task])})" for task, run in runs.items())
     print(f"pipeline saved in {out}: {done}; the other models as in {args.base or 'the shipped pipeline'}")
     return 0
 
@@ -174,7 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # long: a flat block of 
                        description="A candidate in a pipeline's place, the rest unchanged (int8 files included): e.g. "
                        "`maskage swap mask=runs/mask --out runs/cand` puts a new mask model into the shipped pipeline.")
     p.add_argument("models", nargs="+", metavar="TASK=RUN", help="a task (mask, gender, age) and the run whose model "
-                   "takes its place")
+                   "takes its place; RUN1,RUN2: their soft-voted ensemble")
     p.add_argument("--base", metavar="PIPELINE_DIR", help="the pipeline to copy (default: the shipped one)")
     p.add_argument("--out", required=True, help="a new folder")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32",

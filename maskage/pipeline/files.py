@@ -148,16 +148,15 @@ def export_pipeline_onnx(pipe: Any, directory: str | Path, int8: bool | Sequence
     return d
 
 
-def swap_models(base: str | Path | None, out: str | Path, runs: dict[str, str | Path], dtype: str = "float32",
+def swap_models(base: str | Path | None, out: str | Path, runs: dict[str, Any], dtype: str = "float32",
                 export: bool = True) -> Path:
     """A copy of the pipeline saved in ``base`` (None: the shipped one) in ``out``, with the model of each task in
-    ``runs`` replaced by that run's model (``{"mask": "runs/mask"}``); every other file, int8 ones included, is
-    copied unchanged, so the result differs from ``base`` in those tasks alone. Where ``base`` ran a replaced task
-    from its own ONNX file, the new model is exported to float32 ONNX (``export=False``: left to the cache). The
-    base's MODEL_CARD.md is not copied: it describes other models."""
+    ``runs`` replaced by that run's model (``{"mask": "runs/mask"}``), or by several runs' soft-voted ensemble
+    (``{"mask": ["runs/a", "runs/b"]}``); every other file, int8 ones included, is copied unchanged, so the result
+    differs from ``base`` in those tasks alone. Where ``base`` ran a replaced task from its own ONNX file, the new
+    models are exported to float32 ONNX (``export=False``: left to the cache). The base's MODEL_CARD.md is not
+    copied: it describes other models."""
     import shutil
-
-    from ..models.onnx_model import export_onnx
 
     src, d = Path(base) if base is not None else PRETRAINED_DIR, Path(out)
     meta = read_format_json(src / PIPELINE_NAME, PIPELINE_FORMAT, "pipeline",
@@ -166,26 +165,37 @@ def swap_models(base: str | Path | None, out: str | Path, runs: dict[str, str | 
         raise UsageError(f"name one model for any of the tasks {', '.join(TASKS)}, got {sorted(runs) or 'none'}")
     for task in runs:
         entry = meta["models"][task]
-        if "members" in entry or entry["dir"] != task:
-            raise UsageError(f"{src}: its {task} model is an ensemble or a joint model; swap replaces one model "
-                             "(assemble ensembles with `maskage pipeline`)")
+        if any(e["dir"].split("/")[0] != task for e in _member_entries(entry)):
+            raise UsageError(f"{src}: its {task} model is a joint or multi-head model, which serves every task; "
+                             "assemble a pipeline from runs with `maskage pipeline` instead")
     if d.exists() and any(d.iterdir()):
         raise UsageError(f"{d} exists and is not empty: name a new folder")
-    models = {task: load_torch_model(run, task) for task, run in runs.items()}  # each checked before writing
+    # every run loaded (and checked to be a model of its task) before anything is written
+    models = {task: [load_torch_model(r, task) for r in ([run] if isinstance(run, (str, Path)) else run)]
+              for task, run in runs.items()}
     shutil.copytree(src, d, ignore=shutil.ignore_patterns("MODEL_CARD.md"), dirs_exist_ok=True)
-    for task, model in models.items():
-        entry = meta["models"][task]
+    for task, ms in models.items():
+        had_onnx = all(ONNX_NAME in e.get("sha256", {}) for e in _member_entries(meta["models"][task]))
         shutil.rmtree(d / task)
-        sub = model.save(d / task, dtype=dtype)
-        had_onnx = ONNX_NAME in entry.get("sha256", {})
-        entry.pop("onnx", None)
-        entry["sha256"] = {n: file_sha256(sub / n) for n in (CONFIG_NAME, WEIGHTS_NAME)}
-        if had_onnx and export:
-            export_onnx(model, sub / ONNX_NAME)
-            entry["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
-            entry["onnx"] = {"precision": "float32", "calibration_photos": 0}
+        saved = [_saved_entry(d, task if len(ms) == 1 else f"{task}/{i}", m, dtype, had_onnx and export)
+                 for i, m in enumerate(ms)]
+        meta["models"][task] = (saved[0] if len(ms) == 1 else
+                                {"members": saved, "weights": TaskEnsemble(ms).weights, "voting": "soft"})
     write_json_atomic(d / PIPELINE_NAME, meta)
     return d
+
+
+def _saved_entry(d: Path, rel: str, model: "TaskModel", dtype: str, export: bool) -> dict:
+    """Save ``model`` into ``d / rel`` (and its float32 ONNX file with ``export``): its pipeline.json entry."""
+    from ..models.onnx_model import export_onnx
+
+    sub = model.save(d / rel, dtype=dtype)
+    entry: dict[str, Any] = {"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, WEIGHTS_NAME)}}
+    if export:
+        export_onnx(model, sub / ONNX_NAME)
+        entry["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
+        entry["onnx"] = {"precision": "float32", "calibration_photos": 0}
+    return entry
 
 
 def running_precision(task_entry: dict) -> str:

@@ -2,15 +2,15 @@
 
 The pipeline's int8 models (uint8 activations x int8 weights) run on ONNX Runtime's VNNI kernels where the CPU has
 them and on its AVX2 kernels elsewhere, whose int16 sums of two products overflow with 8-bit weights. This runs the
-pipeline's gender and age models on the faces of ``--photos`` here and under QEMU posing as a CPU with AVX2 and FMA
-and nothing newer (``qemu-x86_64 -cpu Haswell``: ONNX Runtime then picks its AVX2 kernels), each as a float32 export,
-as shipped, and re-quantised with 8-bit and with 7-bit weights (``--calibration`` photos set the ranges), and prints
-for each the largest probability difference from float32 on this CPU, the share of top classes that agree, and
-whether the two code paths gave identical outputs.
+pipeline's models (``--tasks``, default all three) on the faces of ``--photos`` here and under QEMU posing as a CPU
+with AVX2 and FMA and nothing newer (``qemu-x86_64 -cpu Haswell``: ONNX Runtime then picks its AVX2 kernels), each
+as a float32 export, as shipped, and re-quantised with 8-bit and with 7-bit weights (``--calibration`` photos set
+the ranges), and prints for each the largest probability difference from float32 on this CPU, the share of top
+classes that agree, and whether the two code paths gave identical outputs.
 
     apt-get install qemu-user   # the emulator, not a maskage dependency
     .venv/bin/python benchmarks/int8_paths.py [--pipeline DIR] --photos data/multi/eval/images \\
-        --calibration data/calib/train/images [--n 48] [--cpu Haswell]
+        --calibration data/calib/train/images [--n 48] [--cpu Haswell] [--tasks mask gender age]
 
 Emulation is slow (minutes for 48 faces): it checks numbers, not speed.
 """
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from machine import cpu_line  # noqa: E402
 
-TASKS = ("gender", "age")
+TASKS = ("mask", "gender", "age")
 
 
 def run_all(folder: Path) -> None:
@@ -49,7 +49,7 @@ def softmax(logits: np.ndarray, heads) -> np.ndarray:
     return head_softmax(logits.astype(np.float32), heads)
 
 
-def prepare(args: argparse.Namespace, folder: Path):
+def prepare(args: argparse.Namespace, folder: Path, tasks: list[str]):
     """Inputs and model files in ``folder``; the task specs (their heads give the probabilities)."""
     from maskage import Pipeline
     from maskage.images import load_image
@@ -62,17 +62,17 @@ def prepare(args: argparse.Namespace, folder: Path):
     def inputs(photos: list[str]) -> dict[str, np.ndarray]:
         arrays = [load_image(p) for p in photos]
         got = pipe.model_inputs(arrays, pipe.detector.detect(arrays))
-        return {t: np.ascontiguousarray(np.asarray(got[t][0], dtype=np.float32)) for t in TASKS}
+        return {t: np.ascontiguousarray(np.asarray(got[t][0], dtype=np.float32)) for t in tasks}
 
     x = inputs(evenly(expand_inputs([args.photos]), args.n))  # as `maskage export` picks its calibration photos
     calib = inputs(evenly(expand_inputs([args.calibration]), args.calibration_limit)) if args.calibration else {}
-    for task in TASKS:
+    for task in tasks:
         np.save(folder / f"{task}.npy", x[task])
         export_onnx(pipe.models[task], folder / f"{task}-float32.onnx")
         shutil.copy(source / task / "model.onnx", folder / f"{task}-shipped.onnx")
         for bits in (8, 7) if calib else ():
             quantize_int8(folder / f"{task}-float32.onnx", folder / f"{task}-int8w{bits}.onnx", calib[task], weight_bits=bits)
-    return {t: pipe.models[t].spec for t in TASKS}
+    return {t: pipe.models[t].spec for t in tasks}
 
 
 def main() -> int:
@@ -82,6 +82,7 @@ def main() -> int:
     p.add_argument("--n", type=int, default=48, help="faces to compare")
     p.add_argument("--calibration", default=None, help="photos for re-quantising with 8-bit and 7-bit weights")
     p.add_argument("--calibration-limit", type=int, default=300)
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="the models to compare")
     p.add_argument("--cpu", default="Haswell", help="the CPU QEMU poses as (qemu-x86_64 -cpu help)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -98,7 +99,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         here, there = Path(tmp) / "here", Path(tmp) / "there"
         here.mkdir()
-        specs = prepare(args, here)
+        specs = prepare(args, here, args.tasks)
         shutil.copytree(here, there)
         run_all(here)
         done = subprocess.run([qemu, "-cpu", args.cpu, sys.executable, __file__, "--worker", str(there)],
@@ -107,7 +108,7 @@ def main() -> int:
             print(done.stderr, file=sys.stderr)
             return done.returncode
         print(f"{args.n} faces of {args.photos}; reference: each model's float32 export on this CPU")
-        for task in TASKS:
+        for task in args.tasks:
             ref = softmax(np.load(here / f"{task}-float32.out.npy"), specs[task].heads)
             for out in sorted(here.glob(f"{task}-*.out.npy")):
                 name = out.name.removesuffix(".out.npy")

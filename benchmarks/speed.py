@@ -7,8 +7,8 @@ package (dlib detector + two ONNX networks, gender and age only) on the same pho
     .venv/bin/python benchmarks/speed.py --scenes [--n 128] [--refresh 5]   # every face: scene photos/s, video frames/s
 
 Photos: real UTKFace faces from ../shared/data pasted on 384x512 canvases (the competition's photo size), in the
-same order for every contender. The CPU's name and its AVX2 / AVX-512 / VNNI flags are printed first: the int8
-gender and age models (7-bit weights) run on every CPU, fastest with VNNI; the float32 path (``MASKAGE_INT8=0``,
+same order for every contender. The CPU's name and its AVX2 / AVX-512 / VNNI flags are printed first: the shipped
+pipeline's int8 models (7-bit weights) run on every CPU, fastest with VNNI; the float32 path (``MASKAGE_INT8=0``,
 what a pipeline of 8-bit int8 files runs on a CPU without VNNI) is timed beside it on every CPU. Target: >= 40 photos/s end to end on 2 cores and >= 1.5x the peer.
 ``--scenes``: every face (``predict_all_faces``) of the real scene photos of ../shared/data/facemask_scenes, and
 ``predict_video`` on a 640x480 mp4 made of n / 4 of them, each seen for 16 frames by a panning, zooming camera

@@ -308,7 +308,7 @@ def test_int8_runs_where_the_cpu_has_vnni_or_is_not_x86(tmp_path, monkeypatch):
 
 def test_int8_files_with_7_bit_weights_run_on_every_cpu(monkeypatch):
     from maskage.models.onnx_model import int8_is_exact
-    from maskage.pipeline.files import running_precision, swap_models
+    from maskage.pipeline.files import running_precision
 
     monkeypatch.delenv("MASKAGE_INT8", raising=False)
     new = {"onnx": {"precision": "int8", "calibration_photos": 300, "weight_bits": 7}}

@@ -45,10 +45,13 @@ train age $R/age_2_224.yaml runs/shipped/age_2_s7 init_from=runs/shipped/age_1_s
 train age $R/age_2_224.yaml runs/shipped/age init_from=runs/shipped/age_2_s7 \
     teacher=runs/shipped/age_2,runs/shipped/age_2_s7 teacher_weight=0.7 lr=0.00001 epochs=2 seed=7 "$@"
 
-# --- the pipeline: float16 weights, YuNet for one-face photos, the mask model as float32 ONNX, gender and age as
-# int8 ONNX (7-bit weights, 8-bit in depthwise convolutions) calibrated on 300 photos
+# --- the pipeline: float16 weights, YuNet for one-face photos, the three models as int8 ONNX (7-bit weights, 8-bit
+# in depthwise convolutions): gender and age calibrated on 300 photos of drawn masks, the mask model on 400 of drawn
+# masks and the scenes' real train-half faces
 $PY -m maskage pipeline runs/shipped/mask runs/shipped/gender runs/shipped/age --out runs/shipped/pipeline \
     --dtype float16 --min-face-fraction 0.2 --portrait yunet
 $PY -m maskage export runs/shipped/pipeline --int8 gender age --calibration data/calib/train/images \
     --calibration-limit 300
+$PY -m maskage export runs/shipped/pipeline --tasks mask --int8 mask --calibration data/calib/train/images \
+    data/scene_faces/train --calibration-limit 400
 echo "pipeline in runs/shipped/pipeline"

@@ -1,4 +1,5 @@
-"""The ``maskage`` commands that make models and data: train, pipeline, swap, average, synth, scene-faces, fetch-faceres."""
+"""The ``maskage`` commands that make models and data: train, pipeline, swap, average, synth, scene-faces,
+fetch-faceres."""
 from __future__ import annotations
 
 import argparse

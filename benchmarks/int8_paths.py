@@ -49,13 +49,14 @@ def softmax(logits: np.ndarray, heads) -> np.ndarray:
     return head_softmax(logits.astype(np.float32), heads)
 
 
-def prepare(args: argparse.Namespace, folder: Path, tasks: list[str]):
-    """Inputs and model files in ``folder``; the task specs (their heads give the probabilities)."""
+def prepare(args: argparse.Namespace, folder: Path):
+    """Inputs and model files of ``args.tasks`` in ``folder``; their specs (their heads give the probabilities)."""
     from maskage import Pipeline
     from maskage.images import load_image
     from maskage.models.onnx_model import export_onnx, quantize_int8
     from maskage.pipeline.outputs import evenly, expand_inputs
 
+    tasks = args.tasks
     pipe = Pipeline.from_pretrained(args.pipeline, backend="torch")
     source = Path(args.pipeline) if args.pipeline else Path(sys.modules["maskage"].__file__).parent / "pretrained"
 
@@ -99,7 +100,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         here, there = Path(tmp) / "here", Path(tmp) / "there"
         here.mkdir()
-        specs = prepare(args, here, args.tasks)
+        specs = prepare(args, here)
         shutil.copytree(here, there)
         run_all(here)
         done = subprocess.run([qemu, "-cpu", args.cpu, sys.executable, __file__, "--worker", str(there)],

@@ -89,8 +89,7 @@ def save_pipeline(pipe: Any, directory: str | Path, dtype: str = "float32") -> P
                     rel = torch_model.task  # "joint" or "multihead", shared by the three slots
                 else:
                     rel = f"{task}/{i}" if isinstance(model, TaskEnsemble) else task
-                sub = torch_model.save(d / rel, dtype=dtype)
-                done[id(torch_model)] = {"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, WEIGHTS_NAME)}}
+                done[id(torch_model)] = _model_entry(d, rel, torch_model, dtype)
             saved.append(dict(done[id(torch_model)]))
         if isinstance(model, TaskEnsemble):
             entries[task] = {"members": saved, "weights": model.weights, "voting": model.voting}
@@ -185,15 +184,20 @@ def swap_models(base: str | Path | None, out: str | Path, runs: dict[str, Any], 
     return d
 
 
+def _model_entry(d: Path, rel: str, model: "TaskModel", dtype: str) -> dict:
+    """Save ``model`` into ``d / rel``: its pipeline.json entry (folder and files' hashes)."""
+    sub = model.save(d / rel, dtype=dtype)
+    return {"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, WEIGHTS_NAME)}}
+
+
 def _saved_entry(d: Path, rel: str, model: "TaskModel", dtype: str, export: bool) -> dict:
-    """Save ``model`` into ``d / rel`` (and its float32 ONNX file with ``export``): its pipeline.json entry."""
+    """``_model_entry``, and with ``export`` the model's float32 ONNX file beside its weights."""
     from ..models.onnx_model import export_onnx
 
-    sub = model.save(d / rel, dtype=dtype)
-    entry: dict[str, Any] = {"dir": rel, "sha256": {n: file_sha256(sub / n) for n in (CONFIG_NAME, WEIGHTS_NAME)}}
+    entry = _model_entry(d, rel, model, dtype)
     if export:
-        export_onnx(model, sub / ONNX_NAME)
-        entry["sha256"][ONNX_NAME] = file_sha256(sub / ONNX_NAME)
+        onnx = export_onnx(model, d / rel / ONNX_NAME)
+        entry["sha256"][ONNX_NAME] = file_sha256(onnx)
         entry["onnx"] = {"precision": "float32", "calibration_photos": 0}
     return entry
 

@@ -405,6 +405,27 @@ def test_faces_csv_source_splits_by_photo_and_keeps_each_box(tmp_path):
     assert {s.path for s in held} <= {s.path for s in source_samples(entry, "holdout", 0.4)}
 
 
+def test_faces_csv_source_keeps_the_states_named_after_a_colon(tmp_path):
+    from maskage.training.data import source_samples
+
+    states = ("wear", "incorrect", "not_wear")
+    rows = [(f"p{i}.jpg", (2, 2, 30, 30), states[i % 3], f"photo{i}") for i in range(90)]
+    _faces_csv(tmp_path / "f", rows)
+    every = source_samples([f"{tmp_path / 'f'}=faces.csv"], "train", 0.2)
+    wrong = source_samples([f"{tmp_path / 'f'}=faces.csv:incorrect"], "train", 0.2)
+    two = source_samples([f"{tmp_path / 'f'}=faces.csv: incorrect, not_wear"], "holdout", 0.2)
+    assert wrong and {s.mask for s in wrong} == {Mask.INCORRECT}
+    # the same photos' split: the filtered source is the unfiltered one's incorrect faces, no more, no fewer
+    assert [s.path for s in wrong] == [s.path for s in every if s.mask == Mask.INCORRECT]
+    assert two and {s.mask for s in two} == {Mask.INCORRECT, Mask.NOT_WEAR}
+    assert not {s.person for s in two} & {s.person for s in every}
+    with pytest.raises(DatasetError, match="'worn' is not one of"):
+        source_samples([f"{tmp_path / 'f'}=faces.csv:worn"])
+    _faces_csv(tmp_path / "g", [("a.jpg", (1, 1, 20, 20), "wear", "x")])
+    with pytest.raises(DatasetError, match="no faces listed of incorrect"):
+        source_samples([f"{tmp_path / 'g'}=faces.csv:incorrect"])
+
+
 def test_faces_csv_source_names_the_bad_row(tmp_path):
     from maskage.training.data import source_samples
 

@@ -61,7 +61,8 @@ class TrainConfig:
     balance: str = "none"
     samples_per_epoch: int = 0  # 0 = every training photo each epoch; else a fresh random draw of N photos
     gender_age_photos: str = "wear"  # photos the gender and age tasks learn from: wear (correct masks) | all
-    # mask task: extra folders of real photos, "DIR=wear|incorrect|not_wear" (people split by file-name id)
+    # mask task: extra folders of real photos, "DIR=wear|incorrect|not_wear" (people split by file-name id) or
+    # "DIR=faces.csv[:STATE,...]" (a CSV of face boxes, split by photo; the listed states alone where given)
     mask_sources: list = field(default_factory=list)
     source_holdout: float = 0.2  # share of mask_sources people never trained on (kept for benchmarks)
     source_weight: float = 1.0  # how much more often a mask_sources photo is drawn than a dataset photo

@@ -171,19 +171,31 @@ FACES_CSV_COLUMNS = ("file", "x0", "y0", "x1", "y1", "mask", "photo")
 
 def parse_source(entry: str) -> tuple[Path, str]:
     """``"DIR=wear"`` -> (DIR, "wear"): a folder of one mask state; ``"DIR=faces.csv"`` -> (DIR, "faces.csv"): a
-    folder whose CSV labels each face (``read_faces_csv``)."""
+    folder whose CSV labels each face (``read_faces_csv``); ``"DIR=faces.csv:incorrect"`` -> (DIR,
+    "faces.csv:incorrect"): the CSV's faces of the states after the colon alone (``split_csv_label``)."""
     if "=" not in entry:
-        raise DatasetError(f"mask source {entry!r} is not DIR=wear|incorrect|not_wear or DIR=LABELS.csv")
+        raise DatasetError(f"mask source {entry!r} is not DIR=wear|incorrect|not_wear or DIR=LABELS.csv[:STATE,...]")
     folder, label = (x.strip() for x in entry.rsplit("=", 1))
-    if label not in MASK_NAMES and not label.lower().endswith(".csv"):
-        raise DatasetError(f"mask source {entry!r}: label must be one of {sorted(MASK_NAMES)} or a CSV file name")
+    if label not in MASK_NAMES:
+        name, states = split_csv_label(label)
+        if not name.lower().endswith(".csv"):
+            raise DatasetError(f"mask source {entry!r}: label must be one of {sorted(MASK_NAMES)} or a CSV file "
+                               "name")
+        if bad := [x for x in states if x not in MASK_NAMES]:
+            raise DatasetError(f"mask source {entry!r}: {bad[0]!r} is not one of {sorted(MASK_NAMES)}")
     return Path(folder), label
 
 
-def read_faces_csv(folder: Path, name: str = "faces.csv") -> list[Sample]:
+def split_csv_label(label: str) -> tuple[str, tuple[str, ...]]:
+    """``"faces.csv:incorrect,wear"`` -> ("faces.csv", ("incorrect", "wear")); no colon: every state (())."""
+    name, _, states = label.partition(":")
+    return name, tuple(x.strip() for x in states.split(",") if x.strip())
+
+
+def read_faces_csv(folder: Path, name: str = "faces.csv", states: Sequence[str] = ()) -> list[Sample]:
     """Faces labelled by a CSV in ``folder`` (``file,x0,y0,x1,y1,mask,photo``, as ``facemask_faces``): one mask-only
-    sample per row with its face box; the person key is the source photo (``folder name:photo``), so that a split
-    keeps the faces of one photo together."""
+    sample per row with its face box, of the mask ``states`` alone where given; the person key is the source photo
+    (``folder name:photo``), so that a split keeps the faces of one photo together."""
     where = folder / name
     out = []
     for line, row in enumerate(read_csv_rows(where, FACES_CSV_COLUMNS), start=2):
@@ -195,10 +207,12 @@ def read_faces_csv(folder: Path, name: str = "faces.csv") -> list[Sample]:
             raise DatasetError(f"{where} line {line}: {exc}") from None
         if not (x1 > x0 and y1 > y0):
             raise DatasetError(f"{where} line {line}: box ({x0}, {y0}, {x1}, {y1}) is empty")
+        if states and row["mask"] not in states:
+            continue
         out.append(Sample(str(folder / row["file"]), f"{folder.name}:{row['photo']}", int(MASK_NAMES[row["mask"]]),
                           -1, -1, box=(x0, y0, x1, y1)))
     if not out:
-        raise DatasetError(f"{where}: no faces listed")
+        raise DatasetError(f"{where}: no faces listed" + (f" of {', '.join(states)}" if states else ""))
     return out
 
 
@@ -212,7 +226,8 @@ def _folder_samples(folder: Path, mask: int) -> list[Sample]:
 
 
 def source_samples(entries: Sequence[str], part: str = "train", holdout: float = 0.2) -> list[Sample]:
-    """Photos of labelled folders (``"DIR=label"``) or of CSV-labelled faces (``"DIR=faces.csv"``) as mask-only
+    """Photos of labelled folders (``"DIR=label"``) or of CSV-labelled faces (``"DIR=faces.csv"``, or
+    ``"DIR=faces.csv:incorrect"`` for the faces of some states: a source listed again to weight them) as mask-only
     samples (gender and age -1).
 
     ``part="train"`` gives the people (for a CSV: the source photos) outside the held-out share, ``"holdout"``
@@ -225,7 +240,8 @@ def source_samples(entries: Sequence[str], part: str = "train", holdout: float =
         folder, label = parse_source(entry)
         if not folder.is_dir():
             raise DatasetError(f"mask source folder {folder} not found")
-        found = _folder_samples(folder, int(MASK_NAMES[label])) if label in MASK_NAMES else read_faces_csv(folder, label)
+        found = (_folder_samples(folder, int(MASK_NAMES[label])) if label in MASK_NAMES
+                 else read_faces_csv(folder, *split_csv_label(label)))
         out += [s for s in found if in_holdout(s.person, holdout) == (part == "holdout")]
     return out
 

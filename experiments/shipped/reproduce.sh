@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the pipeline maskage ships, in order, on a 2-core CPU (about 4 hours in all; each step is skipped when its
+# Train the pipeline maskage ships, in order, on a 2-core CPU (about 5 hours in all; each step is skipped when its
 # output exists, so a stopped run continues). Run from the project root with ../shared/data beside it; extra
 # arguments are key=value overrides for every training (e.g. device=cuda). The result is runs/shipped/pipeline;
 # `benchmarks/real_masks.py`, `benchmarks/cross_source.py` and `benchmarks/scenes.py` score it against the shipped one.
@@ -37,18 +37,20 @@ train gender $R/gender_1_faceres.yaml runs/shipped/gender_1 "$@"
 train gender $R/gender_2_yunet.yaml runs/shipped/gender_2 init_from=runs/shipped/gender_1 "$@"
 train gender $R/gender_2_yunet.yaml runs/shipped/gender init_from=runs/shipped/gender_2 "$@"
 
-# --- age: two FaceRes models (seeds 0 and 7), each trained further at 224 px, distilled into one 224 px model
+# --- age: two FaceRes models (seeds 0 and 7), each trained further at 224 px, distilled into one 224 px model,
+# then that model distilled into itself at 192 px
 train age $R/age_1_faceres.yaml runs/shipped/age_1 "$@"
 train age $R/age_1_faceres.yaml runs/shipped/age_1_s7 seed=7 epochs=6 "$@"
 train age $R/age_2_224.yaml runs/shipped/age_2 init_from=runs/shipped/age_1 seed=0 "$@"
 train age $R/age_2_224.yaml runs/shipped/age_2_s7 init_from=runs/shipped/age_1_s7 seed=7 "$@"
 train age $R/age_2_224.yaml runs/shipped/age init_from=runs/shipped/age_2_s7 \
     teacher=runs/shipped/age_2,runs/shipped/age_2_s7 teacher_weight=0.7 lr=0.00001 epochs=2 seed=7 "$@"
+train age $R/age_3_192.yaml runs/shipped/age_192 "$@"
 
 # --- the pipeline: float16 weights, YuNet for one-face photos, the three models as int8 ONNX (7-bit weights, 8-bit
 # in depthwise convolutions): gender and age calibrated on 300 photos of drawn masks, the mask model on 400 of drawn
 # masks and the scenes' real train-half faces
-$PY -m maskage pipeline runs/shipped/mask runs/shipped/gender runs/shipped/age --out runs/shipped/pipeline \
+$PY -m maskage pipeline runs/shipped/mask runs/shipped/gender runs/shipped/age_192 --out runs/shipped/pipeline \
     --dtype float16 --min-face-fraction 0.2 --portrait yunet
 $PY -m maskage export runs/shipped/pipeline --int8 gender age --calibration data/calib/train/images \
     --calibration-limit 300

@@ -45,7 +45,7 @@ train age $R/age_2_224.yaml runs/shipped/age_2 init_from=runs/shipped/age_1 seed
 train age $R/age_2_224.yaml runs/shipped/age_2_s7 init_from=runs/shipped/age_1_s7 seed=7 "$@"
 train age $R/age_2_224.yaml runs/shipped/age init_from=runs/shipped/age_2_s7 \
     teacher=runs/shipped/age_2,runs/shipped/age_2_s7 teacher_weight=0.7 lr=0.00001 epochs=2 seed=7 "$@"
-train age $R/age_3_192.yaml runs/shipped/age_192 "$@"
+train age $R/age_3_192.yaml runs/shipped/age_192 teacher=runs/shipped/age "$@"
 
 # --- the pipeline: float16 weights, YuNet for one-face photos, the three models as int8 ONNX (7-bit weights, 8-bit
 # in depthwise convolutions): gender and age calibrated on 300 photos of drawn masks, the mask model on 400 of drawn

@@ -12,7 +12,9 @@ classes that agree, and whether the two code paths gave identical outputs.
     .venv/bin/python benchmarks/int8_paths.py [--pipeline DIR] --photos data/multi/eval/images \\
         --calibration data/calib/train/images [--n 48] [--cpu Haswell] [--tasks mask gender age]
 
-Emulation is slow (minutes for 48 faces): it checks numbers, not speed.
+Emulation is slow (minutes for 48 faces): it checks numbers, not speed. ``--via avx2_only`` runs the second path
+at this CPU's speed instead, this CPU's AVX-512, VNNI and AMX hidden from ONNX Runtime (``avx2_only.py``), so
+hundreds of faces take seconds; QEMU remains the check that needs neither CPUID faulting nor this CPU's kernels.
 """
 from __future__ import annotations
 
@@ -76,6 +78,24 @@ def prepare(args: argparse.Namespace, folder: Path):
     return {t: pipe.models[t].spec for t in tasks}
 
 
+def second_path(args: argparse.Namespace) -> tuple[list[str] | None, dict[str, str] | None, str]:
+    """The command prefix and environment that run the worker on the AVX2 path, and that path's name; None as the
+    prefix (and the reason printed) where this machine cannot."""
+    if args.via == "avx2_only":
+        import avx2_only
+
+        try:
+            return [], avx2_only.environment(avx2_only.build()), "AVX2 only"
+        except avx2_only.Unavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return None, None, ""
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        print("error: needs qemu-x86_64 (apt-get install qemu-user)", file=sys.stderr)
+        return None, None, ""
+    return [qemu, "-cpu", args.cpu], None, f"QEMU {args.cpu}"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pipeline", default=None, help="pipeline folder (default: the shipped one)")
@@ -85,6 +105,8 @@ def main() -> int:
     p.add_argument("--calibration-limit", type=int, default=300)
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="the models to compare")
     p.add_argument("--cpu", default="Haswell", help="the CPU QEMU poses as (qemu-x86_64 -cpu help)")
+    p.add_argument("--via", choices=("qemu", "avx2_only"), default="qemu",
+                   help="how the second path runs: under QEMU (default), or here with AVX-512, VNNI and AMX hidden")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -92,9 +114,8 @@ def main() -> int:
         return 0
     if not args.photos:
         p.error("--photos is required")
-    qemu = shutil.which("qemu-x86_64")
-    if qemu is None:
-        print("error: needs qemu-x86_64 (apt-get install qemu-user)", file=sys.stderr)
+    worker, env, path_name = second_path(args)
+    if worker is None:
         return 2
     print(cpu_line())
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,8 +124,8 @@ def main() -> int:
         specs = prepare(args, here)
         shutil.copytree(here, there)
         run_all(here)
-        done = subprocess.run([qemu, "-cpu", args.cpu, sys.executable, __file__, "--worker", str(there)],
-                              stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(worker + [sys.executable, __file__, "--worker", str(there)], stderr=subprocess.PIPE,
+                              text=True, env=env)
         if done.returncode:  # QEMU's own warnings (features TCG lacks) are not worth showing otherwise
             print(done.stderr, file=sys.stderr)
             return done.returncode
@@ -113,14 +134,14 @@ def main() -> int:
             ref = softmax(np.load(here / f"{task}-float32.out.npy"), specs[task].heads)
             for out in sorted(here.glob(f"{task}-*.out.npy")):
                 name = out.name.removesuffix(".out.npy")
-                logits = {where: np.load(folder / out.name) for where, folder in (("this CPU", here), ("QEMU", there))}
+                logits = {where: np.load(folder / out.name) for where, folder in (("this CPU", here), (path_name, there))}
                 probs = {where: softmax(x, specs[task].heads) for where, x in logits.items()}
                 for where, prob in probs.items():
                     agree = float((prob.argmax(1) == ref.argmax(1)).mean())
-                    line = (f"  {name:<16} {where if where != 'QEMU' else f'QEMU {args.cpu}':<14} "
+                    line = (f"  {name:<16} {where:<14} "
                             f"max |p - p_float32| {np.abs(prob - ref).max():.4f}  top class agrees {agree:.3f}")
-                    if where == "QEMU":  # the two code paths on the same inputs
-                        same = np.array_equal(logits["this CPU"], logits["QEMU"])
+                    if where == path_name:  # the two code paths on the same inputs
+                        same = np.array_equal(logits["this CPU"], logits[path_name])
                         gap = np.abs(prob - probs["this CPU"]).max()
                         line += f"  vs this CPU: {'identical' if same else f'max |dp| {gap:.4f}'}"
                     print(line)

@@ -10,8 +10,8 @@ from maskage.apps.cli import main
 from maskage.training.data import load_train_samples
 from maskage.images import load_image
 from maskage.labels import MASK_FILE_STEMS, decode
-from maskage.training.masks import (CORRECT, KINDS, NOSE_EXPOSED, TEXTURE_SIZE, UNDER_CHIN, FaceGeometry, cut_texture,
-                                    draw_mask, landmark_points, real_textures)
+from maskage.training.masks import (ALL_KINDS, CORRECT, KINDS, NOSE_EXPOSED, ONE_EAR, TEXTURE_SIZE, UNDER_CHIN,
+                                    FaceGeometry, cut_texture, draw_mask, landmark_points, real_textures)
 from maskage.training.synth import SCENE_KINDS, SCENE_SIDES, build_dataset, in_scene, parse_utkface_name
 
 from .conftest import SHARED_DATA
@@ -25,6 +25,7 @@ EXPECTED = {
     CORRECT: {"eyes": False, "nose": True, "mouth": True, "chin": True},
     NOSE_EXPOSED: {"eyes": False, "nose": False, "mouth": True, "chin": True},
     UNDER_CHIN: {"eyes": False, "nose": False, "mouth": False, "chin": True},
+    ONE_EAR: {"eyes": False, "nose": False, "mouth": False, "chin": False},
 }
 
 
@@ -52,7 +53,7 @@ def check_kind(alpha: np.ndarray, face: FaceGeometry, kind: str) -> list[str]:
     return wrong
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_mask_covers_what_its_kind_says(kind):
     face = FaceGeometry.from_landmarks(LANDMARKS, BOX)
     for seed in range(20):
@@ -62,6 +63,20 @@ def test_mask_covers_what_its_kind_says(kind):
         changed = np.any(drawn.image != face_photo(), axis=-1)
         assert changed[drawn.alpha > 0.5].all()  # the mask is painted where its coverage says
         assert not changed[:60].any()  # nothing above the eyebrows changes (forehead, hair)
+
+
+def test_a_mask_on_one_ear_hangs_beside_the_jaw_on_either_side():
+    sides = set()
+    for seed in range(20):
+        alpha = draw_mask(face_photo(), LANDMARKS, BOX, ONE_EAR, seed).alpha
+        ys, xs = np.nonzero(alpha > 0.5)
+        assert xs.size > 300  # a mask, not a strap
+        left, right = (xs < 100).mean(), (xs > 100).mean()  # x = 100: the face's centre line
+        assert max(left, right) == 1.0  # all of it on one side
+        sides.add("left" if left else "right")
+        assert ys.min() > 112 and ys.max() > 175  # from below the nose tip to under the chin (y 175)
+    assert sides == {"left", "right"}
+    assert ONE_EAR not in KINDS  # the demo's variants stay the three wear kinds
 
 
 def test_masks_are_deterministic_per_seed_and_vary_between_seeds():
@@ -214,6 +229,27 @@ def test_build_dataset_layout_and_person_split(tmp_path, monkeypatch):
     # person-disjoint: no source face on both sides
     assert not {r["source"] for r in meta} & {r["source"] for r in train_rows}
     assert Path(tmp_path / "out" / "skipped.csv").read_text().count("no face landmarks") == 1
+
+
+def test_ear_share_turns_that_share_of_the_incorrect_masks_into_masks_on_one_ear(tmp_path, monkeypatch):
+    monkeypatch.setattr(faces, "FaceDetector", FixedDetector)
+    write_faces(tmp_path / "faces", 12)
+    kinds, images = {}, {}
+    for share in (0.0, 0.5, 1.0):
+        build_dataset(tmp_path / "faces", tmp_path / str(share), eval_fraction=0.0, seed=1, ear_share=share)
+        with (tmp_path / str(share) / "train" / "train.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        kinds[share] = [r["incorrect_kind"] for r in rows]
+        images[share] = {r["path"]: {stem: (tmp_path / str(share) / "train" / "images" / r["path"] / f"{stem}.jpg")
+                                     .read_bytes() for stem in MASK_FILE_STEMS} for r in rows}
+    assert ONE_EAR not in kinds[0.0] and set(kinds[1.0]) == {ONE_EAR}
+    assert 0 < kinds[0.5].count(ONE_EAR) < len(kinds[0.5])
+    for person, old, new in zip(images[0.0], kinds[0.0], kinds[0.5]):  # only the incorrect photos of those change
+        for stem in MASK_FILE_STEMS:
+            same = images[0.0][person][stem] == images[0.5][person][stem]
+            assert same == (stem != "incorrect_mask" or new == old), (person, stem)
+    with pytest.raises(ValueError, match="ear_share"):
+        build_dataset(tmp_path / "faces", tmp_path / "bad", ear_share=1.5)
 
 
 def test_build_dataset_is_deterministic(tmp_path, monkeypatch):

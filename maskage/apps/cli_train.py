@@ -113,7 +113,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         races=_races(args.race), eval_races=_races(args.eval_race), min_age=args.min_age, max_age=args.max_age,
         labels_csv=args.labels_csv, limit=args.limit, train_scenes=args.train_scenes, progress=not args.quiet,
         chin_share=args.chin_share, textures=textures, texture_share=args.texture_share,
-        chin_low=args.chin_low, eval_only=args.eval_only,
+        chin_low=args.chin_low, eval_only=args.eval_only, ear_share=args.ear_share,
     )
     print(f"{report.n_train_people} train people -> {report.out / 'train'}, {report.n_eval_people} eval people -> "
           f"{report.out / 'eval'}; {len(report.skipped)} photo(s) skipped (listed in {report.out / 'skipped.csv'}), "
@@ -212,6 +212,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # long: a flat block of 
     p.add_argument("--chin-low", type=float, default=0.0, metavar="F",
                    help="share of the masks under the chin drawn pulled down further, wide over the neck and "
                         "crumpled (the top edge from under the lower lip to the chin), as real ones are. Default 0")
+    p.add_argument("--ear-share", type=float, default=0.0, metavar="F",
+                   help="share of the incorrect masks drawn hanging from one ear (the nose, mouth and chin bare) "
+                        "instead of under the nose or chin. Default 0")
     p.add_argument("--real-textures", metavar="DIR", help="photos of people wearing masks (e.g. ../shared/data/rmfd/"
                    "with_mask; their held-out people left out) whose mask fabric --texture-share of the drawn masks "
                    "take instead of a drawn one")

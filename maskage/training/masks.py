@@ -18,10 +18,12 @@ from ..errors import MaskageError, UsageError
 from ..images import ImageError, load_image
 from ..progress import bar
 
-# How a mask sits on the face. The competition's "incorrect" class is mostly nose exposed, some under the chin.
-CORRECT, NOSE_EXPOSED, UNDER_CHIN = "correct", "nose_exposed", "under_chin"
+# How a mask sits on the face. The competition's "incorrect" class is mostly nose exposed, some under the chin;
+# real photos also show masks hanging from one ear (ONE_EAR: drawn on request, not among the demo's KINDS).
+CORRECT, NOSE_EXPOSED, UNDER_CHIN, ONE_EAR = "correct", "nose_exposed", "under_chin", "one_ear"
 
 KINDS = (CORRECT, NOSE_EXPOSED, UNDER_CHIN)
+ALL_KINDS = KINDS + (ONE_EAR,)
 INCORRECT_KINDS = {NOSE_EXPOSED: 0.7, UNDER_CHIN: 0.3}
 
 
@@ -119,6 +121,8 @@ def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str
     wide over the neck, its top edge crumpled."""
     if low:
         return _low_chin_outline(face, rng)
+    if kind == ONE_EAR:
+        return _one_ear_outline(face, rng)
     nose_t = face.t_of(face.nose)
     if kind == CORRECT:
         top = min(rng.uniform(0.36, 0.46), nose_t - 0.15)  # over the nose bridge, clear of the eyes
@@ -132,7 +136,7 @@ def _outline(face: FaceGeometry, kind: str, rng: np.random.Generator, style: str
         top = 1.0 + rng.uniform(0.3, 0.42)  # below the lower lip
         bottom = rng.uniform(2.15, 2.35)
     else:
-        raise UsageError(f"unknown mask kind {kind!r}; choose from {KINDS}")
+        raise UsageError(f"unknown mask kind {kind!r}; choose from {ALL_KINDS}")
     w_top = rng.uniform(0.88, 1.0)
     w_mid = rng.uniform(0.92, 1.04)
     w_bot = rng.uniform(0.5, 0.7)
@@ -165,6 +169,25 @@ def _low_chin_outline(face: FaceGeometry, rng: np.random.Generator) -> np.ndarra
     pts.append(face.point(w_mid, mid))
     pts += [face.point(s * w_bot, bottom - round_bottom * s * s) for s in np.linspace(1, -1, 21)]
     pts.append(face.point(-w_mid, mid))
+    return np.array(pts)
+
+
+def _one_ear_outline(face: FaceGeometry, rng: np.random.Generator) -> np.ndarray:
+    # a mask off the face but for one loop: it hangs from that ear down the jaw's side to the neck, folded to about
+    # half its width; the nose, mouth and chin are bare. Same point layout as the others: a top edge of 21 points
+    # (inner to outer), a side point, a bottom edge of 21 (outer to inner), a side point.
+    side = 1.0 if rng.random() < 0.5 else -1.0
+    top = rng.uniform(0.7, 1.0)  # under the ear lobe
+    bottom = top + rng.uniform(1.3, 1.8)
+    s_in, s_out = rng.uniform(0.62, 0.8), rng.uniform(1.35, 1.65)
+    drift = rng.uniform(-0.1, 0.15)  # the bottom swings in towards the neck or out
+    crumple = rng.normal(0, rng.uniform(0.01, 0.04), 21)
+    pts = [face.point(side * (s_in + a * (s_out - s_in)), top - 0.1 * a + c)
+           for a, c in zip(np.linspace(0, 1, 21), crumple)]
+    pts.append(face.point(side * (s_out + 0.05), (top + bottom) / 2))
+    pts += [face.point(side * (s_in + drift + a * (s_out - s_in)), bottom - 0.15 * (1 - (2 * a - 1) ** 2))
+            for a in np.linspace(1, 0, 21)]
+    pts.append(face.point(side * (s_in - 0.03), (top + bottom) / 2))
     return np.array(pts)
 
 
@@ -276,7 +299,7 @@ def draw_mask(  # long: one mask's geometry, shading and fabric, drawn in order
     if real is not None:
         tex = _real_texture(real, poly, face, s_coord, t_coord)
         shade = shade ** 0.5  # the real fabric carries its own folds and light
-    elif style == "surgical":  # pleats: darker horizontal folds
+    elif style == "surgical" and kind != ONE_EAR:  # pleats: darker horizontal folds (a hanging mask's run down)
         for f in np.linspace(0.3, 0.7, 3):
             t0 = mask_t[0] + f * (mask_t[1] - mask_t[0])
             shade = shade * (1 - 0.18 * np.exp(-(((t_coord - t0) * face.unit / 1.5) ** 2)))
@@ -296,7 +319,11 @@ def draw_mask(  # long: one mask's geometry, shading and fabric, drawn in order
     ear_t = rng.uniform(0.1, 0.4)
     # top corners to the ears, bottom corners to the back of the neck
     neck_t = face.t_of(poly[22]) if low else 1.3  # a mask pulled down: the lower straps run level round the neck
-    for corner, side, t in ((poly[0], -1, ear_t), (poly[20], 1, ear_t), (poly[22], 1, neck_t), (poly[42], -1, neck_t)):
+    straps = ((poly[0], -1, ear_t), (poly[20], 1, ear_t), (poly[22], 1, neck_t), (poly[42], -1, neck_t))
+    if kind == ONE_EAR:  # the one loop still on, from the mask's outer top corner up to its ear
+        outer = float(np.dot(poly[20] - face.eye_mid, face.across))
+        straps = ((poly[20], 1 if outer > 0 else -1, face.t_of(poly[20]) - 0.25),)
+    for corner, side, t in straps:
         ear = face.point(side * rng.uniform(1.3, 1.5), t + rng.uniform(-0.05, 0.05))
         cv2.line(out_u8, tuple(int(v) for v in np.round(corner)), tuple(int(v) for v in np.round(ear)), strap, thick, cv2.LINE_AA)
     return DrawnMask(out_u8, alpha, kind, style)

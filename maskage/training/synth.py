@@ -17,7 +17,7 @@ from ..errors import UsageError
 from ..images import IMAGE_EXTENSIONS, ImageError, load_image
 from ..labels import MASK_FILE_STEMS, age_to_group, encode
 from ..progress import bar
-from .masks import CORRECT, INCORRECT_KINDS, NOSE_EXPOSED, UNDER_CHIN, draw_mask
+from .masks import CORRECT, INCORRECT_KINDS, NOSE_EXPOSED, ONE_EAR, UNDER_CHIN, draw_mask
 from .sources import FaceRecord, held_out, read_sources
 
 RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other"}
@@ -144,7 +144,8 @@ def _records(faces_dir: str | Path | Sequence[str], labels_csv: str | Path | Non
 
 def _person_photos(img: np.ndarray, det, stems: Sequence[str], pseed: int, chin_share: float,
                    textures: Sequence[np.ndarray] | None = None,
-                   texture_share: float = 0.5, chin_low: float = 0.0) -> tuple[dict[str, np.ndarray], str]:
+                   texture_share: float = 0.5, chin_low: float = 0.0,
+                   ear_share: float = 0.0) -> tuple[dict[str, np.ndarray], str]:
     """One person's photos by stem (five correct masks, the incorrect one, the bare photo) and how the incorrect
     mask is worn. Each mask has its own seed, so photos left out of ``stems`` change none of the others."""
     drawn: dict[str, np.ndarray] = {}
@@ -152,6 +153,8 @@ def _person_photos(img: np.ndarray, det, stems: Sequence[str], pseed: int, chin_
         if f"mask{j}" in stems:
             drawn[f"mask{j}"] = draw_mask(img, det.landmarks, det.box, CORRECT, pseed + j, textures, texture_share).image
     kind = NOSE_EXPOSED if np.random.default_rng(pseed).random() < 1.0 - chin_share else UNDER_CHIN
+    if ear_share and np.random.default_rng([pseed, 4]).random() < ear_share:  # its own stream: 0 changes nothing
+        kind = ONE_EAR
     if "incorrect_mask" in stems:
         drawn["incorrect_mask"] = draw_mask(img, det.landmarks, det.box, kind, pseed + 6, textures, texture_share,
                                              chin_low).image
@@ -205,6 +208,7 @@ def build_dataset(  # long: checks, then one pass over the people; steps kept in
     texture_share: float = 0.5,
     chin_low: float = 0.0,
     eval_only: bool = False,
+    ear_share: float = 0.0,
 ) -> BuildReport:
     """Write a competition-style dataset: ``out/train`` (train.csv, images/PERSON/{mask1..5,incorrect_mask,normal})
     and ``out/eval`` (images/, info.csv, gt.csv and meta.csv with each eval photo's person and labels).
@@ -228,6 +232,7 @@ def build_dataset(  # long: checks, then one pass over the people; steps kept in
     ``chin_share``: the share of incorrect masks worn under the chin (the rest: nose exposed).
     ``textures`` (``real_textures``): real mask fabrics, used for ``texture_share`` of the masks (``draw_mask``).
     ``chin_low``: the share of masks under the chin drawn pulled down further and crumpled (``draw_mask``).
+    ``ear_share``: the share of incorrect masks drawn hanging from one ear instead (of either kind above).
     ``eval_only``: write the eval people only (the same people, ids and masks as a full build; a fifth of its
     time), for benchmarks that read nothing else.
     """
@@ -236,7 +241,7 @@ def build_dataset(  # long: checks, then one pass over the people; steps kept in
     if not 0.0 <= eval_fraction < 1.0:
         raise UsageError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     for name, share in (("chin_share", chin_share), ("texture_share", texture_share), ("chin_low", chin_low),
-                        ("train_scenes", train_scenes)):
+                        ("train_scenes", train_scenes), ("ear_share", ear_share)):
         if not 0.0 <= share <= 1.0:
             raise UsageError(f"{name} must be in [0, 1], got {share}")
     sourced = not isinstance(faces_dir, (str, Path))
@@ -273,7 +278,8 @@ def build_dataset(  # long: checks, then one pass over the people; steps kept in
             pseed = _person_seed(seed, r.path)
             pid = f"{index:06d}"
             to_eval = in_eval(index, r) and (not eval_races or r.race in eval_races)
-            drawn, kind = _person_photos(img, det, stems, pseed, chin_share, textures, texture_share, chin_low)
+            drawn, kind = _person_photos(img, det, stems, pseed, chin_share, textures, texture_share, chin_low,
+                                         ear_share)
             extra = [r.source, r.person] if sourced else []
             if to_eval:
                 eval_rows += _write_eval_person(out / "eval" / "images", r, pid, drawn, stems, kind, seed, extra)

@@ -363,11 +363,14 @@ def test_run_models_cuts_batches_into_pieces_and_keeps_their_order():
     (out,) = run_models([(one, x)], workers=2)  # a single model: its batch cut in two, both halves at once
     np.testing.assert_array_equal(out, x[:, :1] * 2)
     assert sorted(one.sizes) == [5, 6]
-    jobs = [(Recorder(k), x[: 3 + k]) for k in range(3)]  # as many models as workers or more: whole batches
+    jobs = [(Recorder(k), x[: 3 + k]) for k in range(3)]  # more models than workers: each batch cut in two too
     outs = run_models(jobs, workers=2)
     for (m, xs), o in zip(jobs, outs):
         np.testing.assert_array_equal(o, xs[:, :1] * m.k)
-        assert m.sizes == [len(xs)]
+        assert sorted(m.sizes) == [len(xs) // 2, len(xs) - len(xs) // 2]
+    ones = [(Recorder(k), x[1:2]) for k in range(3)]  # a batch of one stays whole
+    assert [o.tolist() for o in run_models(ones, workers=2)] == [[[0.0]], [[2.0]], [[4.0]]]
+    assert all(m.sizes == [1] for m, _ in ones)
     seq = Recorder(1)
     assert [o.shape for o in run_models([(seq, x), (seq, x[:0])], workers=1)] == [(11, 1), (0, 1)]
     assert seq.sizes == [11, 0] and seq.threads == {threading.get_ident()}  # workers=1: in the caller's thread

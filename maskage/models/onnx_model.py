@@ -140,13 +140,14 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 def run_models(jobs: Sequence[tuple["TaskPredictor", np.ndarray]], workers: int) -> list[np.ndarray]:
     """``model.predict_inputs(x)`` for each (model, x): one after another with ``workers`` 1 (any model kind), else
-    (ONNX Runtime sessions, which may run at once) ``workers`` runs at a time on one thread each, the batches
-    cut so that there are at least ``workers`` pieces; the same numbers as one after another. On 2 cores, four task
-    models two at a time on a thread each ran 10-25% more crops/s than one after another on two threads each, which
-    wait on each other inside every layer (docs/measurements.md, 2026-12-02)."""
+    (ONNX Runtime sessions, which may run at once) ``workers`` runs at a time on one thread each, each batch cut
+    in ``workers`` pieces; the same numbers as one after another. On 2 cores, four task models two at a time on a
+    thread each ran 10-25% more crops/s than one after another on two threads each, which wait on each other inside
+    every layer (docs/measurements.md, 2026-12-02). Every batch is cut, not only when there are fewer models than
+    workers: three unequal models on two cores otherwise leave one core idle while the largest finishes."""
     if workers <= 1 or not jobs:
         return [m.predict_inputs(x) for m, x in jobs]
-    parts = -(-workers // len(jobs))
+    parts = workers
     pieces = []  # (job index, model, rows), the largest inputs first: the pool starts them first
     for j, (m, x) in enumerate(jobs):
         step = max(1, -(-len(x) // parts))

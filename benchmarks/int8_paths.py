@@ -134,7 +134,8 @@ def main() -> int:
             ref = softmax(np.load(here / f"{task}-float32.out.npy"), specs[task].heads)
             for out in sorted(here.glob(f"{task}-*.out.npy")):
                 name = out.name.removesuffix(".out.npy")
-                logits = {where: np.load(folder / out.name) for where, folder in (("this CPU", here), (path_name, there))}
+                paths = (("this CPU", here), (path_name, there))
+                logits = {where: np.load(folder / out.name) for where, folder in paths}
                 probs = {where: softmax(x, specs[task].heads) for where, x in logits.items()}
                 for where, prob in probs.items():
                     agree = float((prob.argmax(1) == ref.argmax(1)).mean())

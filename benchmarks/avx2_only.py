@@ -42,6 +42,10 @@ def build(cache: Path | None = None) -> Path:
         tmp = lib.with_suffix(f".{os.getpid()}.tmp")
         subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)], check=True)
         tmp.replace(lib)
+    # the flag can be listed where the kernel still refuses (some hypervisors): the preload then exits with 3
+    probe = subprocess.run([sys.executable, "-c", "pass"], env=environment(lib), capture_output=True, text=True)
+    if probe.returncode:
+        raise Unavailable(probe.stderr.strip() or f"the preload failed (exit {probe.returncode})")
     return lib
 
 

@@ -251,6 +251,24 @@ def test_avx2_only_hides_avx512_vnni_and_amx_from_the_command_it_runs(tmp_path):
     assert "run as an AVX2-only CPU" not in plain.stdout
 
 
+def test_avx2_only_says_unavailable_when_the_preload_refuses_to_start(tmp_path, monkeypatch):
+    import avx2_only
+
+    refusing = tmp_path / "refuse.c"  # as avx2_only.c does where the kernel refuses CPUID faulting
+    refusing.write_text("#include <stdio.h>\n#include <stdlib.h>\n"
+                        "__attribute__((constructor)) static void f(void) { fputs(\"no faulting here\\n\", stderr); "
+                        "exit(3); }\n")
+    monkeypatch.setattr(avx2_only, "SOURCE", refusing)
+    try:
+        avx2_only.build(tmp_path)
+    except avx2_only.Unavailable as exc:
+        if "cpuid_fault" in str(exc) or "compiler" in str(exc):
+            pytest.skip(str(exc))  # cannot build here at all
+        assert "no faulting here" in str(exc)
+    else:
+        raise AssertionError("build() returned a preload that stops every process")
+
+
 def test_the_shipped_pipeline_gives_the_same_answers_on_avx2_kernels(tmp_path):
     # 7-bit weights in matrix products: AVX2's int8 kernels (no VNNI) must not overflow (1.0.0's 8-bit files moved a
     # probability by 0.5 there), so a photo's answers on this CPU and on an AVX2 one agree. Not to the bit: float

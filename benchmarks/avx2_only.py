@@ -19,8 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from machine import AVX2_ONLY_ENV  # a sibling module: this folder is on sys.path wherever these scripts run
+
 SOURCE = Path(__file__).with_name("avx2_only.c")
-ENV = "MASKAGE_AVX2_ONLY"  # set for the command: machine.cpu_line() reports the flags it hides
 
 
 class Unavailable(RuntimeError):
@@ -50,10 +51,11 @@ def build(cache: Path | None = None) -> Path:
 
 
 def environment(lib: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) with the library preloaded and ``ENV`` set."""
+    """``base`` (default: this process's environment) with the library preloaded and ``AVX2_ONLY_ENV`` set, which
+    ``machine.cpu_line()`` reports beside every figure."""
     env = dict(os.environ if base is None else base)
     env["LD_PRELOAD"] = " ".join(p for p in (str(lib), env.get("LD_PRELOAD", "")) if p)
-    env[ENV] = "1"
+    env[AVX2_ONLY_ENV] = "1"
     return env
 
 

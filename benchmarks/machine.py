@@ -10,10 +10,10 @@ SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") 
 AVX2_ONLY_ENV = "MASKAGE_AVX2_ONLY"  # set by avx2_only.py for the command it runs
 
 
-def cpu_line(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+def cpu_line() -> str:
     """The CPU's model name, core count and the flags the models' speed depends on; under ``avx2_only.py``, the
     flags it hides from the process and whether they are hidden (NumPy's reading of CPUID)."""
-    info = Path(cpuinfo).read_text() if Path(cpuinfo).exists() else ""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "unknown")
     flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
     have = [f for f in SPEED_FLAGS if f in flags]

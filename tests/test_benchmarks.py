@@ -227,23 +227,31 @@ def test_stage_time_times_each_pipelines_stage_once_a_round_on_its_own_inputs(tm
     assert calls == {"a": 5, "b": 5}  # a warm-up, then once a round
 
 
-def test_avx2_only_hides_avx512_vnni_and_amx_from_the_command_it_runs(tmp_path):
+@pytest.fixture
+def avx2_lib(tmp_path):
+    """avx2_only's preload built into tmp_path; the test is skipped where this machine cannot hide CPU features (not
+    x86-64 Linux with CPUID faulting, or no C compiler)."""
+    import avx2_only
+
+    try:
+        return avx2_only.build(tmp_path)
+    except avx2_only.Unavailable as exc:
+        pytest.skip(str(exc))
+
+
+def test_avx2_only_hides_avx512_vnni_and_amx_from_the_command_it_runs(tmp_path, avx2_lib):
     import subprocess
 
     import avx2_only
 
-    try:
-        lib = avx2_only.build(tmp_path)
-    except avx2_only.Unavailable as exc:
-        pytest.skip(str(exc))  # not x86-64 Linux with CPUID faulting: nothing to hide
-    assert avx2_only.build(tmp_path) == lib  # built once per source
+    assert avx2_only.build(tmp_path) == avx2_lib  # built once per source
     probe = ("import torch; from numpy._core._multiarray_umath import __cpu_features__ as f; "
              "from machine import cpu_line; print(torch.backends.cpu.get_cpu_capability(), f['AVX2'], f['AVX512F']); "
              "print(cpu_line())")
     bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
     plain = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=bench)
     hidden = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=bench,
-                            env=avx2_only.environment(lib))
+                            env=avx2_only.environment(avx2_lib))
     capability, avx2, avx512 = hidden.stdout.split("\n")[0].split()
     assert avx512 == "False" and capability in ("AVX2", "DEFAULT")
     assert avx2 == plain.stdout.split("\n")[0].split()[1]  # AVX2 itself stays as the CPU has it
@@ -269,7 +277,7 @@ def test_avx2_only_says_unavailable_when_the_preload_refuses_to_start(tmp_path, 
         raise AssertionError("build() returned a preload that stops every process")
 
 
-def test_the_shipped_pipeline_gives_the_same_answers_on_avx2_kernels(tmp_path):
+def test_the_shipped_pipeline_gives_the_same_answers_on_avx2_kernels(tmp_path, avx2_lib):
     # 7-bit weights in matrix products: AVX2's int8 kernels (no VNNI) must not overflow (1.0.0's 8-bit files moved a
     # probability by 0.5 there), so a photo's answers on this CPU and on an AVX2 one agree. Not to the bit: float
     # steps before the models round differently with other vector widths (1e-7 in an input), which can move an int8
@@ -280,17 +288,13 @@ def test_the_shipped_pipeline_gives_the_same_answers_on_avx2_kernels(tmp_path):
     import avx2_only
     from maskage.apps.demo import masked_variants, sample_photo
 
-    try:
-        lib = avx2_only.build(tmp_path)
-    except avx2_only.Unavailable as exc:
-        pytest.skip(str(exc))
     photos = sorted(str(p) for p in masked_variants(sample_photo(), tmp_path / "photos").values())
     script = ("import json, sys; from maskage import Pipeline; p = Pipeline.from_pretrained(); "
               "print(json.dumps([[r.mask, r.gender, r.age, r.mask_probs, r.gender_probs, r.age_probs] "
               "for r in p.predict(sys.argv[1:])]))")
     here = subprocess.run([sys.executable, "-c", script, *photos], capture_output=True, text=True, check=True)
     avx2 = subprocess.run([sys.executable, "-c", script, *photos], capture_output=True, text=True, check=True,
-                          env=avx2_only.environment(lib))
+                          env=avx2_only.environment(avx2_lib))
     here_probs, avx2_probs = json.loads(here.stdout), json.loads(avx2.stdout)
     assert len(here_probs) == len(photos) == 4 and all(all(task) for face in here_probs for task in face)
     for here_face, avx2_face in zip(here_probs, avx2_probs):

@@ -147,10 +147,9 @@ def run_models(jobs: Sequence[tuple["TaskPredictor", np.ndarray]], workers: int)
     workers: three unequal models on two cores otherwise leave one core idle while the largest finishes."""
     if workers <= 1 or not jobs:
         return [m.predict_inputs(x) for m, x in jobs]
-    parts = workers
     pieces = []  # (job index, model, rows), the largest inputs first: the pool starts them first
     for j, (m, x) in enumerate(jobs):
-        step = max(1, -(-len(x) // parts))
+        step = max(1, -(-len(x) // workers))
         pieces.extend((j, m, x[s : s + step]) for s in range(0, max(len(x), 1), step))
     order = sorted(range(len(pieces)), key=lambda i: -pieces[i][2][:1].size * len(pieces[i][2]))
     pool = _POOLS.setdefault(workers, ThreadPoolExecutor(workers, thread_name_prefix="maskage-model"))

@@ -86,6 +86,9 @@ class TrainConfig:
     # mask task: the probability that a bare face's crop gets a piece of another bare face pasted over its mouth
     # (data.paste_occluder: a hand or another head in front of an unmasked face)
     occlude: float = 0.0
+    # mask task: weight of a second head's loss on how the mask sits (how_worn.HOW_WORN), learnt where a source says
+    # (drawn masks' kinds, MaskedFace-Net's file names); the head is used in training only. 0 = off
+    how_worn_weight: float = 0.0
     mixup_alpha: float = 0.0  # MixUp's Beta(alpha, alpha); 0 = off
     cutmix_alpha: float = 0.0  # CutMix's Beta(alpha, alpha); 0 = off (both set: one or the other per batch)
     num_workers: int = 0
@@ -178,6 +181,12 @@ class TrainConfig:
             raise UsageError(f"teacher_input_size must be >= 1, got {self.teacher_input_size}")
         if self.occlude and self.task != "mask":
             raise UsageError(f"occlude is for the mask task (it pastes over bare faces), not {self.task!r}")
+        if self.how_worn_weight < 0:
+            raise UsageError(f"how_worn_weight must be >= 0 (0 = off), got {self.how_worn_weight}")
+        if self.how_worn_weight and self.task != "mask":
+            raise UsageError(f"how_worn_weight is for the mask task (how a mask sits), not {self.task!r}")
+        if self.how_worn_weight and self.teacher:
+            raise UsageError("how_worn_weight and teacher cannot be combined: each changes what the loss is given")
         for name in ("clahe", "pseudo_threshold", "teacher_weight", "occlude"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UsageError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -19,6 +19,7 @@ from ..labels import (MASK_FILE_STEMS, UNKNOWN_AGE, AgeBins, Mask, age_to_group,
 from ..models.tasks import keeps_photo, task_kind
 from ..models.transforms import preprocess
 from .augment import TrainAugment, paste_occluder
+from .how_worn import kind_from_name
 
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 
@@ -35,6 +36,7 @@ class Sample:
     race: str = ""  # train.csv's race column; "" for photos from elsewhere
     dataset: str = ""  # train.csv's dataset column (the source adapter's name), "" when it has none
     box: tuple[float, float, float, float] | None = None  # the labelled face in the photo (x0, y0, x1, y1), if given
+    kind: str = ""  # how a mask worn wrongly sits (how_worn.HOW_WORN), where the source says; "" otherwise
 
     def age_group(self, threshold: int) -> int:
         return int(age_to_group(self.age, threshold))
@@ -75,11 +77,13 @@ def load_train_samples(data_dir: str | Path, corrections: str | Path | None = No
         photos = _person_photos(folder, where, stems)
         pid = row.get("person") or pid  # a source's person key: several photos of one person stay in one fold
         swap = fix.get("swap_normal_incorrect", "").lower() in ("1", "true", "yes")
+        kind = (row.get("incorrect_kind") or "").strip()  # a drawn build's incorrect photo: how its mask was drawn
         for p in photos:
             mask = mask_from_filename(p.name)
             if swap and mask != Mask.WEAR:
                 mask = Mask.NOT_WEAR if mask == Mask.INCORRECT else Mask.INCORRECT
-            samples.append(Sample(str(p), pid, int(mask), gender, age, row["race"].strip(), row.get("dataset", "")))
+            samples.append(Sample(str(p), pid, int(mask), gender, age, row["race"].strip(), row.get("dataset", ""),
+                                  kind=kind if mask == Mask.INCORRECT and not swap else ""))
     if not samples:
         raise DatasetError(f"{root / 'train.csv'}: no people listed")
     return samples
@@ -222,7 +226,8 @@ def _folder_samples(folder: Path, mask: int) -> list[Sample]:
     photos = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not photos:
         raise DatasetError(f"mask source folder {folder} holds no images")
-    return [Sample(str(p), f"{folder.parent.name}:{source_person(p)}", mask, -1, -1) for p in photos]
+    return [Sample(str(p), f"{folder.parent.name}:{source_person(p)}", mask, -1, -1,
+                   kind=kind_from_name(p) if mask == Mask.INCORRECT else "") for p in photos]
 
 
 def source_samples(entries: Sequence[str], part: str = "train", holdout: float = 0.2) -> list[Sample]:

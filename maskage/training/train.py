@@ -165,14 +165,19 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a
     spec = make_spec(config.task, config.backbone, config.input_size, crop, detector, bins)
     model = _new_model(config, spec, device)
     criterion = _criterion(config, spec, targets[tr_idx])
+    yields = targets  # what the loader gives the loss for each photo
     if config.teacher:  # the loader then yields row numbers, which the loss maps to true and soft labels
         criterion = _teacher_loss(config, spec, bins, samples, cached.crops, cache.dir, targets, tr_idx, criterion,
                                   progress)
+        yields = np.arange(len(samples))
+    trainee: torch.nn.Module = model  # what is trained: the model, or the model with the how-worn head
+    if config.how_worn_weight:
+        trainee, criterion, yields = _how_worn(config, model, samples, targets, tr_idx, criterion, progress)
     criterion = criterion.to(device)
-    loader, generator, augment = _loader(config, cached, targets, samples, tr_idx, spec, dist_ctx,
-                                         rows=bool(config.teacher))
-    net = dist_ctx.wrap(model)  # the DistributedDataParallel wrapper under torchrun, else the model itself
-    optimizer, scheduler = _optimizer(config, model)
+    trainee.to(device)
+    loader, generator, augment = _loader(config, cached, targets, yields, samples, tr_idx, spec, dist_ctx)
+    net = dist_ctx.wrap(trainee)  # the DistributedDataParallel wrapper under torchrun, else the trainee itself
+    optimizer, scheduler = _optimizer(config, trainee)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -182,14 +187,14 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a
     if checkpoint is None and main_proc:
         write_csv_atomic(log_path, LOG_FIELDS, [])
     elif checkpoint is not None:
-        first_epoch = restore(checkpoint, config, model, optimizer, scheduler, scaler, generator,
+        first_epoch = restore(checkpoint, config, trainee, optimizer, scheduler, scaler, generator,
                                augment if main_proc else None, state, log_path, main_proc)
         if progress:
             print(f"resuming {out} after epoch {checkpoint['epoch']}", flush=True)
     finished, seen = False, 0
     for epoch in range(first_epoch, config.epochs + 1):
         start = time.time()
-        loss, seen, lr = _train_epoch(config, epoch, net, model, loader, criterion, optimizer, scaler, generator,
+        loss, seen, lr = _train_epoch(config, epoch, net, trainee, loader, criterion, optimizer, scaler, generator,
                                       device, use_amp, progress)
         if scheduler is not None:
             scheduler.step()
@@ -221,7 +226,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:  # long: a
         if main_proc:
             write_checkpoint(out, {
                 "epoch": epoch, "finished": finished or epoch == config.epochs,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": trainee.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else {}, "scaler": scaler.state_dict(),
                 "best_f1": state["best_f1"], "best_epoch": state["best_epoch"], "stale": state["stale"],
                 "best_metrics": {k: v for k, v in state["best_metrics"].items() if k != "probs"},
@@ -291,6 +296,23 @@ def _training_crops(config: TrainConfig, samples: list, cache: CropCache, dist_c
         len(cached.errors)
 
 
+def _how_worn(config: TrainConfig, model: TaskModel, samples: list, targets: np.ndarray, tr_idx: np.ndarray,
+              criterion: torch.nn.Module, progress: bool) -> tuple[torch.nn.Module, torch.nn.Module, np.ndarray]:
+    """The model with the how-worn head (``how_worn.HowWornNet``), its loss, and the packed labels to load."""
+    from .how_worn import HOW_WORN, HowWornLoss, HowWornNet, how_worn_labels, pack
+
+    how = how_worn_labels(samples)
+    known = how[tr_idx][how[tr_idx] >= 0]
+    if progress:
+        counts = np.bincount(known, minlength=len(HOW_WORN))
+        print("how-worn head: " + ", ".join(f"{k} {n}" for k, n in zip(HOW_WORN, counts)) + f" training photos, "
+              f"{int((how[tr_idx] < 0).sum())} unknown; weight {config.how_worn_weight}", flush=True)
+    weights = balanced_weights(known, len(HOW_WORN)) if config.class_weights == "balanced" else None
+    n = len(model.spec.labels)
+    return (HowWornNet(model, len(HOW_WORN)), HowWornLoss(criterion, n, config.how_worn_weight, weights),
+            pack(targets, how, n))
+
+
 def _new_model(config: TrainConfig, spec, device: torch.device) -> TaskModel:
     """The model to train: ImageNet (or FaceRes) weights, or ``init_from``'s; frozen stages; on the device."""
     model = TaskModel(spec, pretrained=config.pretrained and not config.init_from, drop_rate=config.drop_rate,
@@ -304,16 +326,16 @@ def _new_model(config: TrainConfig, spec, device: torch.device) -> TaskModel:
     return model
 
 
-def _loader(config: TrainConfig, cached: CachedCrops, targets: np.ndarray, samples: list, tr_idx: np.ndarray, spec,
-            dist_ctx: DistContext, rows: bool = False) -> tuple[DataLoader, torch.Generator, TrainAugment]:
-    """The training photos' loader (augmented, drawn as ``epoch_sampler`` says, sharded under torchrun), its
-    generator and its augmentation (both part of a checkpoint's random state). With ``rows`` it yields each photo's
-    row number in ``samples`` instead of its target (for ``DistillLoss``)."""
+def _loader(config: TrainConfig, cached: CachedCrops, targets: np.ndarray, yields: np.ndarray, samples: list,
+            tr_idx: np.ndarray, spec, dist_ctx: DistContext) -> tuple[DataLoader, torch.Generator, TrainAugment]:
+    """The training photos' loader (augmented, drawn as ``epoch_sampler`` says from ``targets``, sharded under
+    torchrun), its generator and its augmentation (both part of a checkpoint's random state). It gives each photo
+    with ``yields[row]``: its target, its row number (for ``DistillLoss``) or its packed labels (``how_worn``)."""
     # each process augments with its own stream
     augment = TrainAugment(config.hflip, config.color_jitter, config.scale_jitter, seed=config.seed + dist_ctx.rank,
                            clahe=config.clahe, photo=config.photo_aug, photo_min_scale=config.photo_aug_min_scale)
     bare = tr_idx[targets[tr_idx] == spec.labels.index("not_wear")] if config.occlude else ()
-    train_set = CropDataset(cached.crops, tr_idx if rows else targets[tr_idx], spec.input_size, spec.mean, spec.std,
+    train_set = CropDataset(cached.crops, yields[tr_idx], spec.input_size, spec.mean, spec.std,
                             augment, indices=tr_idx, occlude=config.occlude, occlude_rows=bare)
     generator = torch.Generator().manual_seed(config.seed)
     from_sources = np.array([samples[i].gender < 0 for i in tr_idx])  # mask_sources photos carry no gender
@@ -344,7 +366,7 @@ def _optimizer(config: TrainConfig, model: TaskModel) -> tuple[torch.optim.Optim
     return optimizer, None
 
 
-def _train_epoch(config: TrainConfig, epoch: int, net, model: TaskModel, loader: DataLoader, criterion, optimizer,
+def _train_epoch(config: TrainConfig, epoch: int, net, model: torch.nn.Module, loader: DataLoader, criterion, optimizer,
                  scaler, generator: torch.Generator, device: torch.device, use_amp: bool,
                  progress: bool) -> tuple[float, int, float]:
     """One pass over the epoch's draw (gradient accumulation, MixUp/CutMix, AMP on GPUs): mean loss, photos seen,

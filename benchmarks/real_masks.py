@@ -1,7 +1,7 @@
 """Mask state on real photos: the shipped pipeline and candidates side by side, paired, with intervals by photo.
 
     .venv/bin/python benchmarks/real_masks.py [--pipeline NAME=DIR ...] [--sets faces scenes sources]
-        [--holdout 0.2] [--errors DIR] [--json out.json]
+        [--holdout 0.2] [--errors DIR] [--review CSV] [--json out.json]
 
 Sets (each held out of every maskage recipe):
   faces    ``facemask_faces``: the faces of the held-out share of its photos (a fixed hash of the photo id,
@@ -14,7 +14,10 @@ Per set and pipeline: mask-state macro F1 and incorrect recall with 95% bootstra
 faces of one photo go together), recall per state, the confusion matrix (rows true, columns predicted: wear,
 incorrect, not_wear), and each candidate's paired difference from the first pipeline (the shipped one unless
 ``--pipeline`` names others first). ``--errors DIR``: per pipeline and true state, a grid of its most confident
-errors (``DIR/NAME/SET_STATE.png``).
+errors (``DIR/NAME/SET_STATE.png``), and every error listed (``DIR/NAME/SET_errors.csv``: face, true, predicted,
+probability) so that its label can be checked. ``--review CSV`` (``file,mask,note``: held-out ``facemask_faces`` files
+a reviewer labels otherwise; ``benchmarks/reviews/``): the faces set is scored again with those labels, beside the
+source's own (which stay the headline figures).
 
 Targets: faces >= 40 px incorrect recall >= 0.85 and macro F1 >= 0.92 (all sizes reported); scenes eval half F1
 >= 0.90, incorrect recall >= 0.80; MaskedFace-Net + RMFD F1 >= 0.97.
@@ -106,8 +109,29 @@ def report(name: str, names: list[str], groups: np.ndarray, truth: np.ndarray, p
     return out
 
 
+def read_review(path: Path) -> dict[str, int]:
+    """A label review: ``file`` (as in ``facemask_faces/faces.csv``) -> the state a reviewer gives it."""
+    review = {}
+    for line, row in enumerate(read_csv_rows(path, ["file", "mask"]), start=2):
+        if row["mask"] not in MASK_LABELS:
+            raise SystemExit(f"{path} line {line}: mask {row['mask']!r} is not one of {', '.join(MASK_LABELS)}")
+        review[row["file"]] = MASK_LABELS.index(row["mask"])
+    return review
+
+
+def reviewed(files: list[str], truth: np.ndarray, review: dict[str, int]) -> np.ndarray:
+    """The labels with a review's applied; every reviewed file must be one of ``files`` (else the review is stale)."""
+    index = {f: i for i, f in enumerate(files)}
+    if missing := sorted(set(review) - set(index)):
+        raise SystemExit(f"the review names {len(missing)} file(s) not in this set, e.g. {missing[0]}")
+    out = truth.copy()
+    for f, state in review.items():
+        out[index[f]] = state
+    return out
+
+
 def face_set(pipes: dict[str, Pipeline], holdout: float):
-    """The held-out ``facemask_faces``: per pipeline the predicted states, and each face's photo, size, crop."""
+    """The held-out ``facemask_faces``: per pipeline the predicted states, and each face's photo, size, crop, file."""
     folder = SHARED / "facemask_faces"
     samples = source_samples([f"{folder}=faces.csv"], "holdout", holdout)
     face_px = {str(folder / r["file"]): float(r["face_px"]) for r in read_csv_rows(folder / "faces.csv", ["face_px"])}
@@ -124,7 +148,7 @@ def face_set(pipes: dict[str, Pipeline], holdout: float):
           "(the labelled box framed the rest)")
     crops = [crop_face(a, s.box) for a, s in zip(arrays, samples)]
     return ([s.person for s in samples], np.array([s.mask for s in samples]), preds, crops,
-            np.array([face_px[s.path] for s in samples]))
+            np.array([face_px[s.path] for s in samples]), [str(Path(s.path).relative_to(folder)) for s in samples])
 
 
 def scene_set(pipes: dict[str, Pipeline]):
@@ -134,7 +158,7 @@ def scene_set(pipes: dict[str, Pipeline]):
     faces = read_boxes(data / "boxes.csv")
     names = [n for n in sorted(faces) if photo_split(n, 0.5)]
     paths = [str(data / "images" / n) for n in names]
-    groups, truth, crops, preds = [], [], [], {}
+    groups, truth, crops, preds, ids = [], [], [], {}, []
     for j, (name, pipe) in enumerate(pipes.items()):
         states, confs = [], []
         for img_name, path, found in zip(names, paths, pipe.predict_all_faces(paths, batch_size=8)):
@@ -144,12 +168,13 @@ def scene_set(pipes: dict[str, Pipeline]):
                 confs.append(found[k].mask_probs[found[k].mask])
                 if j == 0:
                     groups.append(img_name)
+                    ids.append(f"{img_name}#{i}")
                     truth.append(MASK_LABELS.index(faces[img_name][i].mask))
                     crops.append(crop_face(load_image(path), faces[img_name][i].box))
         if len(states) != len(truth):
             raise SystemExit(f"{name} found other faces than the first pipeline; compare pipelines with one detector")
         preds[name] = (np.array(states), np.array(confs))
-    return groups, np.array(truth), preds, crops
+    return groups, np.array(truth), preds, crops, ids
 
 
 def source_set(pipes: dict[str, Pipeline], holdout: float):
@@ -160,17 +185,27 @@ def source_set(pipes: dict[str, Pipeline], holdout: float):
         got = pipe.predict(paths, batch_size=64)
         preds[name] = (np.array([MASK_LABELS.index(p.mask) for p in got]), np.array([p.mask_probs[p.mask] for p in got]))
     crops = [crop_face(load_image(p), None) for p in paths]
-    return [s.person for s in samples], np.array([s.mask for s in samples]), preds, crops
+    return ([s.person for s in samples], np.array([s.mask for s in samples]), preds, crops,
+            [str(Path(p).relative_to(SHARED)) for p in paths])
 
 
-def save_errors(out: Path, set_name: str, truth: np.ndarray, preds: dict, crops: list, per_state: int = 32) -> None:
-    """Per pipeline and true state, the most confident errors as a captioned grid."""
+def save_errors(out: Path, set_name: str, truth: np.ndarray, preds: dict, crops: list, ids: list[str],
+                per_state: int = 32) -> None:
+    """Per pipeline and true state, the most confident errors as a captioned grid; every error in a CSV, the
+    grids' order first (true state, then most confident)."""
     from PIL import Image
 
+    from maskage.atomic import write_csv_atomic
     from maskage.pipeline.visualize import captioned_grid
 
     for name, (states, confs) in preds.items():
         (out / name).mkdir(parents=True, exist_ok=True)
+        rows = []
+        for k in range(K):
+            wrong = np.flatnonzero((truth == k) & (states != k))
+            rows += [[ids[i], MASK_LABELS[k], MASK_LABELS[states[i]], f"{confs[i]:.3f}"]
+                     for i in wrong[np.argsort(-confs[wrong], kind="stable")]]
+        write_csv_atomic(out / name / f"{set_name}_errors.csv", ["face", "true", "predicted", "probability"], rows)
         for k, state in enumerate(MASK_LABELS):
             wrong = np.flatnonzero((truth == k) & (states != k))
             wrong = wrong[np.argsort(-confs[wrong])][:per_state]
@@ -186,6 +221,8 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", choices=("faces", "scenes", "sources"), default=["faces", "scenes", "sources"])
     ap.add_argument("--holdout", type=float, default=0.2, help="the recipes' source_holdout")
     ap.add_argument("--errors", metavar="DIR", help="save grids of each pipeline's worst errors per true state here")
+    ap.add_argument("--review", metavar="CSV", help="labels a reviewer gives some held-out facemask_faces files "
+                    "(file,mask,note): the faces set scored again with them")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
     entries = args.pipeline or ["shipped="]
@@ -196,27 +233,36 @@ def main() -> None:
     names = list(pipes)
     results = {}
     if "faces" in args.sets:
-        groups, truth, preds, crops, px = face_set(pipes, args.holdout)
+        groups, truth, preds, crops, px, files = face_set(pipes, args.holdout)
         gid = np.unique(groups, return_inverse=True)[1]
-        results["faces"] = report("facemask_faces held out, all sizes", names, gid, truth, [preds[n][0] for n in names])
         big = px >= 40
-        results["faces_40px"] = report("facemask_faces held out, faces >= 40 px", names,
-                                       np.unique(gid[big], return_inverse=True)[1], truth[big],
-                                       [preds[n][0][big] for n in names])
+        labels = [("", truth)]
+        if args.review:
+            review = read_review(Path(args.review))
+            labels.append((", reviewed labels", reviewed(files, truth, review)))
+            print(f"review {args.review}: {len(review)} labels changed, "
+                  f"{int((labels[1][1] != truth)[big].sum())} of them on faces >= 40 px")
+        for suffix, y in labels:
+            key = "_reviewed" if suffix else ""
+            results[f"faces{key}"] = report(f"facemask_faces held out, all sizes{suffix}", names, gid, y,
+                                            [preds[n][0] for n in names])
+            results[f"faces_40px{key}"] = report(f"facemask_faces held out, faces >= 40 px{suffix}", names,
+                                                 np.unique(gid[big], return_inverse=True)[1], y[big],
+                                                 [preds[n][0][big] for n in names])
         if args.errors:
-            save_errors(Path(args.errors), "faces", truth, preds, crops)
+            save_errors(Path(args.errors), "faces", truth, preds, crops, files)
     if "scenes" in args.sets:
-        groups, truth, preds, crops = scene_set(pipes)
+        groups, truth, preds, crops, ids = scene_set(pipes)
         results["scenes_eval"] = report("facemask_scenes eval half, found faces", names,
                                         np.unique(groups, return_inverse=True)[1], truth, [preds[n][0] for n in names])
         if args.errors:
-            save_errors(Path(args.errors), "scenes", truth, preds, crops)
+            save_errors(Path(args.errors), "scenes", truth, preds, crops, ids)
     if "sources" in args.sets:
-        groups, truth, preds, crops = source_set(pipes, args.holdout)
+        groups, truth, preds, crops, ids = source_set(pipes, args.holdout)
         results["sources"] = report("MaskedFace-Net + RMFD held-out people", names,
                                     np.unique(groups, return_inverse=True)[1], truth, [preds[n][0] for n in names])
         if args.errors:
-            save_errors(Path(args.errors), "sources", truth, preds, crops)
+            save_errors(Path(args.errors), "sources", truth, preds, crops, ids)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -301,3 +301,30 @@ def test_the_shipped_pipeline_gives_the_same_answers_on_avx2_kernels(tmp_path, a
         assert avx2_face[:3] == here_face[:3]  # the same labels
         for a, b in zip(here_face[3:], avx2_face[3:]):
             assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 0.05 for k in a)
+
+
+def test_a_label_review_changes_the_listed_faces_only_and_refuses_a_stale_one(tmp_path):
+    from real_masks import read_review, reviewed
+
+    review_csv = tmp_path / "review.csv"
+    review_csv.write_text("file,mask,note\nb.jpg,incorrect,a mask under the chin\nc.jpg,not_wear,\n")
+    review = read_review(review_csv)
+    truth = np.array([0, 2, 0])
+    assert reviewed(["a.jpg", "b.jpg", "c.jpg"], truth, review).tolist() == [0, 1, 2]
+    assert truth.tolist() == [0, 2, 0]  # the source's labels are left as they are
+    with pytest.raises(SystemExit, match="not in this set"):
+        reviewed(["a.jpg", "b.jpg"], truth[:2], review)
+    review_csv.write_text("file,mask\nb.jpg,chin\n")
+    with pytest.raises(SystemExit, match="chin"):
+        read_review(review_csv)
+
+
+@pytest.mark.data
+def test_the_shipped_review_names_held_out_faces_of_the_source():
+    from maskage.training.data import source_samples
+    from real_masks import SHARED, read_review
+
+    folder = SHARED / "facemask_faces"
+    held = {Path(s.path).name for s in source_samples([f"{folder}=faces.csv"], "holdout", 0.2)}
+    review = read_review(Path(__file__).resolve().parents[1] / "benchmarks" / "reviews" / "facemask_faces_holdout.csv")
+    assert review and set(review) <= held

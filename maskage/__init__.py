@@ -9,7 +9,7 @@ from typing import Any
 
 from .labels import AgeBins, decode, encode
 
-__version__ = "1.5.0"
+__version__ = "1.6.0"
 __all__ = ["Pipeline", "Prediction", "AgeBins", "encode", "decode", "__version__"]
 
 

@@ -50,7 +50,7 @@ def test_health_and_openapi(client):
     import maskage
 
     assert h["status"] == "ok" and h["pipeline_loaded"] and h["backend"] == "torch"
-    assert h["version"] == maskage.__version__ == "1.5.0"
+    assert h["version"] == maskage.__version__ == "1.6.0"
     assert h["pipeline"] == "given"  # a Pipeline object was passed in, not a folder
     paths = client.get("/openapi.json").json()["paths"]
     assert "/predict" in paths and "/health" in paths

@@ -191,8 +191,8 @@ def source_set(pipes: dict[str, Pipeline], holdout: float):
 
 def save_errors(out: Path, set_name: str, truth: np.ndarray, preds: dict, crops: list, ids: list[str],
                 per_state: int = 32) -> None:
-    """Per pipeline and true state, the most confident errors as a captioned grid; every error in a CSV, the
-    grids' order first (true state, then most confident)."""
+    """Per pipeline and true state, the most confident errors as a captioned grid; every error listed in a CSV in
+    the grids' order (by true state, the most confident first)."""
     from PIL import Image
 
     from maskage.atomic import write_csv_atomic
@@ -201,17 +201,15 @@ def save_errors(out: Path, set_name: str, truth: np.ndarray, preds: dict, crops:
     for name, (states, confs) in preds.items():
         (out / name).mkdir(parents=True, exist_ok=True)
         rows = []
-        for k in range(K):
-            wrong = np.flatnonzero((truth == k) & (states != k))
-            rows += [[ids[i], MASK_LABELS[k], MASK_LABELS[states[i]], f"{confs[i]:.3f}"]
-                     for i in wrong[np.argsort(-confs[wrong], kind="stable")]]
-        write_csv_atomic(out / name / f"{set_name}_errors.csv", ["face", "true", "predicted", "probability"], rows)
         for k, state in enumerate(MASK_LABELS):
             wrong = np.flatnonzero((truth == k) & (states != k))
-            wrong = wrong[np.argsort(-confs[wrong])][:per_state]
+            wrong = wrong[np.argsort(-confs[wrong], kind="stable")]
+            rows += [[ids[i], state, MASK_LABELS[states[i]], f"{confs[i]:.3f}"] for i in wrong]
             if len(wrong):
-                tiles = [(Image.fromarray(crops[i]), f"->{MASK_LABELS[states[i]]} {confs[i]:.2f}") for i in wrong]
+                tiles = [(Image.fromarray(crops[i]), f"->{MASK_LABELS[states[i]]} {confs[i]:.2f}")
+                         for i in wrong[:per_state]]
                 captioned_grid(tiles, columns=8, tile=96).save(out / name / f"{set_name}_{state}.png")
+        write_csv_atomic(out / name / f"{set_name}_errors.csv", ["face", "true", "predicted", "probability"], rows)
 
 
 def main() -> None:

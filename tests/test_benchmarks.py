@@ -328,3 +328,20 @@ def test_the_shipped_review_names_held_out_faces_of_the_source():
     held = {Path(s.path).name for s in source_samples([f"{folder}=faces.csv"], "holdout", 0.2)}
     review = read_review(Path(__file__).resolve().parents[1] / "benchmarks" / "reviews" / "facemask_faces_holdout.csv")
     assert review and set(review) <= held
+
+
+def test_save_errors_lists_every_error_and_draws_a_grid_per_true_state(tmp_path):
+    import csv
+
+    from real_masks import save_errors
+
+    truth = np.array([0, 0, 1, 2, 2])
+    states, confs = np.array([0, 1, 2, 1, 0]), np.array([0.9, 0.6, 0.8, 0.7, 0.95])
+    crops = [np.full((40, 40, 3), 30 * i, np.uint8) for i in range(5)]
+    save_errors(tmp_path, "faces", truth, {"cand": (states, confs)}, crops, [f"f{i}.jpg" for i in range(5)])
+    rows = list(csv.DictReader((tmp_path / "cand" / "faces_errors.csv").open()))
+    assert [(r["face"], r["true"], r["predicted"]) for r in rows] == [
+        ("f1.jpg", "wear", "incorrect"), ("f2.jpg", "incorrect", "not_wear"), ("f4.jpg", "not_wear", "wear"),
+        ("f3.jpg", "not_wear", "incorrect")]  # by true state, the most confident first
+    assert sorted(p.name for p in (tmp_path / "cand").glob("*.png")) == [
+        "faces_incorrect.png", "faces_not_wear.png", "faces_wear.png"]

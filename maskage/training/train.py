@@ -349,7 +349,7 @@ def _loader(config: TrainConfig, cached: CachedCrops, targets: np.ndarray, yield
     return loader, generator, augment
 
 
-def _optimizer(config: TrainConfig, model: TaskModel) -> tuple[torch.optim.Optimizer, Any]:
+def _optimizer(config: TrainConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
     """The optimiser of the trainable parameters and the learning-rate schedule (None: constant)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":

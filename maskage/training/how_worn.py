@@ -17,13 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..labels import Mask
+from .masks import NOSE_EXPOSED, ONE_EAR, UNDER_CHIN
 
-# covered and bare mirror the three states; the four between them split "incorrect"
-HOW_WORN = ("covered", "nose_exposed", "chin_exposed", "under_chin", "one_ear", "bare")
+# how a mask worn wrongly sits: the drawn kinds (masks.py, a build's incorrect_kind) and MaskedFace-Net's chin out
+CHIN_EXPOSED = "chin_exposed"
+INCORRECT_KINDS = (NOSE_EXPOSED, CHIN_EXPOSED, UNDER_CHIN, ONE_EAR)
+# covered and bare mirror the other two states
+HOW_WORN = ("covered", *INCORRECT_KINDS, "bare")
 UNKNOWN = -1
 
 # MaskedFace-Net's incorrect file names (shared/data/README.md): which part of the face shows
-_MFN_SUFFIXES = {"_Mask_Mouth_Chin": "nose_exposed", "_Mask_Nose_Mouth": "chin_exposed", "_Mask_Chin": "under_chin"}
+_MFN_SUFFIXES = {"_Mask_Mouth_Chin": NOSE_EXPOSED, "_Mask_Nose_Mouth": CHIN_EXPOSED, "_Mask_Chin": UNDER_CHIN}
 
 
 def kind_from_name(path: str | Path) -> str:
@@ -40,7 +44,7 @@ def how_worn_index(mask: int, kind: str) -> int:
         return HOW_WORN.index("covered")
     if mask == Mask.NOT_WEAR:
         return HOW_WORN.index("bare")
-    return HOW_WORN.index(kind) if kind in HOW_WORN[1:-1] else UNKNOWN
+    return HOW_WORN.index(kind) if kind in INCORRECT_KINDS else UNKNOWN
 
 
 def pack(targets: np.ndarray, how: np.ndarray, n_classes: int) -> np.ndarray:

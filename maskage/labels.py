@@ -31,6 +31,9 @@ class AgeGroup(IntEnum):
 
 MASK_LABELS: tuple[str, ...] = ("wear", "incorrect", "not_wear")
 GENDER_LABELS: tuple[str, ...] = ("male", "female")
+# how a mask worn wrongly sits, where a source says: drawn masks' kinds (training.masks, a build's incorrect_kind
+# column) and MaskedFace-Net's file names; what training.how_worn learns beside the three states
+NOSE_EXPOSED, CHIN_EXPOSED, UNDER_CHIN, ONE_EAR = "nose_exposed", "chin_exposed", "under_chin", "one_ear"
 DEFAULT_AGE_THRESHOLD = 60
 YOUNG_LIMIT = 30
 UNKNOWN_AGE = -1  # a photo from a gender-only source (LFW)

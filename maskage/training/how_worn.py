@@ -16,14 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..labels import Mask
-from .masks import NOSE_EXPOSED, ONE_EAR, UNDER_CHIN
+from ..labels import CHIN_EXPOSED, NOSE_EXPOSED, ONE_EAR, UNDER_CHIN, Mask
 
-# how a mask worn wrongly sits: the drawn kinds (masks.py, a build's incorrect_kind) and MaskedFace-Net's chin out
-CHIN_EXPOSED = "chin_exposed"
-INCORRECT_KINDS = (NOSE_EXPOSED, CHIN_EXPOSED, UNDER_CHIN, ONE_EAR)
+WORN_WRONGLY = (NOSE_EXPOSED, CHIN_EXPOSED, UNDER_CHIN, ONE_EAR)
 # covered and bare mirror the other two states
-HOW_WORN = ("covered", *INCORRECT_KINDS, "bare")
+HOW_WORN = ("covered", *WORN_WRONGLY, "bare")
 UNKNOWN = -1
 
 # MaskedFace-Net's incorrect file names (shared/data/README.md): which part of the face shows
@@ -44,7 +41,7 @@ def how_worn_index(mask: int, kind: str) -> int:
         return HOW_WORN.index("covered")
     if mask == Mask.NOT_WEAR:
         return HOW_WORN.index("bare")
-    return HOW_WORN.index(kind) if kind in INCORRECT_KINDS else UNKNOWN
+    return HOW_WORN.index(kind) if kind in WORN_WRONGLY else UNKNOWN
 
 
 def pack(targets: np.ndarray, how: np.ndarray, n_classes: int) -> np.ndarray:

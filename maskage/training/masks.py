@@ -16,11 +16,12 @@ import numpy as np
 
 from ..errors import MaskageError, UsageError
 from ..images import ImageError, load_image
+from ..labels import NOSE_EXPOSED, ONE_EAR, UNDER_CHIN
 from ..progress import bar
 
 # How a mask sits on the face. The competition's "incorrect" class is mostly nose exposed, some under the chin;
 # real photos also show masks hanging from one ear (ONE_EAR: drawn on request, not among the demo's KINDS).
-CORRECT, NOSE_EXPOSED, UNDER_CHIN, ONE_EAR = "correct", "nose_exposed", "under_chin", "one_ear"
+CORRECT = "correct"  # the others: labels.NOSE_EXPOSED, UNDER_CHIN and ONE_EAR
 
 KINDS = (CORRECT, NOSE_EXPOSED, UNDER_CHIN)
 ALL_KINDS = KINDS + (ONE_EAR,)
